@@ -1,0 +1,64 @@
+# billflow: `make help` lists the targets. Every target installs what it needs first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+SAM_VENV := .tools/sam
+SAM := $(SAM_VENV)/bin/sam
+SAM_VERSION := 1.170.0
+PORT ?= 3000
+export SAM_CLI_TELEMETRY := 0
+export AWS_DEFAULT_REGION ?= us-east-1
+
+.DEFAULT_GOAL := help
+.PHONY: help install run local test test-fast lint typecheck template validate build bench deploy clean
+
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
+
+$(BIN)/.installed: pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[dev]"
+	@touch $@
+
+$(SAM).installed:
+	@test -x $(SAM_VENV)/bin/python || $(PYTHON) -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/pip install --quiet "aws-sam-cli==$(SAM_VERSION)"
+	@touch $@
+
+install: $(BIN)/.installed ## create .venv and install billflow with its dev tools
+
+run: install ## start the local stack with example rules, send a signed won deal through it, keep serving
+	$(BIN)/python -m billflow_local.demo --port $(PORT)
+
+local: install ## start the local stack only: RULES=folder CONNECTIONS=file PORT=3000
+	$(BIN)/python -m billflow_local --port $(PORT) --rules $${RULES:-examples/rules} --connections $${CONNECTIONS:-examples/local-connections.yaml}
+
+test: install lint typecheck template ## everything CI runs: lint, types, template checks, all tests
+	$(BIN)/pytest -n 2 --dist loadfile
+
+test-fast: install ## unit tests only
+	$(BIN)/pytest tests/unit -q
+
+lint: install ## ruff
+	$(BIN)/ruff check .
+
+typecheck: install ## mypy (strict)
+	$(BIN)/mypy
+
+template: install $(SAM).installed ## cfn-lint and sam validate --lint
+	$(BIN)/cfn-lint template.yaml
+	$(SAM) validate --lint --region $(AWS_DEFAULT_REGION)
+
+build: $(SAM).installed ## sam build (arm64 wheels from PyPI; no Docker)
+	$(SAM) build
+
+bench: install $(SAM).installed ## cold imports, ingest latency, filter scaling, artifact sizes
+	$(BIN)/python bench/run_all.py
+
+deploy: build ## sam deploy --guided (your AWS account)
+	$(SAM) deploy --guided
+
+clean: ## remove build output and caches (keeps .venv)
+	rm -rf .aws-sam .pytest_cache .mypy_cache .ruff_cache

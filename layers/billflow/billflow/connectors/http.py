@@ -1,0 +1,107 @@
+"""A small HTTP client on urllib (no extra dependency in the layer) that classifies failures.
+
+429, 5xx and network errors raise TransientError (the state machine retries, honouring Retry-After);
+other 4xx raise TargetRejected with the target's own message.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass, field
+from typing import Any
+
+from billflow.errors import TargetRejected, TransientError
+
+DEFAULT_TIMEOUT = 10.0
+
+
+@dataclass
+class HttpResponse:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+    url: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def json(self) -> Any:
+        return json.loads(self.body) if self.body else None
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None  # a redirect from a billing API is an error, not something to follow with credentials
+
+
+_opener = urllib.request.build_opener(_NoRedirect)
+
+
+def request(
+    method: str, url: str, *, headers: dict[str, str] | None = None, body: bytes | None = None,
+    timeout: float = DEFAULT_TIMEOUT, target: str = "target", raise_for_status: bool = True,
+) -> HttpResponse:
+    scheme = urllib.parse.urlsplit(url).scheme
+    if scheme not in ("http", "https"):
+        raise TargetRejected(f"{target}: refusing to call a {scheme or 'relative'} URL")
+    req = urllib.request.Request(url, data=body, method=method, headers=headers or {})  # noqa: S310
+    try:
+        with _opener.open(req, timeout=timeout) as resp:
+            answer = HttpResponse(resp.status, _lower(resp.headers.items()), resp.read(), url)
+    except urllib.error.HTTPError as err:
+        answer = HttpResponse(err.code, _lower(err.headers.items()), err.read(), url)
+    except (urllib.error.URLError, TimeoutError, ConnectionError) as err:
+        raise TransientError(f"{target} unreachable: {getattr(err, 'reason', err)}") from None
+    if raise_for_status:
+        raise_for(answer, target)
+    return answer
+
+
+def raise_for(answer: HttpResponse, target: str) -> None:
+    if answer.status < 400:
+        return
+    message = error_message(answer)
+    if answer.status == 429 or answer.status >= 500:
+        raise TransientError(
+            f"{target} answered {answer.status}: {message}",
+            retry_after_seconds=retry_after(answer.headers),
+            status=answer.status,
+        )
+    raise TargetRejected(f"{target} answered {answer.status}: {message}", status=answer.status)
+
+
+def retry_after(headers: dict[str, str]) -> float | None:
+    raw = headers.get("retry-after")
+    if raw is None:
+        return None
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        from datetime import UTC, datetime
+        from email.utils import parsedate_to_datetime
+
+        try:
+            return max(0.0, (parsedate_to_datetime(raw) - datetime.now(UTC)).total_seconds())
+        except (TypeError, ValueError):
+            return None
+
+
+def error_message(answer: HttpResponse) -> str:
+    """The target's own words: Stripe's error.message, Xero's Elements, Intuit's Fault, or the text."""
+    try:
+        doc = answer.json()
+    except ValueError:
+        return answer.body[:500].decode("utf-8", "replace")
+    if isinstance(doc, dict):
+        for path in (("error", "message"), ("Message",), ("message",), ("Fault", "Error")):
+            node: Any = doc
+            for key in path:
+                node = node.get(key) if isinstance(node, dict) else None
+            if node:
+                return json.dumps(node)[:500] if not isinstance(node, str) else node[:500]
+    return json.dumps(doc)[:500]
+
+
+def _lower(items: Any) -> dict[str, str]:
+    return {k.lower(): v for k, v in items}

@@ -1,0 +1,1 @@
+"""Business logic: pure-ish functions on domain models, called by the thin handlers."""

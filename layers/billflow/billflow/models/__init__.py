@@ -1,0 +1,1 @@
+"""Domain models: what billflow thinks in, independent of any CRM's or target's wire format."""

@@ -1,0 +1,33 @@
+"""The one normalised event every source turns its webhooks into."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+RecordAction = Literal["created", "updated", "deleted"]
+
+# EventBridge attributes of a normalised event: the bus rule in template.yaml matches on these.
+EVENT_SOURCE = "billflow.ingest"
+EVENT_DETAIL_TYPE = "CrmEvent"
+
+
+class CrmEvent(BaseModel):
+    """A change of one CRM record, as the CRM reported it (the record after the change)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    event_id: str = Field(description="Fingerprint of the change: delivered twice, it keeps one id")
+    tenant: str
+    source: str = Field(description="The CRM: twenty, hubspot, generic")
+    object: str = Field(description="CRM object, singular: opportunity, deal, company")
+    action: RecordAction
+    record_id: str
+    record: dict[str, Any] = Field(description="The record after the change")
+    changed_fields: list[str] | None = Field(
+        default=None, description="Fields the CRM says changed; None when the CRM does not say"
+    )
+    occurred_at: datetime
+    received_at: datetime

@@ -1,0 +1,42 @@
+"""Inbound adapters: one module per CRM that calls billflow's webhook, behind one interface."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Protocol
+
+from billflow.errors import NotFound
+from billflow.models.events import CrmEvent
+
+
+class SourceAdapter(Protocol):
+    name: str
+
+    def verify(
+        self, *, secret: str, method: str, url: str, headers: Mapping[str, str], body: bytes,
+        now: datetime, tolerance_seconds: int,
+    ) -> None:
+        """Raise Unauthorized unless the request carries a valid, fresh signature."""
+
+    def parse(self, *, tenant: str, body: bytes, received_at: datetime) -> list[CrmEvent]:
+        """Turn one webhook body into normalised events; raise InvalidRequest if it is not one."""
+
+
+# name -> module holding ADAPTER; imported on first use so a cold start loads only its own source.
+_ADAPTERS = {
+    "twenty": "billflow.sources.twenty",
+}
+
+
+def get_source(name: str) -> SourceAdapter:
+    module = _ADAPTERS.get(name)
+    if module is None:
+        raise NotFound(f"unknown source {name!r}", known=sorted(_ADAPTERS))
+    adapter: SourceAdapter = importlib.import_module(module).ADAPTER
+    return adapter
+
+
+def known_sources() -> list[str]:
+    return sorted(_ADAPTERS)

@@ -1,0 +1,48 @@
+"""Powertools idempotency on the idempotency table: a send runs once per key; repeats get its answer."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import cache
+from typing import Any
+
+from billflow.models.documents import DispatchResult
+from billflow.settings import get_settings
+
+RECORD_TTL_SECONDS = 7 * 86400
+
+
+@cache
+def _persistence() -> Any:
+    from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
+
+    from billflow.aws import client
+
+    table = get_settings().idempotency_table
+    return DynamoDBPersistenceLayer(table_name=table, boto3_client=client("dynamodb"))
+
+
+@cache
+def _idempotent_send() -> Callable[..., dict[str, Any]]:
+    from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig, idempotent_function
+
+    config = IdempotencyConfig(event_key_jmespath="key", expires_after_seconds=RECORD_TTL_SECONDS)
+
+    @idempotent_function(  # type: ignore[untyped-decorator]
+        data_keyword_argument="request", persistence_store=_persistence(), config=config
+    )
+    def send(request: dict[str, str], run: Callable[[], DispatchResult]) -> dict[str, Any]:
+        return run().model_dump(mode="json")
+
+    sender: Callable[..., dict[str, Any]] = send
+    return sender
+
+
+def once(key: str, run: Callable[[], DispatchResult]) -> DispatchResult:
+    answer = _idempotent_send()(request={"key": key}, run=run)
+    return DispatchResult.model_validate(answer)
+
+
+def reset() -> None:
+    _persistence.cache_clear()
+    _idempotent_send.cache_clear()

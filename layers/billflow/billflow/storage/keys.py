@@ -1,0 +1,48 @@
+"""Every table key billflow writes, in one place: each starts with the tenant, so tenants never mix."""
+
+from __future__ import annotations
+
+import hashlib
+
+
+def rules_pk(tenant: str, source: str, object_name: str) -> str:
+    return f"{tenant}#{source}#{object_name}"
+
+
+def rule_sk(rule_id: str) -> str:
+    return f"rule#{rule_id}"
+
+
+def settings_pk(tenant: str) -> str:
+    return f"{tenant}#_settings"
+
+
+SETTINGS_SK = "settings"
+
+
+def record_pk(tenant: str, source: str, object_name: str, record_id: str) -> str:
+    return f"{tenant}#{source}#{object_name}#{record_id}"
+
+
+def counter_pk(tenant: str, action_type: str, day: str) -> str:
+    return f"{tenant}#{action_type}#{day}"
+
+
+def log_rule_key(tenant: str, rule_id: str) -> str:
+    return f"{tenant}#{rule_id}"
+
+
+def log_status_key(tenant: str, status: str) -> str:
+    return f"{tenant}#{status}"
+
+
+def execution_key(tenant: str, rule_id: str, record_key: str, transition: str) -> str:
+    """The identity of one transition for one rule: names the execution and every idempotency key."""
+    digest = hashlib.sha256("\x1f".join([tenant, rule_id, record_key, transition]).encode()).hexdigest()
+    return digest[:40]
+
+
+def execution_name(rule_id: str, key: str, attempt: int = 0) -> str:
+    """Step Functions names: at most 80 of [A-Za-z0-9-_]; a duplicate is refused by Step Functions itself."""
+    suffix = f"-r{attempt}" if attempt else ""
+    return f"{rule_id[:30]}-{key}{suffix}"

@@ -1,0 +1,107 @@
+"""The rules table: rule documents per (tenant, source, object), read in their order."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from billflow.aws import client
+from billflow.models.rules import Rule, TenantSettings
+from billflow.settings import get_settings
+from billflow.storage import keys
+
+TENANT_INDEX = "tenant-index"
+
+
+class RuleStore:
+    def __init__(self, table: str) -> None:
+        self._table = table
+
+    def rules_for(self, tenant: str, source: str, object_name: str) -> list[Rule]:
+        """One partition per (tenant, source, object): cost follows that object's rules, not all rules."""
+        items = self._query(
+            KeyConditionExpression="pk = :pk",
+            ExpressionAttributeValues={":pk": {"S": keys.rules_pk(tenant, source, object_name)}},
+            ConsistentRead=True,
+        )
+        rules = [Rule.model_validate_json(item["document"]["S"]) for item in items]
+        return sorted(rules, key=lambda r: (r.order, r.id))
+
+    def all_rules(self, tenant: str) -> list[Rule]:
+        items = self._query(
+            IndexName=TENANT_INDEX,
+            KeyConditionExpression="tenant = :t AND begins_with(sk, :rule)",
+            ExpressionAttributeValues={":t": {"S": tenant}, ":rule": {"S": "rule#"}},
+        )
+        rules = [Rule.model_validate_json(item["document"]["S"]) for item in items]
+        return sorted(rules, key=lambda r: (r.source, r.object, r.order, r.id))
+
+    def get(self, tenant: str, rule_id: str) -> Rule | None:
+        return next((r for r in self.all_rules(tenant) if r.id == rule_id), None)
+
+    def put(self, rule: Rule) -> None:
+        if not rule.tenant:
+            raise ValueError("a stored rule belongs to a tenant")
+        client("dynamodb").put_item(
+            TableName=self._table,
+            Item={
+                "pk": {"S": keys.rules_pk(rule.tenant, rule.source, rule.object)},
+                "sk": {"S": keys.rule_sk(rule.id)},
+                "tenant": {"S": rule.tenant},
+                "rule_id": {"S": rule.id},
+                "active": {"BOOL": rule.active},
+                "order": {"N": str(rule.order)},
+                "document": {"S": rule.model_dump_json(exclude_defaults=False)},
+            },
+        )
+
+    def delete(self, rule: Rule) -> None:
+        client("dynamodb").delete_item(
+            TableName=self._table,
+            Key={
+                "pk": {"S": keys.rules_pk(rule.tenant, rule.source, rule.object)},
+                "sk": {"S": keys.rule_sk(rule.id)},
+            },
+        )
+
+    def tenant_settings(self, tenant: str) -> TenantSettings:
+        item = client("dynamodb").get_item(
+            TableName=self._table,
+            Key={"pk": {"S": keys.settings_pk(tenant)}, "sk": {"S": keys.SETTINGS_SK}},
+        ).get("Item")
+        if not item:
+            return TenantSettings()
+        return TenantSettings.model_validate_json(item["document"]["S"])
+
+    def put_tenant_settings(self, tenant: str, settings: TenantSettings) -> None:
+        client("dynamodb").put_item(
+            TableName=self._table,
+            Item={
+                "pk": {"S": keys.settings_pk(tenant)},
+                "sk": {"S": keys.SETTINGS_SK},
+                "tenant": {"S": tenant},
+                "document": {"S": settings.model_dump_json()},
+            },
+        )
+
+    def _query(self, **kwargs: Any) -> list[dict[str, Any]]:
+        ddb = client("dynamodb")
+        items: list[dict[str, Any]] = []
+        start: dict[str, Any] | None = None
+        while True:
+            paging = {"ExclusiveStartKey": start} if start else {}
+            page = ddb.query(TableName=self._table, **kwargs, **paging)
+            items.extend(page["Items"])
+            start = page.get("LastEvaluatedKey")
+            if not start:
+                return items
+
+
+def get_rule_store() -> RuleStore:
+    return RuleStore(get_settings().rules_table)
+
+
+def rule_document(rule: Rule) -> dict[str, Any]:
+    """The rule as its YAML/JSON document: what export writes and what apply compares."""
+    data: dict[str, Any] = json.loads(rule.model_dump_json(exclude={"tenant"}))
+    return data

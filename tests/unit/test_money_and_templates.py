@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+import pytest
+
+from billflow.errors import ConfigurationError
+from billflow.logic.templates import placeholders, render
+from billflow.money import micros_to_minor, minor_to_decimal
+
+
+@pytest.mark.parametrize(
+    ("micros", "currency", "minor"),
+    [(12_500_000_000, "USD", 1_250_000), (1_000_000, "eur", 100), (5_000_000, "JPY", 5),
+     (1_234_567, "KWD", 1235), (15_000, "USD", 2), (14_999, "USD", 1)],
+)
+def test_micros_become_the_smallest_unit(micros: int, currency: str, minor: int) -> None:
+    assert micros_to_minor(micros, currency) == minor
+
+
+def test_minor_back_to_decimal() -> None:
+    assert str(minor_to_decimal(1_250_000, "usd")) == "12500"
+    assert str(minor_to_decimal(5, "jpy")) == "5"
+
+
+def test_render_keeps_types_for_whole_placeholders_and_interpolates_text() -> None:
+    context = {"dispatch": {"external_id": "in_1"}, "record": {"amount": {"amountMicros": 5}}}
+    assert render("{{ dispatch.external_id }}", context) == "in_1"
+    assert render("{{record.amount.amountMicros}}", context) == 5
+    assert render({"note": "Invoice {{ dispatch.external_id }} sent"}, context) == {"note": "Invoice in_1 sent"}
+
+
+def test_unknown_placeholder_at_run_time_is_a_configuration_error() -> None:
+    with pytest.raises(ConfigurationError, match="company.name"):
+        render("{{ company.name }}", {})
+
+
+def test_placeholders_are_found_in_nested_values() -> None:
+    assert placeholders({"a": ["{{ x.y }}", {"b": "{{ z }} and {{ w.v }}"}]}) == {"x.y", "z", "w.v"}
