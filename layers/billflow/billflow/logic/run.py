@@ -9,13 +9,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from billflow.connectors import get_connector, get_crm
-from billflow.connectors.base import SendContext
-from billflow.errors import ConfigurationError, TransientError
-from billflow.logic.drafts import draft_for
-from billflow.logic.templates import render
+from billflow.actions import get_action_type
+from billflow.connectors import get_crm
+from billflow.errors import TransientError
 from billflow.logic.workflow import RunState
-from billflow.models.documents import DispatchResult, InvoiceDraft
+from billflow.models.documents import DispatchResult
 from billflow.models.rules import DOCUMENT_ACTIONS, Action
 from billflow.storage import keys
 from billflow.storage.execution_log import log_item
@@ -69,21 +67,7 @@ def plan_next(state: RunState, now: datetime | None = None) -> dict[str, Any]:
 
 
 def render_request(action: Action, state: RunState) -> dict[str, Any]:
-    context = state.context()
-    if action.type in DOCUMENT_ACTIONS:
-        draft = draft_for(action, state.event.record, context, state.event.source)
-        return {"draft": draft.model_dump(mode="json")}
-    if action.type == "field_update":
-        if not action.field:
-            raise ConfigurationError("a field_update action needs a field")
-        return {"fields": {action.field: render(action.value, context)}}
-    if action.type == "webhook":
-        payload = render(action.options.get("payload"), context) if "payload" in action.options else {
-            "rule": state.rule.id, "transition": state.transition,
-            "event": state.event.model_dump(mode="json"), "results": state.results, **state.lookup,
-        }
-        return {"payload": payload}
-    raise ConfigurationError(f"action type {action.type!r} is not supported by this deployment yet")
+    return get_action_type(action.type).render(action, state)
 
 
 def dispatch(state: RunState, step: dict[str, Any], previous: dict[str, Any] | None) -> dict[str, Any]:
@@ -112,30 +96,7 @@ def send_once(state: RunState, action: Action, request: dict[str, Any], key: str
     """The send, made idempotent by its key: a retried task returns the first answer, sends nothing."""
     from billflow.storage.idempotency import once
 
-    return once(key, lambda: _send(state, action, request, key))
-
-
-def _send(state: RunState, action: Action, request: dict[str, Any], key: str) -> DispatchResult:
-    context = SendContext(tenant=state.tenant, idempotency_key=key, crm_record=state.event.record)
-    store = get_secret_store()
-    if action.type in DOCUMENT_ACTIONS:
-        connection = store.connection(state.tenant, action.connection or action.system or "")
-        if action.system and action.system != connection.type:
-            raise ConfigurationError(
-                f"action wants {action.system} but connection {connection.name!r} is {connection.type}"
-            )
-        draft = InvoiceDraft.model_validate(request["draft"])
-        return get_connector(connection.type).create_document(draft, connection, context)
-    if action.type == "field_update":
-        connection = crm_connection(state)
-        get_crm(connection.type).update_record(
-            connection, state.event.object, state.event.record_id, request["fields"]
-        )
-        return DispatchResult(status="updated", details={"fields": sorted(request["fields"])})
-    if action.type == "webhook":
-        connection = store.connection(state.tenant, action.connection or "webhook")
-        return get_connector(connection.type).send_payload(request["payload"], connection, context)
-    raise ConfigurationError(f"action type {action.type!r} is not supported by this deployment yet")
+    return once(key, lambda: get_action_type(action.type).send(action, request, state, key))
 
 
 def write_back(state: RunState, step: dict[str, Any], dispatched: dict[str, Any]) -> dict[str, Any]:

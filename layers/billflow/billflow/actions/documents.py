@@ -1,0 +1,42 @@
+"""Billing documents (invoice, estimate, sales receipt, ...) in the connection's target system."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from billflow.actions.base import ActionType
+from billflow.connectors import get_connector
+from billflow.connectors.base import SendContext
+from billflow.errors import ConfigurationError
+from billflow.logic.drafts import draft_for
+from billflow.logic.workflow import RunState
+from billflow.models.documents import DispatchResult, InvoiceDraft
+from billflow.models.rules import Action
+from billflow.storage.secrets import Connection, get_secret_store
+
+
+class DocumentAction(ActionType):
+    def render(self, action: Action, state: RunState) -> dict[str, Any]:
+        draft = draft_for(action, state.event.record, state.context(), state.event.source)
+        return {"draft": draft.model_dump(mode="json")}
+
+    def send(self, action: Action, request: dict[str, Any], state: RunState, key: str) -> DispatchResult:
+        connection = _connection(action, state)
+        draft = InvoiceDraft.model_validate(request["draft"])
+        context = SendContext(tenant=state.tenant, idempotency_key=key, crm_record=state.event.record)
+        return get_connector(connection.type).create_document(draft, connection, context)
+
+    def preview(self, action: Action, request: dict[str, Any], state: RunState, key: str) -> list[dict[str, Any]]:
+        connection = _connection(action, state)
+        draft = InvoiceDraft.model_validate(request["draft"])
+        context = SendContext(tenant=state.tenant, idempotency_key=key, crm_record=state.event.record)
+        return get_connector(connection.type).preview_document(draft, connection, context)
+
+
+def _connection(action: Action, state: RunState) -> Connection:
+    connection = get_secret_store().connection(state.tenant, action.connection or action.system or "")
+    if action.system and action.system != connection.type:
+        raise ConfigurationError(
+            f"action wants {action.system} but connection {connection.name!r} is {connection.type}"
+        )
+    return connection
