@@ -7,6 +7,7 @@ service's error shape and recorded in `violations`, so a test can assert none ha
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import threading
@@ -92,7 +93,9 @@ class FakeServer:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True, name=self.name)
+        # A short poll interval: stop() waits for the loop to notice, and every test pays that wait.
+        serve = functools.partial(self._server.serve_forever, poll_interval=0.05)
+        self._thread = threading.Thread(target=serve, daemon=True, name=self.name)
         self._thread.start()
         return self
 

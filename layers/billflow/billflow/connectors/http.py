@@ -94,7 +94,7 @@ def error_message(answer: HttpResponse) -> str:
     except ValueError:
         return answer.body[:500].decode("utf-8", "replace")
     if isinstance(doc, dict):
-        for path in (("error", "message"), ("Message",), ("message",), ("Fault", "Error")):
+        for path in (("error", "message"), ("Message",), ("message",), ("messages",), ("Fault", "Error")):
             node: Any = doc
             for key in path:
                 node = node.get(key) if isinstance(node, dict) else None

@@ -66,13 +66,14 @@ class TwentyAdapter:
         timestamp = headers.get(TIMESTAMP_HEADER)
         if not signature or not timestamp:
             raise Unauthorized("missing X-Twenty-Webhook-Signature or X-Twenty-Webhook-Timestamp header")
-        try:
-            sent_at = int(timestamp) / 1000
-        except ValueError:
-            raise Unauthorized("X-Twenty-Webhook-Timestamp is not a number of milliseconds") from None
+        if not (timestamp.isascii() and timestamp.isdigit()):
+            raise Unauthorized("X-Twenty-Webhook-Timestamp is not a number of milliseconds")
+        sent_at = int(timestamp) / 1000
         if abs(now.timestamp() - sent_at) > tolerance_seconds:
             raise Unauthorized(f"stale signature: timestamp is more than {tolerance_seconds}s from now")
-        if not hmac.compare_digest(sign(secret, timestamp, body), signature.strip().lower()):
+        # Bytes on both sides: compare_digest refuses non-ASCII str, which must be a 401, not a 500.
+        expected = sign(secret, timestamp, body).encode()
+        if not hmac.compare_digest(expected, signature.strip().lower().encode("utf-8", "replace")):
             raise Unauthorized("signature does not match the body")
 
     def parse(self, *, tenant: str, body: bytes, received_at: datetime) -> list[CrmEvent]:
