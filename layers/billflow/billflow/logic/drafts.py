@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from billflow.countries import country_code
 from billflow.errors import ConfigurationError
 from billflow.logic.templates import render
 from billflow.models.documents import Address, CustomerInfo, InvoiceDraft, LineItem
@@ -42,7 +43,7 @@ def draft_for(action: Action, record: dict[str, Any], context: dict[str, Any], s
             city=address.get("addressCity") or None,
             state=address.get("addressState") or None,
             postal_code=address.get("addressPostcode") or None,
-            country=address.get("addressCountry") or None,
+            country=country_code(address.get("addressCountry")),
         ),
         tax_id=company.get("taxId") or None,
         crm_company_id=company.get("id") or record.get("companyId"),
