@@ -1,0 +1,379 @@
+"""Stripe invoices: find or create the customer, create a draft, add one item per line, finalize, send.
+
+Every POST carries an Idempotency-Key derived from the run's key and the step, so a retried run (the state
+machine retries TransientError) replays Stripe's first answers instead of creating a second customer,
+invoice or item. Stripe keeps keys for 24 hours; a retry later than that would create new objects.
+
+Requests are form-encoded in Stripe's bracket notation and pinned to the API version the contract tests
+validate against (Stripe-Version), so an account's default version cannot change the answers' shape.
+
+Connection settings: api_key (required), base_url (default https://api.stripe.com), customer_matching
+("create_if_missing", the default, or "strict": never create customers).
+Draft options: finalize (default true), send (default false), tax_rates (tax rate ids), tax_rates_on
+("invoice", the default: the invoice's default_tax_rates, or "taxable_lines": only lines marked taxable).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Mapping
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from billflow.connectors import http
+from billflow.connectors.base import Connector, SendContext
+from billflow.errors import ConfigurationError, CustomerNotFound, TargetRejected
+from billflow.models.documents import CustomerInfo, DispatchResult, InvoiceDraft, LineItem
+from billflow.storage.secrets import Connection
+
+API_VERSION = "2023-08-16"
+DEFAULT_BASE_URL = "https://api.stripe.com"
+TARGET = "stripe"
+MATCHING_MODES = ("create_if_missing", "strict")
+TAX_RATES_ON = ("invoice", "taxable_lines")
+# Stripe's documented limits: idempotency keys up to 255 characters; metadata up to 50 keys, key names
+# up to 40 characters, values up to 500; invoice custom field values up to 30 characters (the spec).
+MAX_IDEMPOTENCY_KEY = 255
+MAX_METADATA_KEYS = 50
+MAX_METADATA_KEY = 40
+MAX_METADATA_VALUE = 500
+MAX_CUSTOM_FIELD = 30
+MAX_INVOICE_DESCRIPTION = 1500  # maxLength of description in POST /v1/invoices
+# Placeholders in previews for ids only known once Stripe has answered.
+CUSTOMER_ID = "{customer.id}"
+INVOICE_ID = "{invoice.id}"
+
+
+# --- form encoding --------------------------------------------------------------------------------
+def encode_form(params: Mapping[str, Any]) -> str:
+    """Stripe's bracket notation: {"a": {"b": [1, True]}} -> "a[b][0]=1&a[b][1]=true".
+
+    None values and empty containers are left out (as Stripe's own libraries do); pass "" to unset a field.
+    """
+    return urlencode(list(_flatten(params, None)))
+
+
+def _flatten(value: Any, name: str | None) -> Iterator[tuple[str, str]]:
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str) or not key or "[" in key or "]" in key:
+                raise ValueError(f"parameter name {key!r} cannot be written in bracket notation")
+            yield from _flatten(item, key if name is None else f"{name}[{key}]")
+        return
+    if name is None:
+        raise TypeError("encode_form takes a mapping of parameters")
+    if value is None:
+        return
+    if isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            yield from _flatten(item, f"{name}[{index}]")
+    elif isinstance(value, bool):  # before int: bool is an int
+        yield name, "true" if value else "false"
+    elif isinstance(value, int | str):
+        yield name, str(value)
+    elif isinstance(value, float | Decimal):
+        yield name, format(Decimal(str(value)), "f")
+    else:
+        raise TypeError(f"{name}: cannot form-encode {type(value).__name__}")
+
+
+def search_literal(text: str) -> str:
+    """A quoted string for Stripe's search query language: backslash-escape backslashes and quotes."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def step_key(idempotency_key: str, step: str) -> str:
+    """The Idempotency-Key for one step of a run, within Stripe's 255 characters."""
+    key = f"{idempotency_key}:{step}"
+    if len(key) <= MAX_IDEMPOTENCY_KEY:
+        return key
+    digest = hashlib.sha256(idempotency_key.encode()).hexdigest()  # stable, so retries still match
+    return f"{digest}:{step}"[:MAX_IDEMPOTENCY_KEY]
+
+
+# --- the requests, built once for sending and previewing ------------------------------------------
+def customer_params(customer: CustomerInfo) -> dict[str, Any]:
+    address = {k: v for k, v in customer.address.model_dump().items() if v not in (None, "")}
+    params: dict[str, Any] = {"name": customer.name, "email": customer.email, "address": address or None}
+    if customer.crm_company_id:
+        params["metadata"] = {"crm_company_id": customer.crm_company_id}
+    return params
+
+
+def invoice_params(draft: InvoiceDraft, customer_id: str) -> dict[str, Any]:
+    params: dict[str, Any] = {
+        "customer": customer_id,
+        "collection_method": "send_invoice",  # an invoice the customer pays, not a charge on a saved card
+        "days_until_due": draft.days_until_due if draft.days_until_due is not None else 30,
+        "currency": draft.currency.lower(),
+        "description": draft.memo,
+        "auto_advance": False,  # billflow finalizes and sends explicitly; Stripe must not act on its own
+        "pending_invoice_items_behavior": "exclude",  # only the lines of this draft, never stray items
+        "metadata": dict(draft.metadata) or None,
+    }
+    if draft.reference:
+        if len(draft.reference) <= MAX_CUSTOM_FIELD:  # printed on the invoice, where a reference belongs
+            params["custom_fields"] = [{"name": "Reference", "value": draft.reference}]
+        else:
+            params["metadata"] = {"reference": draft.reference, **draft.metadata}
+    tax_rates, tax_rates_on = _tax_options(draft)
+    if tax_rates and tax_rates_on == "invoice":
+        params["default_tax_rates"] = tax_rates
+    return params
+
+
+def item_params(draft: InvoiceDraft, line: LineItem, customer_id: str, invoice_id: str) -> dict[str, Any]:
+    params: dict[str, Any] = {
+        "customer": customer_id,
+        "invoice": invoice_id,
+        "currency": draft.currency.lower(),
+        "description": line.description,
+    }
+    quantity = Decimal(str(line.quantity))
+    if quantity >= 0 and quantity == quantity.to_integral_value():
+        # unit_amount_minor is already in the smallest unit (yen for JPY): sent as is, never rescaled.
+        params["quantity"] = int(quantity)
+        params["unit_amount"] = line.unit_amount_minor
+    else:
+        # Stripe's quantity (API 2023-08-16) is a non-negative integer: a fractional or negative quantity
+        # becomes the line's total, rounded to the smallest unit.
+        total = (quantity * line.unit_amount_minor).quantize(Decimal(1), rounding=ROUND_HALF_UP)
+        params["amount"] = int(total)
+    tax_rates, tax_rates_on = _tax_options(draft)
+    if tax_rates and tax_rates_on == "taxable_lines" and line.taxable:
+        params["tax_rates"] = tax_rates
+    params["metadata"] = _line_metadata(draft, line) or None
+    return params
+
+
+def _line_metadata(draft: InvoiceDraft, line: LineItem) -> dict[str, str]:
+    metadata = dict(draft.metadata)  # each item points back to the CRM record too
+    if line.sku:
+        metadata["sku"] = line.sku
+    if line.product_name:
+        metadata["product_name"] = line.product_name
+    return metadata
+
+
+def _tax_options(draft: InvoiceDraft) -> tuple[list[str], str]:
+    rates = draft.options.get("tax_rates") or []
+    if isinstance(rates, str):
+        rates = [rates]
+    if not isinstance(rates, list) or not all(isinstance(r, str) and r for r in rates):
+        raise ConfigurationError("stripe option tax_rates must be a list of tax rate ids")
+    where = draft.options.get("tax_rates_on", "invoice")
+    if where not in TAX_RATES_ON:
+        raise ConfigurationError(f"stripe option tax_rates_on must be one of {', '.join(TAX_RATES_ON)}")
+    return rates, where
+
+
+def _flag(draft: InvoiceDraft, name: str, default: bool) -> bool:
+    value = draft.options.get(name, default)
+    if not isinstance(value, bool):
+        raise ConfigurationError(f"stripe option {name} must be true or false")
+    return value
+
+
+def _check_draft(draft: InvoiceDraft) -> tuple[bool, bool]:
+    """Refuse, before any call, what Stripe would refuse half way (leaving a customer or a draft behind)."""
+    if draft.document_type not in StripeConnector.document_types:
+        raise ConfigurationError(f"stripe creates invoices, not {draft.document_type}")
+    finalize, send = _flag(draft, "finalize", True), _flag(draft, "send", False)
+    if send and not finalize:
+        raise ConfigurationError("stripe cannot send an invoice left as a draft (send needs finalize)")
+    if draft.memo and len(draft.memo) > MAX_INVOICE_DESCRIPTION:
+        raise TargetRejected(f"stripe takes invoice memos of at most {MAX_INVOICE_DESCRIPTION} characters")
+    requests = [invoice_params(draft, CUSTOMER_ID)]
+    requests += [item_params(draft, line, CUSTOMER_ID, INVOICE_ID) for line in draft.lines]
+    for params in requests:
+        _check_metadata(params.get("metadata") or {})
+    return finalize, send
+
+
+def _check_metadata(metadata: Mapping[str, str]) -> None:
+    if len(metadata) > MAX_METADATA_KEYS:
+        raise TargetRejected(f"stripe takes at most {MAX_METADATA_KEYS} metadata keys, got {len(metadata)}")
+    for key, value in metadata.items():
+        if len(key) > MAX_METADATA_KEY or "[" in key or "]" in key:
+            raise TargetRejected(
+                f"stripe metadata key {key[:60]!r}: at most {MAX_METADATA_KEY} characters, no square brackets"
+            )
+        if len(value) > MAX_METADATA_VALUE:
+            raise TargetRejected(
+                f"stripe metadata value of {key!r} is longer than {MAX_METADATA_VALUE} characters"
+            )
+
+
+def _candidate_names(customer: CustomerInfo) -> list[str]:
+    person = " ".join(p.strip() for p in (customer.first_name, customer.last_name) if p and p.strip())
+    names: list[str] = []
+    for name in (person, customer.name.strip()):
+        if name and name not in names:
+            names.append(name)
+    return names
+
+
+def _matching(connection: Connection) -> str:
+    mode = connection.settings.get("customer_matching") or "create_if_missing"
+    if mode not in MATCHING_MODES:
+        raise ConfigurationError(
+            f"connection {connection.name!r}: customer_matching must be one of {', '.join(MATCHING_MODES)}"
+        )
+    return str(mode)
+
+
+# --- the API client -------------------------------------------------------------------------------
+class _StripeApi:
+    def __init__(self, connection: Connection) -> None:
+        self._api_key = str(connection.require("api_key"))
+        self.base_url = str(connection.settings.get("base_url") or DEFAULT_BASE_URL).rstrip("/")
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._api_key}", "Stripe-Version": API_VERSION,
+                "User-Agent": "billflow"}
+
+    def get(self, path: str, params: Mapping[str, Any] | None = None, *, missing_ok: bool = False) -> Any:
+        url = self.base_url + path + (f"?{encode_form(params)}" if params else "")
+        answer = http.request("GET", url, headers=self._headers(), target=TARGET, raise_for_status=False)
+        if missing_ok and answer.status == 404 and _error_code(answer) == "resource_missing":
+            return None
+        http.raise_for(answer, TARGET)
+        return answer.json()
+
+    def post(self, path: str, params: Mapping[str, Any], idempotency_key: str) -> Any:
+        headers = {**self._headers(), "Content-Type": "application/x-www-form-urlencoded",
+                   "Idempotency-Key": idempotency_key}
+        body = encode_form(params).encode()
+        return http.request("POST", self.base_url + path, headers=headers, body=body, target=TARGET).json()
+
+
+def _error_code(answer: http.HttpResponse) -> str | None:
+    try:
+        doc = answer.json()
+    except ValueError:
+        return None
+    error = doc.get("error") if isinstance(doc, dict) else None
+    code = error.get("code") if isinstance(error, dict) else None
+    return code if isinstance(code, str) else None
+
+
+# --- the connector --------------------------------------------------------------------------------
+class StripeConnector(Connector):
+    kind = "stripe"
+    document_types = frozenset({"invoice"})
+
+    def create_document(
+        self, draft: InvoiceDraft, connection: Connection, context: SendContext
+    ) -> DispatchResult:
+        finalize, send = _check_draft(draft)
+        matching = _matching(connection)
+        api = _StripeApi(connection)
+        key = context.idempotency_key
+
+        customer = self._find_customer(api, draft.customer)
+        created = customer is None
+        if customer is None:
+            if matching == "strict":
+                raise CustomerNotFound(self._not_found_reason(draft.customer))
+            customer = api.post("/v1/customers", customer_params(draft.customer), step_key(key, "customer"))
+        customer_id = str(customer["id"])
+
+        invoice = api.post("/v1/invoices", invoice_params(draft, customer_id), step_key(key, "invoice"))
+        invoice_id = str(invoice["id"])
+        for index, line in enumerate(draft.lines):
+            api.post("/v1/invoiceitems", item_params(draft, line, customer_id, invoice_id),
+                     step_key(key, f"item:{index}"))
+        if finalize:
+            invoice = api.post(f"/v1/invoices/{quote(invoice_id, safe='')}/finalize", {},
+                               step_key(key, "finalize"))
+        if send:
+            invoice = api.post(f"/v1/invoices/{quote(invoice_id, safe='')}/send", {}, step_key(key, "send"))
+
+        return DispatchResult(
+            external_id=invoice_id,
+            external_url=invoice.get("hosted_invoice_url") or None,
+            details={
+                "customer_id": customer_id,
+                "customer_created": created,
+                "invoice_status": invoice.get("status"),
+                "invoice_number": invoice.get("number"),
+                "amount_due": invoice.get("amount_due"),
+                "currency": invoice.get("currency"),
+            },
+        )
+
+    def preview_document(
+        self, draft: InvoiceDraft, connection: Connection, context: SendContext
+    ) -> list[dict[str, Any]]:
+        """The requests create_document would make, in order; nothing is sent and no key is needed.
+
+        Ids Stripe has not given yet appear as {customer.id} and {invoice.id}; steps that depend on what a
+        lookup finds say so in "when".
+        """
+        finalize, send = _check_draft(draft)
+        matching = _matching(connection)
+        base_url = str(connection.settings.get("base_url") or DEFAULT_BASE_URL).rstrip("/")
+        key = context.idempotency_key
+        steps: list[dict[str, Any]] = []
+
+        def lookup(step: str, path: str, params: dict[str, Any], when: str | None = None) -> None:
+            steps.append({"step": step, "method": "GET", "path": path, "url": base_url + path,
+                          "params": params, "query": encode_form(params), "idempotency_key": None,
+                          **({"when": when} if when else {})})
+
+        def post(step: str, path: str, params: dict[str, Any], when: str | None = None) -> None:
+            steps.append({"step": step, "method": "POST", "path": path, "url": base_url + path,
+                          "params": params, "form": encode_form(params),
+                          "idempotency_key": step_key(key, step), **({"when": when} if when else {})})
+
+        customer = draft.customer
+        if customer.external_id:
+            lookup("find_customer_by_id", f"/v1/customers/{quote(customer.external_id, safe='')}", {})
+        if customer.email:
+            lookup("find_customer_by_email", "/v1/customers", {"email": customer.email, "limit": 1},
+                   when="no customer found yet")
+        for name in _candidate_names(customer):
+            lookup("find_customer_by_name", "/v1/customers/search",
+                   {"query": f"name:{search_literal(name)}", "limit": 1}, when="no customer found yet")
+        if matching == "create_if_missing":
+            post("customer", "/v1/customers", customer_params(customer), when="no customer found")
+        else:
+            steps.append({"step": "fail", "when": "no customer found", "error": "CustomerNotFound"})
+        post("invoice", "/v1/invoices", invoice_params(draft, CUSTOMER_ID))
+        for index, line in enumerate(draft.lines):
+            post(f"item:{index}", "/v1/invoiceitems", item_params(draft, line, CUSTOMER_ID, INVOICE_ID))
+        if finalize:
+            post("finalize", f"/v1/invoices/{INVOICE_ID}/finalize", {})
+        if send:
+            post("send", f"/v1/invoices/{INVOICE_ID}/send", {})
+        return steps
+
+    # --- customers -------------------------------------------------------------------------------
+    @staticmethod
+    def _find_customer(api: _StripeApi, customer: CustomerInfo) -> dict[str, Any] | None:
+        """By the id stored on the CRM, then by email, then by name; a deleted customer does not count."""
+        if customer.external_id:
+            found = api.get(f"/v1/customers/{quote(customer.external_id, safe='')}", missing_ok=True)
+            if isinstance(found, dict) and not found.get("deleted"):
+                return found
+        if customer.email:
+            page = api.get("/v1/customers", {"email": customer.email, "limit": 1})
+            if page.get("data"):
+                return dict(page["data"][0])
+        for name in _candidate_names(customer):
+            page = api.get("/v1/customers/search", {"query": f"name:{search_literal(name)}", "limit": 1})
+            if page.get("data"):
+                return dict(page["data"][0])
+        return None
+
+    @staticmethod
+    def _not_found_reason(customer: CustomerInfo) -> str:
+        tried = []
+        if customer.external_id:
+            tried.append(f"id {customer.external_id!r}")
+        if customer.email:
+            tried.append("the email address")  # not echoed: error messages end up in logs
+        tried += [f"name {name!r}" for name in _candidate_names(customer)]
+        return (f"no Stripe customer matches {', '.join(tried)}; customer_matching is strict, "
+                "so none was created")
