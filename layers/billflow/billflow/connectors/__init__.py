@@ -16,6 +16,7 @@ _CONNECTORS = {
     "stripe": "billflow.connectors.stripe:StripeConnector",
     "webhook": "billflow.connectors.webhook:WebhookConnector",
     "twenty": "billflow.connectors.twenty:TwentyConnector",
+    "quickbooks": "billflow.connectors.quickbooks:QuickBooksConnector",
 }
 
 
