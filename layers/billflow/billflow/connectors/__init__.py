@@ -17,6 +17,8 @@ _CONNECTORS = {
     "webhook": "billflow.connectors.webhook:WebhookConnector",
     "twenty": "billflow.connectors.twenty:TwentyConnector",
     "quickbooks": "billflow.connectors.quickbooks:QuickBooksConnector",
+    "xero": "billflow.connectors.xero:XeroConnector",
+    "zoho_books": "billflow.connectors.zoho_books:ZohoBooksConnector",
 }
 
 
