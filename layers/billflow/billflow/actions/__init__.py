@@ -16,6 +16,9 @@ _ACTION_TYPES = {
     **dict.fromkeys(DOCUMENT_ACTIONS, "billflow.actions.documents:DocumentAction"),
     "field_update": "billflow.actions.field_update:FieldUpdateAction",
     "webhook": "billflow.actions.webhook:WebhookAction",
+    "email_alert": "billflow.actions.email_alert:EmailAlertAction",
+    "notification": "billflow.actions.notification:NotificationAction",
+    "expression": "billflow.actions.expression:ExpressionAction",
 }
 
 

@@ -59,8 +59,12 @@ def request(
 
 
 def raise_for(answer: HttpResponse, target: str) -> None:
-    if answer.status < 400:
+    if answer.status < 300:
         return
+    if answer.status < 400:
+        # Never followed: a redirect would carry the credentials somewhere the connection did not name.
+        raise TargetRejected(f"{target} answered a redirect ({answer.status}); billflow does not follow redirects",
+                             status=answer.status)
     message = error_message(answer)
     if answer.status == 429 or answer.status >= 500:
         raise TransientError(

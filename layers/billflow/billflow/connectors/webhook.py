@@ -1,30 +1,60 @@
 """Signed generic webhooks: any HTTPS endpoint that takes JSON.
 
 Signature: X-Billflow-Signature: sha256=<hex HMAC-SHA256(secret, f"{timestamp}.{body}")> with the Unix
-timestamp in X-Billflow-Timestamp, so a receiver can reject replays as it would Stripe's.
+timestamp in X-Billflow-Timestamp, so a receiver can reject replays as it would Stripe's (billflow.signing).
+Rule-level webhook actions (actions/webhook.py) sign by seed 004's scheme instead, unless their connection
+asks for this one.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
+import os
 import time
+import urllib.parse
 from typing import Any
 
 from billflow.connectors import http
 from billflow.connectors.base import Connector, SendContext
+from billflow.errors import ConfigurationError
 from billflow.models.documents import DispatchResult, InvoiceDraft
 from billflow.models.rules import DOCUMENT_ACTIONS
+from billflow.settings import get_settings
+from billflow.signing import BILLFLOW_SIGNATURE_HEADER as SIGNATURE_HEADER
+from billflow.signing import BILLFLOW_TIMESTAMP_HEADER as TIMESTAMP_HEADER
+from billflow.signing import billflow_signature as signature
 from billflow.storage.secrets import Connection
 
-SIGNATURE_HEADER = "X-Billflow-Signature"
-TIMESTAMP_HEADER = "X-Billflow-Timestamp"
+__all__ = ["SIGNATURE_HEADER", "TIMESTAMP_HEADER", "WebhookConnector", "check_url", "ports_restricted", "signature"]
+
+# Seed 004: "Zoho Books only supports port numbers 80 and 443". billflow holds its production stage to that.
+ALLOWED_PORTS = frozenset({80, 443})
+PRODUCTION_STAGES = frozenset({"prod", "production"})
+_TRUE = frozenset({"1", "true", "yes", "on"})
 
 
-def signature(secret: str, timestamp: str, body: bytes) -> str:
-    digest = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
-    return f"sha256={digest}"
+def ports_restricted() -> bool:
+    """Production always; any other stage when WEBHOOK_RESTRICT_PORTS is set (to rehearse production)."""
+    if get_settings().stage.lower() in PRODUCTION_STAGES:
+        return True
+    return os.environ.get("WEBHOOK_RESTRICT_PORTS", "").strip().lower() in _TRUE
+
+
+def check_url(url: str, target: str = "webhook") -> urllib.parse.SplitResult:
+    """An absolute http(s) URL with a host, on port 80 or 443 where ports are restricted."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigurationError(f"{target}: {url!r} is not an absolute http:// or https:// URL")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ConfigurationError(f"{target}: {url!r} has an invalid port") from None
+    if port is not None and port not in ALLOWED_PORTS and ports_restricted():
+        raise ConfigurationError(
+            f"{target}: port {port} is refused in production; webhooks may only use ports 80 and 443 "
+            f"(STAGE={get_settings().stage})"
+        )
+    return parts
 
 
 class WebhookConnector(Connector):
@@ -46,12 +76,15 @@ class WebhookConnector(Connector):
     ) -> list[dict[str, Any]]:
         payload = {"type": draft.document_type, "idempotency_key": context.idempotency_key,
                    "document": draft.model_dump(mode="json")}
-        return [{"method": "POST", "url": connection.require("url"), "json": payload}]
+        url = connection.require("url")
+        check_url(url)
+        return [{"method": "POST", "url": url, "json": payload}]
 
     def send_payload(
         self, payload: dict[str, Any], connection: Connection, context: SendContext
     ) -> DispatchResult:
         url = connection.require("url")
+        check_url(url)
         body = json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
         headers = {"Content-Type": "application/json", "Idempotency-Key": context.idempotency_key}
         secret = connection.settings.get("secret")

@@ -60,4 +60,5 @@ class DispatchResult(BaseModel):
     status: str = "sent"
     external_id: str | None = None
     external_url: str | None = None
+    value: Any = Field(default=None, description="What an expression action computed")
     details: dict[str, Any] = Field(default_factory=dict)

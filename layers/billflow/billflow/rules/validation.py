@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
-from billflow.logic.templates import placeholders
-from billflow.models.rules import DOCUMENT_ACTIONS, Rule
+from billflow.logic.templates import normalise, placeholders, references
+from billflow.models.rules import DOCUMENT_ACTIONS, OTHER_ACTIONS, Action, Rule
 from billflow.rules import comparators
 from billflow.rules.pattern import PatternError, parse_pattern
 
@@ -16,6 +17,12 @@ from billflow.rules.pattern import PatternError, parse_pattern
 PLACEHOLDER_ROOTS = frozenset(
     {"record", "event", "company", "contact", "line_items", "results", "dispatch", "rule"}
 )
+# Per rule, as in Zoho Books (seed 004): field updates, email alerts, webhooks. Every action of the rule
+# counts (all blocks, time-based and failure actions).
+ACTIONS_PER_RULE = {"field_update": 3, "email_alert": 5, "webhook": 1}
+_BLOCK_ACTION = re.compile(r"^blocks\.\d+\.actions\.\d+$")
+# Action types whose options are not templates (JSONata has its own syntax).
+UNTEMPLATED_OPTIONS = frozenset({"expression"})
 
 
 @dataclass(frozen=True)
@@ -69,9 +76,96 @@ def semantic_problems(rule: Rule) -> list[Problem]:
                 problems.append(Problem(rule.id, path, "a document action needs a connection (or a system)"))
             if action.type == "field_update" and not action.field:
                 problems.append(Problem(rule.id, f"{path}.field", "field_update needs the field to set"))
-            for name in sorted(placeholders(action.options) | placeholders(action.value)):
+            for name in sorted(placeholders(_templated(action))):
                 if name.split(".")[0] not in PLACEHOLDER_ROOTS:
                     roots = ", ".join(sorted(PLACEHOLDER_ROOTS))
                     message = f"unknown placeholder {{{{ {name} }}}}; placeholders start with one of {roots}"
                     problems.append(Problem(rule.id, path, message))
+    problems.extend(action_problems(rule))
     return problems
+
+
+# --- actions: per-type options, limits per rule, ${...} references ------------------------------------
+@runtime_checkable
+class _ChecksOptions(Protocol):
+    def check(self, action: Action) -> list[tuple[str, str]]: ...
+
+
+def rule_actions(rule: Rule) -> list[tuple[str, Action]]:
+    """Every action of a rule with its path, in the order a run meets them (blocks first, then failures)."""
+    found: list[tuple[str, Action]] = []
+
+    def walk(node: Any, path: str) -> None:
+        if isinstance(node, Action):
+            found.append((path, node))
+        elif isinstance(node, BaseModel):
+            for name in type(node).model_fields:
+                walk(getattr(node, name), f"{path}.{name}" if path else name)
+        elif isinstance(node, list | tuple):
+            for i, item in enumerate(node):
+                walk(item, f"{path}.{i}")
+        elif isinstance(node, dict):
+            for key, item in node.items():
+                walk(item, f"{path}.{key}")
+
+    walk(rule, "")
+    return found
+
+
+def action_problems(rule: Rule) -> list[Problem]:
+    from billflow.actions import get_action_type
+
+    problems: list[Problem] = []
+    actions = rule_actions(rule)
+    counts: dict[str, int] = {}
+    for index, (path, action) in enumerate(actions):
+        counts[action.type] = counts.get(action.type, 0) + 1
+        limit = ACTIONS_PER_RULE.get(action.type)
+        if limit is not None and counts[action.type] == limit + 1:
+            problems.append(Problem(rule.id, path, f"a rule may have at most {limit} {action.type} action(s); "
+                                                   f"this is one too many"))
+        handler = get_action_type(action.type)
+        if isinstance(handler, _ChecksOptions):
+            problems.extend(Problem(rule.id, f"{path}.{where}", message) for where, message in handler.check(action))
+        if not _BLOCK_ACTION.match(path):  # blocks' actions had their {{ }} placeholders checked above
+            for name in sorted(placeholders(_templated(action))):
+                if name.split(".")[0] not in PLACEHOLDER_ROOTS:
+                    roots = ", ".join(sorted(PLACEHOLDER_ROOTS))
+                    problems.append(Problem(rule.id, path, f"unknown placeholder {{{{ {name} }}}}; placeholders "
+                                                           f"start with one of {roots}"))
+        earlier = {a.type for _, a in actions[:index]} if not path.startswith("on_failure") else {
+            a.type for _, a in actions}
+        problems.extend(Problem(rule.id, path, message) for message in _reference_problems(rule, action, earlier))
+    return problems
+
+
+def _reference_problems(rule: Rule, action: Action, earlier: set[str]) -> list[str]:
+    problems: list[str] = []
+    templated = _templated(action)
+    if not earlier and any(p.split(".")[0] in ("dispatch", "results") for p in placeholders(templated)):
+        problems.append("{{ dispatch... }} / {{ results... }} in the rule's first action: no action has run before it")
+    data_roots = {normalise(r) for r in PLACEHOLDER_ROOTS - {"results", "dispatch"}}
+    data_roots |= {normalise(rule.object), "record"}
+    action_types = {normalise(t): t for t in DOCUMENT_ACTIONS | OTHER_ACTIONS}
+    for reference in sorted(references(templated)):
+        head = normalise(reference.split(".")[0])
+        if head in data_roots:
+            continue
+        if head == "dispatch":
+            if not earlier:
+                problems.append(f"${{{reference}}} in the rule's first action: no action has run before it")
+            continue
+        kind = action_types.get(head)
+        if kind is None:
+            known = sorted({rule.object.upper(), "RECORD", "COMPANY", "CONTACT", "EVENT", "RULE", "DISPATCH"})
+            problems.append(f"unknown placeholder ${{{reference}}}; it starts with {', '.join(known)} or an "
+                            f"action type (INVOICE, WEBHOOK, EXPRESSION, ...)")
+        elif kind not in earlier:
+            problems.append(f"placeholder ${{{reference}}} reads the result of an earlier {kind} action, and no "
+                            f"{kind} action comes before this one")
+    return problems
+
+
+def _templated(action: Action) -> list[Any]:
+    """The parts of an action that are templates: its options (unless its type has its own language), value."""
+    return [action.value] if action.type in UNTEMPLATED_OPTIONS else [action.options, action.value]
