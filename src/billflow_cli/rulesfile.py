@@ -1,7 +1,12 @@
-"""Reading rule documents from YAML files: one file or a folder, several documents per file."""
+"""Reading rule documents from YAML files: one file or a folder, several documents per file.
+
+YAML 1.2 booleans: only true/false. YAML 1.1 (PyYAML's default) also reads on/off/yes/no as booleans, which
+would turn a trigger's `on: edited` into `True: edited` and a criterion value `no` into False.
+"""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -9,6 +14,23 @@ from typing import Any
 import yaml
 from billflow.models.rules import Rule
 from billflow.rules.validation import validate_rule
+
+
+class RulesLoader(yaml.SafeLoader):
+    """Safe YAML where only true/false (any case) are booleans."""
+
+
+RulesLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+RulesLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
+def load_yaml_documents(text: str) -> list[Any]:
+    return [d for d in yaml.load_all(text, Loader=RulesLoader) if d is not None]  # RulesLoader is a SafeLoader
 
 
 @dataclass(frozen=True)
@@ -31,12 +53,13 @@ def rule_files(path: Path) -> list[Path]:
     raise RulesFileError([f"{path}: no such file or folder"])
 
 
-def read_documents(path: Path) -> list[SourcedDocument]:
+def read_documents(path: Path) -> tuple[list[SourcedDocument], list[str]]:
+    """Every rule document under path, and the files that are not valid YAML (file:line:column)."""
     found: list[SourcedDocument] = []
     problems: list[str] = []
     for file in rule_files(path):
         try:
-            docs = [d for d in yaml.safe_load_all(file.read_text(encoding="utf-8")) if d is not None]
+            docs = load_yaml_documents(file.read_text(encoding="utf-8"))
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
@@ -46,17 +69,15 @@ def read_documents(path: Path) -> list[SourcedDocument]:
             items = doc["rules"] if isinstance(doc, dict) and "rules" in doc else doc
             for item in items if isinstance(items, list) else [items]:
                 found.append(SourcedDocument(file, item))
-    if problems:
-        raise RulesFileError(problems)
-    return found
+    return found, problems
 
 
 def load_rules(path: Path, tenant: str) -> list[Rule]:
     """Valid rules for the tenant, or RulesFileError listing every problem with file, rule and field."""
     rules: list[Rule] = []
-    problems: list[str] = []
+    documents, problems = read_documents(path)
     seen: dict[str, Path] = {}
-    for sourced in read_documents(path):
+    for sourced in documents:
         rule, found = validate_rule(sourced.document)
         problems.extend(f"{sourced.path}: {p}" for p in found)
         if rule is None:
@@ -71,4 +92,6 @@ def load_rules(path: Path, tenant: str) -> list[Rule]:
 
 
 def dump_rules(documents: list[dict[str, Any]]) -> str:
-    return yaml.safe_dump_all(documents, sort_keys=False, allow_unicode=True)
+    """YAML documents separated by ---, fields in the model's order; strings that look like YAML 1.1
+    booleans (on, no...) are quoted, so any YAML reader reads them back as strings."""
+    return yaml.safe_dump_all(documents, sort_keys=False, allow_unicode=True, width=110)
