@@ -23,10 +23,22 @@ def _persistence() -> Any:
 
 
 @cache
-def _idempotent_send() -> Callable[..., dict[str, Any]]:
-    from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig, idempotent_function
+def _config() -> Any:
+    from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig
 
-    config = IdempotencyConfig(event_key_jmespath="key", expires_after_seconds=RECORD_TTL_SECONDS)
+    return IdempotencyConfig(event_key_jmespath="key", expires_after_seconds=RECORD_TTL_SECONDS)
+
+
+def register_lambda_context(context: Any) -> None:
+    """Lets an in-progress record expire with the invocation, so a timed-out send can be retried."""
+    _config().register_lambda_context(context)
+
+
+@cache
+def _idempotent_send() -> Callable[..., dict[str, Any]]:
+    from aws_lambda_powertools.utilities.idempotency import idempotent_function
+
+    config = _config()
 
     @idempotent_function(  # type: ignore[untyped-decorator]
         data_keyword_argument="request", persistence_store=_persistence(), config=config
@@ -45,4 +57,5 @@ def once(key: str, run: Callable[[], DispatchResult]) -> DispatchResult:
 
 def reset() -> None:
     _persistence.cache_clear()
+    _config.cache_clear()
     _idempotent_send.cache_clear()
