@@ -6,7 +6,8 @@ Behaves like the real ones where billflow can tell the difference:
   ROTATES: every refresh answers a new one and the one used stops working (`rotate=True`).
   Intuit adds x_refresh_token_expires_in.
 - Zoho (https://accounts.zoho.com/oauth/v2/token): client_id and client_secret in the form, the refresh
-  token does not rotate and is not in the answer, and errors come back as HTTP 200 with
+  token does not rotate and is not in the answer, it carries api_domain (the data centre the API calls go
+  to: `api_domain`, point it at a fake Zoho Books), and errors come back as HTTP 200 with
   {"error": "invalid_code"} (`style="zoho"`).
 Errors otherwise are RFC 6749 section 5.2: 400 {"error": "invalid_grant"} for a revoked, expired or
 already rotated refresh token, 401 {"error": "invalid_client"} for bad client credentials.
@@ -46,7 +47,7 @@ class OAuthFake(FakeServer):
 
     def __init__(
         self, *, style: str = "intuit", rotate: bool | None = None, expires_in: int = 3600,
-        clients: dict[str, str] | None = None,
+        clients: dict[str, str] | None = None, api_domain: str = "https://www.zohoapis.com",
     ) -> None:
         super().__init__()
         if style not in STYLES:
@@ -54,6 +55,7 @@ class OAuthFake(FakeServer):
         self.style = style
         self.rotate = (style != "zoho") if rotate is None else rotate
         self.expires_in = expires_in
+        self.api_domain = api_domain  # Zoho only
         self.clients = dict(clients or {"client-1": "client-secret-1"})
         self.grants: list[Grant] = []
         self.refreshes = 0
@@ -165,7 +167,7 @@ class OAuthFake(FakeServer):
         if self.style == "intuit":
             body["x_refresh_token_expires_in"] = 8726400  # Intuit: 101 days
         if self.style == "zoho":
-            body["api_domain"] = "https://www.zohoapis.com"
+            body["api_domain"] = self.api_domain
         return Response(200, body, {"Cache-Control": "no-store", "Pragma": "no-cache"})
 
     def _client(self, req: Request, form: dict[str, str]) -> str | None:

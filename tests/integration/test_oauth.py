@@ -65,15 +65,16 @@ class ProtectedApi(FakeServer):
 
     name = "fake-api"
 
-    def __init__(self, idp: OAuthFake) -> None:
+    def __init__(self, idp: OAuthFake, scheme: str = "Bearer") -> None:
         super().__init__()
         self.idp = idp
+        self.scheme = scheme
         self.always_401 = False
         self.route("GET", "/thing", self._thing)
 
     def _thing(self, req: Request) -> Response:
-        auth = req.headers.get("authorization", "")
-        if self.always_401 or not (auth.startswith("Bearer ") and self.idp.access_token_valid(auth[7:])):
+        scheme, _, token = req.headers.get("authorization", "").partition(" ")
+        if self.always_401 or scheme != self.scheme or not self.idp.access_token_valid(token):
             return Response(401, {"fault": {"error": [{"message": "message=AuthenticationFailed",
                                                        "detail": "Token expired", "code": "3200"}],
                                             "type": "AUTHENTICATION"}})
@@ -167,6 +168,63 @@ def test_a_401_after_refreshing_means_reconnect(aws: None, idp: OAuthFake, api: 
     with pytest.raises(AuthorizationRevoked, match="reconnect"):
         session.request("GET", api.url + "/thing", target="api")
     assert idp.refreshes == 2  # the first token, then one refresh after the 401; no loop
+    assert len(api.requests) == 2
+
+
+def _another_process_refreshed(connection: Connection, idp: OAuthFake) -> str:
+    """Store a newer access token, as another container's refresh would: the secret says it is good."""
+    stored = _secret(connection)
+    stored["access_token"] = idp.issue_access_token(stored["refresh_token"])
+    stored["access_token_expires_at"] = int(time.time()) + 3000
+    billflow.aws.client("secretsmanager").put_secret_value(
+        SecretId=connection.secret_id, SecretString=json.dumps(stored))
+    return str(stored["access_token"])
+
+
+def test_a_stored_token_refused_too_is_refreshed_once_more(aws: None, idp: OAuthFake, api: ProtectedApi) -> None:
+    connection = _store_connection(_settings(idp))
+    session = OAuthSession(connection, token_url=idp.token_url)
+    first = session.access_token()
+    stored = _another_process_refreshed(connection, idp)
+    idp.expire_access_tokens()  # both the session's token and the stored one are refused from now on
+
+    assert session.request("GET", api.url + "/thing", target="api").status == 200
+
+    sent = [r.headers["authorization"].removeprefix("Bearer ") for r in api.requests]
+    assert sent[:2] == [first, stored]  # 401 with its own token, 401 with the stored one, then refreshed
+    assert len(sent) == 3 and sent[2] not in (first, stored)
+    assert idp.refreshes == 2  # the session's first token, then one refresh after the stored one failed
+    assert session.refreshes == 2
+    assert _secret(connection)["access_token"] == sent[2]
+    assert idp.stale_refreshes == []
+
+
+def test_a_stored_token_refused_then_a_refreshed_one_refused_means_reconnect(
+    aws: None, idp: OAuthFake, api: ProtectedApi
+) -> None:
+    connection = _store_connection(_settings(idp))
+    session = OAuthSession(connection, token_url=idp.token_url)
+    session.access_token()
+    _another_process_refreshed(connection, idp)
+    api.always_401 = True
+
+    with pytest.raises(AuthorizationRevoked, match="reconnect"):
+        session.request("GET", api.url + "/thing", target="api")
+    assert len(api.requests) == 3  # its own token, the stored one, one it refreshed itself; no loop
+    assert idp.refreshes == 2
+
+
+def test_a_stored_token_refused_with_a_revoked_grant_is_authorization_revoked(
+    aws: None, idp: OAuthFake, api: ProtectedApi
+) -> None:
+    connection = _store_connection(_settings(idp))
+    session = OAuthSession(connection, token_url=idp.token_url)
+    session.access_token()
+    _another_process_refreshed(connection, idp)
+    idp.revoke()
+
+    with pytest.raises(AuthorizationRevoked, match="revoked"):
+        session.request("GET", api.url + "/thing", target="api")
     assert len(api.requests) == 2
 
 
@@ -373,6 +431,35 @@ def test_zoho_style_body_credentials_no_rotation_and_invalid_code() -> None:
         with pytest.raises(AuthorizationRevoked, match="invalid_code"):
             OAuthSession(connection, token_url=idp.token_url, store=store, client_auth="body").access_token()
         assert idp.violations == []
+
+
+def test_auth_scheme_names_the_token_as_the_provider_wants_and_refreshed_settings_are_exposed() -> None:
+    with OAuthFake(style="zoho", api_domain="https://www.zohoapis.eu") as idp:
+        assert isinstance(idp, OAuthFake)
+        with ProtectedApi(idp, scheme="Zoho-oauthtoken") as api:
+            assert isinstance(api, ProtectedApi)
+            connection = Connection("zoho", "zoho_books", {
+                "client_id": "client-1", "client_secret": "client-secret-1", "refresh_token": idp.grant()})
+            session = OAuthSession(connection, token_url=idp.token_url, store=MemoryTokenStore(),
+                                   client_auth="body", auth_scheme="Zoho-oauthtoken")
+            assert "api_domain" not in session.settings
+
+            assert session.request("GET", api.url + "/thing", target="zoho").status == 200
+
+            [request] = api.requests
+            assert request.headers["authorization"] == f"Zoho-oauthtoken {session.access_token()}"
+            assert session.settings["api_domain"] == "https://www.zohoapis.eu"  # what the refresh answered
+            assert session.settings["access_token"] == session.access_token()
+            session.settings["access_token"] = "changed"  # a copy: the session's own is untouched
+            assert session.settings["access_token"] != "changed"
+        assert idp.violations == []
+
+
+@pytest.mark.parametrize("scheme", ["", "Zoho oauthtoken"])
+def test_auth_scheme_is_one_word(scheme: str) -> None:
+    with pytest.raises(ValueError, match="auth_scheme"):
+        OAuthSession(Connection("c", "zoho_books", {}), token_url="https://example.invalid/token",
+                     store=MemoryTokenStore(), auth_scheme=scheme)
 
 
 def test_without_a_secret_rotated_tokens_are_kept_in_memory_for_the_next_session() -> None:

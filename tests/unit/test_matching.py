@@ -162,3 +162,13 @@ def test_preset_lines_are_not_looked_up() -> None:
     assert matches[0].found == "default"
     assert asked == [ProductCriterion("name", "X")]
     assert [p.name for p in products_to_create(matches)] == ["X"]
+
+
+def test_lines_sharing_a_sku_or_a_name_make_one_new_product() -> None:
+    lines = [LineItem(description="Widget, blue", unit_amount_minor=1999, sku="W-1"),
+             LineItem(description="Widget (spare part)", unit_amount_minor=500, sku="w-1"),
+             LineItem(description="Setup", unit_amount_minor=100),
+             LineItem(description="setup", unit_amount_minor=100, sku="S-1")]
+    matches = match_products(lines, lambda c: None, create_missing=True, target="Zoho Books")
+    assert [(p.sku, p.name, p.line_indexes) for p in products_to_create(matches)] == [
+        ("W-1", "Widget, blue", [0, 1]), ("S-1", "Setup", [2, 3])]

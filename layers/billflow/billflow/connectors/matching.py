@@ -166,11 +166,6 @@ class ProductMatch(Generic[T]):
     found: T | None
     criterion: ProductCriterion | None = None
 
-    @property
-    def key(self) -> tuple[str, str]:
-        """Lines with the same key share one product: created once, not once per line."""
-        return ((self.line.sku or "").strip(), product_name(self.line))
-
 
 @dataclass
 class ProductToCreate:
@@ -226,14 +221,33 @@ def product_not_found_message(unmatched: Sequence[ProductMatch[Any]], target: st
 
 
 def products_to_create(matches: Sequence[ProductMatch[Any]]) -> list[ProductToCreate]:
-    """The distinct products to create for the unmatched lines, in line order."""
-    wanted: dict[tuple[str, str], ProductToCreate] = {}
+    """The distinct products to create for the unmatched lines, in line order.
+
+    Lines share one new product when they name the same SKU (whatever their descriptions say), or, without
+    a SKU, the same product name: targets refuse a second product with a SKU or a name they already hold.
+    A line without a SKU joins a product of its name that has one; a line with a SKU gives its SKU to a
+    product of its name that has none yet. Compared without regard to case, as the targets compare them.
+    """
+    wanted: list[ProductToCreate] = []
+    by_sku: dict[str, ProductToCreate] = {}
+    by_name: dict[str, ProductToCreate] = {}
     for m in matches:
         if m.found is not None:
             continue
-        sku, name = m.key
-        entry = wanted.get(m.key)
+        sku = (m.line.sku or "").strip()
+        name = product_name(m.line)
+        entry = by_sku.get(sku.casefold()) if sku else None
         if entry is None:
-            entry = wanted[m.key] = ProductToCreate(sku or None, name, m.line)
+            named = by_name.get(name.casefold())
+            if named is not None and (not sku or named.sku is None):
+                entry = named
+        if entry is None:
+            entry = ProductToCreate(sku or None, name, m.line)
+            wanted.append(entry)
+            by_name.setdefault(name.casefold(), entry)
+        if sku and entry.sku is None:
+            entry.sku = sku
+        if entry.sku:
+            by_sku.setdefault(entry.sku.casefold(), entry)
         entry.line_indexes.append(m.index)
-    return list(wanted.values())
+    return wanted

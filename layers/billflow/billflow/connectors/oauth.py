@@ -2,7 +2,11 @@
 
 OAuthSession hands out an access token, refreshing it with the refresh_token grant when it is missing or
 about to expire (REFRESH_MARGIN_SECONDS before settings["access_token_expires_at"]), and retries a call
-once after a 401 with a freshly refreshed token.
+after a 401 with a new token: the one another holder stored meanwhile, or, when that one is refused too
+(or there was none), one this session refreshes itself. Only a token this session just refreshed being
+refused means the grant is gone. The Authorization scheme is "Bearer" unless the provider spells it
+otherwise (Zoho: auth_scheme="Zoho-oauthtoken"). `settings` is the connection's current settings, with
+what the last refresh answered (Zoho's api_domain, the data centre the token belongs to).
 
 Intuit and Xero rotate refresh tokens: every refresh may answer a new refresh token, and the one used
 before stops working soon after. Losing the newest one means the tenant has to reconnect, so refreshes of
@@ -42,6 +46,9 @@ REFRESH_MARGIN_SECONDS = 60
 DEFAULT_EXPIRES_IN = 3600  # what Intuit and Zoho grant; used when an answer leaves expires_in out
 REVOKED_ERRORS = frozenset({"invalid_grant", "invalid_code"})  # invalid_code: Zoho's spelling
 CLIENT_AUTH_MODES = ("basic", "body")
+# 401 rounds in one call: the stored token another holder refreshed, then one refreshed here; a third 401
+# (another holder refreshed yet again, and that token is refused too) is a revoked grant, not a race.
+MAX_UNAUTHORIZED_ROUNDS = 2
 
 Settings = dict[str, Any]
 
@@ -244,17 +251,27 @@ class OAuthSession:
 
     def __init__(
         self, connection: Connection, *, token_url: str, store: TokenStore | None = None,
-        client_auth: str = "basic",
+        client_auth: str = "basic", auth_scheme: str = "Bearer",
     ) -> None:
         if client_auth not in CLIENT_AUTH_MODES:
             raise ValueError(f"client_auth must be one of {', '.join(CLIENT_AUTH_MODES)}")
+        if not auth_scheme or any(c.isspace() for c in auth_scheme):
+            raise ValueError("auth_scheme is one word, e.g. Bearer or Zoho-oauthtoken")
         self.connection = connection
         self.token_url = str(connection.settings.get("token_url") or token_url)
         self.client_auth = client_auth  # Intuit and Xero: HTTP Basic; Zoho: client id and secret in the body
+        self.auth_scheme = auth_scheme  # Authorization: <scheme> <access token>
         self.refreshes = 0  # refresh grants this session sent (observability and tests)
         self._store = store if store is not None else default_store(connection)
         self._settings: Settings = dict(connection.settings)
         self._lock = threading.Lock()
+
+    @property
+    def settings(self) -> Settings:
+        """The settings this session works with (a copy): the connection's, updated by the last refresh
+        with what the token endpoint answered (new tokens, Zoho's api_domain)."""
+        with self._lock:
+            return dict(self._settings)
 
     def access_token(self) -> str:
         """A token valid for at least REFRESH_MARGIN_SECONDS; refreshed (once, for all threads) if not."""
@@ -269,41 +286,53 @@ class OAuthSession:
         self, method: str, url: str, *, headers: dict[str, str] | None = None, body: bytes | None = None,
         target: str, raise_for_status: bool = True, timeout: float = http.DEFAULT_TIMEOUT,
     ) -> http.HttpResponse:
-        """One call with the bearer token; after a 401, one refresh and one retry."""
+        """One call with the access token; after a 401, retried with a replaced token (see the module)."""
         token = self.access_token()
         answer = self._send(method, url, headers, body, token, target, timeout)
-        if answer.status == 401:
-            self._refresh_rejected(token)
-            answer = self._send(method, url, headers, body, self.access_token(), target, timeout)
-            if answer.status == 401:
+        rounds = 0
+        refreshed_here = False
+        while answer.status == 401:
+            if refreshed_here or rounds >= MAX_UNAUTHORIZED_ROUNDS:
                 raise AuthorizationRevoked(
                     f"{target} refuses a freshly refreshed access token ({http.error_message(answer)}); "
                     f"reconnect the {self.connection.name!r} connection",
                     connection=self.connection.name, status=401,
                 )
+            rounds += 1
+            # False when the store handed back a token another holder refreshed: that one may be refused
+            # too (revoked with the one before), which is no proof yet that the grant is gone.
+            refreshed_here = self._refresh_rejected(token)
+            token = self.access_token()
+            answer = self._send(method, url, headers, body, token, target, timeout)
         if raise_for_status:
             http.raise_for(answer, target)
         return answer
 
     # --- internals -------------------------------------------------------------------------------
-    @staticmethod
     def _send(
-        method: str, url: str, headers: dict[str, str] | None, body: bytes | None, token: str, target: str,
-        timeout: float,
+        self, method: str, url: str, headers: dict[str, str] | None, body: bytes | None, token: str,
+        target: str, timeout: float,
     ) -> http.HttpResponse:
-        sent = {**(headers or {}), "Authorization": f"Bearer {token}"}
+        sent = {**(headers or {}), "Authorization": f"{self.auth_scheme} {token}"}
         return http.request(method, url, headers=sent, body=body, target=target, timeout=timeout,
                             raise_for_status=False)
 
-    def _refresh_rejected(self, rejected: str) -> None:
-        """The target refused `rejected` before it expired (revoked, or expired early): replace it."""
+    def _refresh_rejected(self, rejected: str) -> bool:
+        """The target refused `rejected` before it expired (revoked, or expired early): replace it.
+
+        True when this session ran the refresh grant itself; False when it took a token someone else
+        stored (another process, or another thread of this session).
+        """
 
         def needs_refresh(settings: Settings) -> bool:
             return settings.get("access_token") == rejected or not token_is_fresh(settings)
 
         with self._lock:
-            if self._settings.get("access_token") == rejected:
-                self._settings = self._store.refresh(self.connection, needs_refresh, self._refresh_grant)
+            if self._settings.get("access_token") != rejected:
+                return False
+            before = self.refreshes
+            self._settings = self._store.refresh(self.connection, needs_refresh, self._refresh_grant)
+            return self.refreshes > before
 
     def _refresh_grant(self, current: Settings) -> Settings:
         """POST the refresh_token grant; the settings with the new tokens (nothing stored yet)."""

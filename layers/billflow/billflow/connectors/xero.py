@@ -419,6 +419,7 @@ class XeroConnector(Connector):
                 "amount_due": document.get("AmountDue"),
                 "currency": document.get("CurrencyCode"),
                 "contact_id": contact_id,
+                "customer_id": contact_id,  # the name write-back reads (customer_id_field), as elsewhere
                 "contact_created": match.found is None,
                 "contact_matched_by": match.criterion.field if match.criterion else None,
                 "items_created": [item_code(p.sku, p.name) for p in wanted],

@@ -25,7 +25,8 @@ TargetRejected with Zoho's message.
 OAuth (connectors/oauth.py): Zoho authenticates clients with client_id and client_secret in the token
 request, sends access tokens as "Authorization: Zoho-oauthtoken ..." and does not rotate refresh tokens
 (its token answer has no refresh_token; the stored one is kept). The token answer's api_domain (the
-organization's data centre, e.g. https://www.zohoapis.eu) is where the API calls go.
+organization's data centre, e.g. https://www.zohoapis.eu) is where the API calls go when the connection
+names none.
 
 Connection settings: organization_id (required), client_id, client_secret, refresh_token, api_domain or
 base_url (default https://www.zohoapis.com), token_url (default https://accounts.zoho.com/oauth/v2/token;
@@ -252,42 +253,38 @@ def raise_for(answer: http.HttpResponse) -> None:
 
 
 # --- the API client -------------------------------------------------------------------------------
-class ZohoSession(OAuthSession):
-    """OAuthSession with Zoho's authorization scheme ("Zoho-oauthtoken", not "Bearer")."""
-
-    @staticmethod
-    def _send(
-        method: str, url: str, headers: dict[str, str] | None, body: bytes | None, token: str, target: str,
-        timeout: float,
-    ) -> http.HttpResponse:
-        sent = {**(headers or {}), "Authorization": f"Zoho-oauthtoken {token}"}
-        return http.request(method, url, headers=sent, body=body, target=target, timeout=timeout,
-                            raise_for_status=False)
+AUTH_SCHEME = "Zoho-oauthtoken"  # Zoho's word for the access token in the Authorization header
 
 
-def api_root(connection: Connection) -> str:
+def api_root(connection: Connection, refreshed: Mapping[str, Any] | None = None) -> str:
+    """Where the API calls go: base_url, else the connection's api_domain, else the api_domain the last
+    token refresh answered (the organization's data centre), else the US data centre."""
     settings = connection.settings
-    return str(settings.get("base_url") or settings.get("api_domain") or DEFAULT_BASE_URL).rstrip("/") + API_PATH
+    domain = settings.get("base_url") or settings.get("api_domain") or (refreshed or {}).get("api_domain")
+    return str(domain or DEFAULT_BASE_URL).rstrip("/") + API_PATH
 
 
 class _ZohoApi:
     def __init__(
         self, connection: Connection, context: SendContext, limiter: RateLimiter, token_store: TokenStore | None,
     ) -> None:
+        self.connection = connection
         self.organization_id = str(connection.require("organization_id"))
-        self.base_url = api_root(connection)
-        self.session = ZohoSession(connection, token_url=DEFAULT_TOKEN_URL, store=token_store,
-                                   client_auth="body")
+        self.session = OAuthSession(connection, token_url=DEFAULT_TOKEN_URL, store=token_store,
+                                    client_auth="body", auth_scheme=AUTH_SCHEME)
         self.limiter = limiter
         self.scope = f"{context.tenant}#{self.organization_id}"
         self.calls = 0
+
+    @property
+    def base_url(self) -> str:
+        return api_root(self.connection, self.session.settings)
 
     def call(
         self, method: str, path: str, *, query: Mapping[str, str] | None = None, body: Any = None,
         missing_ok: bool = False,
     ) -> dict[str, Any] | None:
         params = {"organization_id": self.organization_id, **(query or {})}
-        url = f"{self.base_url}{path}?{urlencode(params)}"
         headers = {"Accept": "application/json", "User-Agent": "billflow"}
         data = None
         if body is not None:
@@ -295,6 +292,8 @@ class _ZohoApi:
             data = json.dumps(body).encode()
         with self.limiter.call(TARGET, self.scope, ZOHO_BOOKS):
             self.calls += 1
+            self.session.access_token()  # a refresh first, so a new api_domain is known before the URL
+            url = f"{self.base_url}{path}?{urlencode(params)}"
             answer = self.session.request(method, url, headers=headers, body=data, target=TARGET,
                                           raise_for_status=False)
         if missing_ok and answer.status in (400, 404) and zoho_error(answer)[0] in NOT_FOUND_CODES:
