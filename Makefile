@@ -11,7 +11,7 @@ export SAM_CLI_TELEMETRY := 0
 export AWS_DEFAULT_REGION ?= us-east-1
 
 .DEFAULT_GOAL := help
-.PHONY: help install run local test test-fast lint typecheck template validate build bench deploy clean
+.PHONY: help install run local test test-fast lint typecheck template validate build bench deploy clean openapi
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -56,6 +56,9 @@ build: $(SAM).installed ## sam build (arm64 wheels from PyPI; no Docker)
 
 bench: install $(SAM).installed ## cold imports, ingest latency, filter scaling, artifact sizes
 	$(BIN)/python bench/run_all.py
+
+openapi: install ## regenerate docs/admin-openapi.json from the admin API's code
+	$(BIN)/python scripts/generate_openapi.py
 
 deploy: build ## sam deploy --guided (your AWS account)
 	$(SAM) deploy --guided
