@@ -25,6 +25,7 @@ import re
 import string
 import time
 from collections import defaultdict, deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
@@ -92,7 +93,7 @@ class FakeStripe(FakeServer):
         super().__init__()
         self.api_key = api_key
         self.contract = contract or StripeContract.load()
-        self.clock = lambda: int(time.time())
+        self.clock: Callable[[], int] = lambda: int(time.time())
         self._random = random.Random(seed)
         self.reset()
         self._handlers = {
@@ -702,7 +703,8 @@ class FakeStripe(FakeServer):
     def _total(self, invoice: dict[str, Any]) -> None:
         """Lines, subtotal, taxes and amounts due, from the invoice's items (exclusive taxes add to the total,
         inclusive ones are part of it)."""
-        lines, taxes_by_rate = [], {}
+        lines: list[dict[str, Any]] = []
+        taxes_by_rate: dict[str, Any] = {}
         subtotal = exclusive_tax = inclusive_tax = 0
         for item in self.items_of(invoice["id"]):
             rates = item["tax_rates"] or invoice["default_tax_rates"]
@@ -876,6 +878,8 @@ def _clause_matches(clause: _Clause, customer: dict[str, Any]) -> bool:
     )
     if clause.field == "created":
         assert isinstance(clause.value, int)
+        if not isinstance(actual, int):
+            return False
         compare = {
             ":": actual == clause.value,
             ">": actual > clause.value,

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from billflow.errors import ConfigurationError
 from billflow.logic.drafts import draft_for
 from billflow.models.rules import Action

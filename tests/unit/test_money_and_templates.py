@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import pytest
-
 from billflow.errors import ConfigurationError
 from billflow.logic.templates import placeholders, render
 from billflow.money import micros_to_minor, minor_to_decimal
@@ -29,7 +28,7 @@ def test_render_keeps_types_for_whole_placeholders_and_interpolates_text() -> No
 
 
 def test_unknown_placeholder_at_run_time_is_a_configuration_error() -> None:
-    with pytest.raises(ConfigurationError, match="company.name"):
+    with pytest.raises(ConfigurationError, match=r"company\.name"):
         render("{{ company.name }}", {})
 
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 import itertools
 
 import pytest
+from billflow.rules.pattern import PatternError, default_pattern, parse_pattern
 from hypothesis import given
 from hypothesis import strategies as st
-
-from billflow.rules.pattern import PatternError, default_pattern, parse_pattern
 
 
 def truth_of(*true_numbers: int):  # type: ignore[no-untyped-def]
