@@ -7,8 +7,11 @@ from typing import Any
 from billflow.logic.run import dispatch
 from billflow.logic.workflow import RunState
 from billflow.observability import logger
+from billflow.storage.idempotency import register_lambda_context
 
 
 @logger.inject_lambda_context(clear_state=True)
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    return dispatch(RunState.model_validate(event), event["step"], event.get("dispatched"))
+    register_lambda_context(context)  # an in-progress send expires with the invocation, so a retry can run
+    # "counted": CountDaily's answer (the day's count after this send), for the usage-threshold alert.
+    return dispatch(RunState.model_validate(event), event["step"], event.get("dispatched"), event.get("counted"))

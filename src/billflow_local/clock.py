@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 FAST_RETRY_SECONDS = 0.05  # what a Retry backoff sleeps with fast_retries, whatever the ASL says
@@ -125,12 +126,23 @@ class VirtualClock:
 
             sleep = staticmethod(retry_sleep)
 
+        timestamp: Any = importlib.import_module(
+            "moto.stepfunctions.parser.asl.component.state.wait.wait_function.timestamp")
+        original_timestamp_wait = timestamp.Timestamp._get_wait_seconds
+
+        def utc_wait_seconds(self: Any, env: Any) -> int:
+            # moto subtracts local wall time from a UTC timestamp: add the machine's UTC offset back.
+            offset = datetime.now().astimezone().utcoffset() or timedelta(0)
+            return int(original_timestamp_wait(self, env) + offset.total_seconds())
+
         wait_function.WaitFunction._wait_interval = wait_interval
         retrier_decl.RetrierDecl._eval_body = retry_eval_body
         retrier_decl.time = _RetrierTime()
+        timestamp.Timestamp._get_wait_seconds = utc_wait_seconds
         try:
             yield self
         finally:
+            timestamp.Timestamp._get_wait_seconds = original_timestamp_wait
             wait_function.WaitFunction._wait_interval = original_wait
             retrier_decl.RetrierDecl._eval_body = original_retry
             retrier_decl.time = original_time

@@ -295,6 +295,7 @@ def test_a_400_is_final_and_logged_with_the_targets_own_message(stack: Stack, ta
     assert len(target.document_creates(mark)) == 1
     reason = stack.failure_reason(deal)
     assert reason.startswith("TargetRejected: ") and message in reason
+    assert "stackTrace" not in reason and ".py" not in reason  # the message, not the function's internals
     assert target.documents(deal) == []
     assert stack.twenty.patched("opportunity", deal.id) == {}
 
@@ -337,6 +338,7 @@ def test_a_revoked_grant_fails_the_run_once_and_tells_the_tenant_to_reconnect(
     assert reason.startswith("AuthorizationRevoked: ") and "reconnect" in reason
     [notice] = stack.notifications_for(deal)
     assert "AuthorizationRevoked" in notice["message"]
+    assert "reconnect" in notice["message"]  # the admin is told what to do
     assert notice["attributes"]["status"] == "failed"
     assert target.since(mark) == []  # no token, no call
     assert target.documents(deal) == []

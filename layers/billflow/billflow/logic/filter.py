@@ -3,6 +3,11 @@
 Most CRM updates match nothing and end here, costing one Lambda call. A match starts an execution named
 after (tenant, rule, record, transition): Step Functions itself refuses a second one with that name, so a
 change delivered many times is acted on once.
+
+Criteria on the looked-up company or contact cannot be decided here: a block that may match once they are
+known starts its run with `recheck`, and the run decides right after Lookup (ending as "not_matched" if
+the block does not hold). Date-triggered rules never match an event; the event indexes when the record's
+date makes them due (logic/schedule.py).
 """
 
 from __future__ import annotations
@@ -16,13 +21,15 @@ from billflow.aws import client
 from billflow.logic.observe import mark_fired, observe_changes
 from billflow.logic.workflow import LogKeys, RunState
 from billflow.models.events import CrmEvent
-from billflow.models.rules import Rule
+from billflow.models.rules import Rule, UsageAlert
 from billflow.observability import logger
-from billflow.rules.engine import RuleVerdict, evaluate_rule
+from billflow.rules.engine import Clock, RuleVerdict, evaluate_rule, transition_held
 from billflow.settings import get_settings
 from billflow.storage import keys
 from billflow.storage.records import RecordStateStore
 from billflow.storage.rules import RuleStore
+
+_NO_LOOKUP = frozenset({"generic"})  # as logic.run.GENERIC_SOURCES: sources with no CRM behind them
 
 
 @dataclass
@@ -31,6 +38,7 @@ class FilterOutcome:
     started: list[str] = field(default_factory=list)
     duplicates: list[str] = field(default_factory=list)
     verdicts: list[RuleVerdict] = field(default_factory=list)
+    indexed: int = 0  # date-triggered rules told when this record is due
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -38,24 +46,36 @@ class FilterOutcome:
             "started": self.started,
             "duplicates": self.duplicates,
             "not_matched": {v.rule.id: v.reason for v in self.verdicts if not v.matched},
+            **({"indexed": self.indexed} if self.indexed else {}),
         }
 
 
 def match_rules(
-    event: CrmEvent, rule_store: RuleStore, record_store: RecordStateStore
+    event: CrmEvent, rule_store: RuleStore, record_store: RecordStateStore, rules: list[Rule] | None = None,
 ) -> tuple[list[Rule], list[RuleVerdict]]:
-    rules = [r for r in rule_store.rules_for(event.tenant, event.source, event.object) if r.active]
+    """The object's active event-triggered rules and their verdicts (rules: already read, if given)."""
+    if rules is None:
+        rules = [r for r in rule_store.rules_for(event.tenant, event.source, event.object) if r.active]
+    rules = [r for r in rules if r.active and not r.is_date_triggered]
     if not rules:
         return [], []
     watched = set().union(*(r.watched_paths() for r in rules))
     changes = observe_changes(record_store, event, watched)
-    verdicts = [evaluate_rule(rule, event, changes) for rule in rules]
+    # A source without a CRM has nothing to look up: its company/contact criteria read the record.
+    lookup: dict[str, Any] | None = {} if event.source in _NO_LOOKUP else None
+    verdicts = [evaluate_rule(rule, event, changes, clock=Clock.for_rule(rule, lookup=lookup)) for rule in rules]
     return rules, verdicts
 
 
 def route_event(event: CrmEvent, rule_store: RuleStore, record_store: RecordStateStore) -> FilterOutcome:
-    rules, verdicts = match_rules(event, rule_store, record_store)
-    outcome = FilterOutcome(rules_considered=len(rules), verdicts=verdicts)
+    stored = [r for r in rule_store.rules_for(event.tenant, event.source, event.object) if r.active]
+    _, verdicts = match_rules(event, rule_store, record_store, stored)
+    outcome = FilterOutcome(rules_considered=len(stored), verdicts=verdicts)
+    dated = [r for r in stored if r.is_date_triggered]
+    if dated:
+        from billflow.logic.schedule import get_due_index, index_record
+
+        outcome.indexed = index_record(event, dated, get_due_index())
     matched = [v for v in verdicts if v.matched]
     if not matched:
         return outcome
@@ -65,7 +85,7 @@ def route_event(event: CrmEvent, rule_store: RuleStore, record_store: RecordStat
         if rule.trigger.when == "first_edit" and not mark_fired(record_store, event, rule.id):
             outcome.verdicts.append(RuleVerdict(rule, False, "first-edit rule already fired for this record"))
             continue
-        state = build_run_state(event, verdict, tenant_settings.daily_limits)
+        state = build_run_state(event, verdict, tenant_settings.daily_limits, tenant_settings.usage_alert)
         name = state.execution_name
         if start_execution(name, state):
             outcome.started.append(name)
@@ -74,12 +94,19 @@ def route_event(event: CrmEvent, rule_store: RuleStore, record_store: RecordStat
     return outcome
 
 
-def build_run_state(event: CrmEvent, verdict: RuleVerdict, daily_limits: dict[str, int]) -> RunState:
+def build_run_state(
+    event: CrmEvent, verdict: RuleVerdict, daily_limits: dict[str, int], usage_alert: UsageAlert | None = None,
+) -> RunState:
+    """The run of a matched rule: the blocks that run (or may, pending Lookup), placed in time."""
+    from billflow.logic.schedule import plan_timed, utc_text
+
     settings = get_settings()
     rule = verdict.rule
     record_key = keys.record_pk(event.tenant, event.source, event.object, event.record_id)
     execution_key = keys.execution_key(event.tenant, rule.id, record_key, verdict.transition)
-    actions = [a for b in verdict.matched_blocks for a in rule.blocks[b.index].actions]
+    selected = verdict.selected or [b.index for b in verdict.matched_blocks]
+    actions = [a for index in selected for a in rule.blocks[index].actions]
+    trigger_at = event.received_at
     return RunState(
         tenant=event.tenant,
         execution_key=execution_key,
@@ -95,6 +122,12 @@ def build_run_state(event: CrmEvent, verdict: RuleVerdict, daily_limits: dict[st
             record_key=record_key,
             expires_at=str(int(time.time()) + settings.log_retention_days * 86400),
         ),
+        blocks=selected,
+        timed=plan_timed(rule, selected, event.record, trigger_at),
+        recheck=verdict.needs_lookup,
+        held=transition_held(verdict),
+        trigger_at=utc_text(trigger_at),
+        usage_alert=usage_alert,
     )
 
 

@@ -1,20 +1,33 @@
-"""The tasks of one execution: lookup, format (the next action), dispatch and write-back.
+"""The tasks of one execution: lookup, format (the next action; decide; resume), dispatch and write-back.
 
 Each takes the execution's state document and returns what the state machine stores at that task's
 ResultPath. The state machine owns order, retries, waits, limits and logging; these own the content.
+
+plan_next answers one of:
+- {"done": true, "log_item"}: every action is done (or skipped);
+- {"decide": true}: the rule's criteria need what Lookup fetched (company/contact criteria, a date
+  trigger): the state machine calls decide(), which answers with the whole run, its blocks chosen, or
+  ends it quietly (logged "not_matched");
+- {"wait_until", "group", "refresh", "log_item"}: the next actions are time-based; the state machine logs
+  "scheduled", waits until then (Wait, TimestampPath), fetches the record again if the group needs it
+  (refresh: it rechecks criteria or follows a date field), and calls resume();
+- {"resume": true}: a time-based group that will not run (its time had passed): resume() skips it;
+- an action step: the action, its rendered request and its daily-limit counter.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from billflow.actions import get_action_type
 from billflow.connectors import get_crm
 from billflow.errors import TransientError
 from billflow.logic.workflow import RunState
 from billflow.models.documents import DispatchResult
-from billflow.models.rules import DOCUMENT_ACTIONS, Action
+from billflow.models.rules import DOCUMENT_ACTIONS, LOOKUP_ROOTS, Action, DateTrigger
+from billflow.observability import logger
 from billflow.storage import keys
 from billflow.storage.execution_log import log_item
 from billflow.storage.secrets import Connection, get_secret_store
@@ -30,23 +43,42 @@ def crm_connection(state: RunState) -> Connection:
 
 
 def lookup(state: RunState) -> dict[str, Any]:
+    """The record's company and contact; with refresh_record, the record itself as the CRM holds it now
+    (under "record"; None when the CRM no longer has it)."""
     if state.event.source in GENERIC_SOURCES:
         return {}
     connection = crm_connection(state)
-    return get_crm(connection.type).lookup(connection, state.event.object, state.event.record)
+    crm = get_crm(connection.type)
+    if not state.refresh_record:
+        return crm.lookup(connection, state.event.object, state.event.record)
+    record = crm.get_record(connection, state.event.object, state.event.record_id)
+    if record is None:
+        return {"record": None}
+    return {**crm.lookup(connection, state.event.object, record), "record": record}
 
 
 def plan_next(state: RunState, now: datetime | None = None) -> dict[str, Any]:
-    """The next action to run, with its rendered request and its daily-limit counter; or done."""
+    """The next thing the run does (see the module's docstring)."""
+    if state.recheck:
+        return {"done": False, "decide": True}
     index = len(state.results)
     execution = state.execution_name
-    if index >= len(state.actions):
-        last_id = next((r.get("external_id") for r in reversed(state.results) if r.get("external_id")), "")
+    sequence = state.sequence()
+    if index >= len(sequence):
+        return {"done": True, "log_item": _log(state, execution, "run", "succeeded", _summary(state),
+                                               _last_external_id(state))}
+    position = state.group_at(index)
+    if position is not None and state.waited <= position:
+        group = state.timed[position]
+        if group.skip:
+            return {"done": False, "resume": True, "group": position}
         return {
-            "done": True,
-            "log_item": _log(state, execution, "run", "succeeded", f"{index} action(s) done", last_id or ""),
+            "done": False, "wait_until": group.due, "group": position,
+            "refresh": group.recheck or group.field is not None,
+            "log_item": _log(state, execution, f"wait-{position}", "scheduled",
+                             f"{group.label}: waiting until {group.due}", ""),
         }
-    action = state.actions[index]
+    action = sequence[index]
     now = now or datetime.now(UTC)
     limit = state.daily_limits.get(action.limit_key, state.default_daily_limit)
     step: dict[str, Any] = {
@@ -57,24 +89,156 @@ def plan_next(state: RunState, now: datetime | None = None) -> dict[str, Any]:
         "request": render_request(action, state),
         "counter": {
             "pk": keys.counter_pk(state.tenant, action.limit_key, now.strftime("%Y-%m-%d")),
+            "day": now.strftime("%Y-%m-%d"),
             "limit": str(limit),
             "expires_at": str(int(now.timestamp()) + COUNTER_TTL_SECONDS),
         },
     }
-    if action.write_back_field and action.type in DOCUMENT_ACTIONS:
+    if state.usage_alert is not None:
+        from billflow.logic.limits import alert_at
+
+        step["counter"]["alert_at"] = str(alert_at(limit, state.usage_alert.threshold_percent))
+    # Write-back stores the document id on the record and/or the matched customer on the company.
+    if action.type in DOCUMENT_ACTIONS and (action.write_back_field or action.options.get("customer_id_field")):
         step["write_back"] = {"field": action.write_back_field}
     return step
+
+
+def _summary(state: RunState) -> str:
+    done = sum(1 for r in state.results if r.get("status") != "skipped")
+    skipped = len(state.results) - done
+    return f"{done} action(s) done" + (f", {skipped} skipped" if skipped else "")
+
+
+def _last_external_id(state: RunState) -> str:
+    return next((str(r["external_id"]) for r in reversed(state.results) if r.get("external_id")), "")
+
+
+# ------------------------------------------------------------------------------------------- decide, resume
+_TRANSIENT_KEYS = frozenset({"step", "dispatched", "written", "counted", "error", "decision", "resumed"})
+
+
+def _document(state: RunState, **extra: Any) -> dict[str, Any]:
+    """The whole run as the next states want it: the task results of the last round dropped."""
+    doc = state.model_dump(mode="json")
+    for key in _TRANSIENT_KEYS:
+        doc.pop(key, None)
+    return {**doc, **extra}
+
+
+def _lookup_roots(state: RunState) -> dict[str, Any]:
+    return {k: v for k, v in state.lookup.items() if k in LOOKUP_ROOTS}
+
+
+def decide(state: RunState, now: datetime | None = None) -> dict[str, Any]:
+    """After Lookup: which of the run's candidate blocks hold, on the record and what Lookup fetched.
+
+    The whole run comes back, with its blocks, immediate and time-based actions chosen, and
+    decision.matched; when none holds, decision.log_item says why (status not_matched) and the run ends.
+    """
+    from billflow.logic.schedule import occurrence_after, parse_utc, plan_timed, trigger_zone, utc_text
+    from billflow.rules.engine import Clock, evaluate_blocks
+    from billflow.rules.paths import MISSING, get_path
+
+    rule = state.rule
+    if state.refresh_record and state.lookup.get("record") is None and "record" in state.lookup:
+        return _not_matched(state, "the record no longer exists in the CRM")
+    record = state.record()
+    trigger_at = parse_utc(state.trigger_at) if state.trigger_at else state.event.received_at
+    if isinstance(rule.trigger, DateTrigger):
+        value = get_path(record, rule.trigger.field)
+        value = None if value is MISSING else value
+        due = occurrence_after(rule.trigger, value, trigger_zone(rule), trigger_at - timedelta(seconds=1))
+        if due != trigger_at:
+            return _not_matched(state, f"{rule.trigger.field} is now {value!r}: it no longer falls due at "
+                                       f"{utc_text(trigger_at)}")
+    clock = Clock(zone=ZoneInfo(rule.timezone), now=now, lookup=_lookup_roots(state), held=state.held)
+    blocks, selected = evaluate_blocks(rule, record, {}, clock, only=state.blocks)
+    if not selected:
+        failing = [f"block {b.index + 1}: " + "; ".join(c.reason for c in b.criteria if not c.matched)
+                   for b in blocks]
+        return _not_matched(state, "no block's criteria hold after Lookup (" + " | ".join(failing) + ")")
+    actions = [a for index in selected for a in rule.blocks[index].actions]
+    decided = state.model_copy(update={
+        "blocks": selected, "actions": actions, "timed": plan_timed(rule, selected, record, trigger_at),
+        "recheck": False, "refresh_record": False,
+    })
+    return _document(decided, decision={"matched": True, "blocks": selected})
+
+
+def _not_matched(state: RunState, reason: str) -> dict[str, Any]:
+    logger.info("run ends: criteria do not hold after Lookup", extra={"reason": reason})
+    item = _log(state, state.execution_name, "run", "not_matched", reason, "")
+    return _document(state, decision={"matched": False, "log_item": item})
+
+
+def resume(state: RunState, now: datetime | None = None) -> dict[str, Any]:
+    """A time-based group's time has come: run it, wait longer (its date moved later), or skip it.
+
+    With recheck_criteria, its block's criteria are checked on the record as the CRM holds it now (a
+    transition holds if the field still has the value it changed to); if they fail, its actions are
+    skipped and logged so. The whole run comes back; resumed.log_item is what to log, if anything.
+    """
+    from billflow.logic.schedule import RESCHEDULE_TOLERANCE, group_due, parse_utc, utc_text
+    from billflow.rules.engine import Clock, evaluate_block
+
+    position = state.waited
+    group = state.timed[position]
+    rule = state.rule
+    zone = ZoneInfo(rule.timezone)
+    refreshed = "record" in state.lookup
+    fresh = state.lookup.get("record") if refreshed else state.event.record
+    reason = group.skip
+    if not reason and refreshed and fresh is None:
+        reason = "the record no longer exists in the CRM"
+    if not reason and group.field and isinstance(fresh, dict):
+        due, why = group_due(rule.blocks[group.block].time_based[group.group], fresh,
+                             parse_utc(state.trigger_at) if state.trigger_at else state.event.received_at, zone)
+        if due is None:
+            reason = why
+        elif due > parse_utc(group.due) + RESCHEDULE_TOLERANCE:
+            timed = list(state.timed)
+            timed[position] = group.model_copy(update={"due": utc_text(due)})
+            moved = state.model_copy(update={"timed": timed, "refresh_record": False})
+            note = _log(state, state.execution_name, f"wait-{position}", "rescheduled",
+                        f"{group.field} moved: {group.label} is now {utc_text(due)}", "")
+            return _document(moved, resumed={"rescheduled": True, "log_item": note})
+    if not reason and group.recheck and isinstance(fresh, dict):
+        clock = Clock(zone=zone, now=now, lookup=_lookup_roots(state), held=state.held, since=state.event.record)
+        verdict = evaluate_block(group.block, rule.blocks[group.block], fresh, {}, clock)
+        if not verdict.matched:
+            reason = "criteria no longer hold: " + "; ".join(c.reason for c in verdict.criteria if not c.matched)
+    if not reason:
+        return _document(state.model_copy(update={"waited": position + 1, "refresh_record": False}),
+                         resumed={"skipped": False})
+    start = len(state.results)
+    skipped = [{"index": start + i, "action_type": action.type, "status": "skipped", "external_id": None,
+                "external_url": None, "details": {"reason": reason}} for i, action in enumerate(group.actions)]
+    after = state.model_copy(update={"waited": position + 1, "refresh_record": False,
+                                     "results": [*state.results, *skipped]})
+    note = _log(state, state.execution_name, f"wait-{position}", "skipped", f"{group.label}: {reason}", "")
+    return _document(after, resumed={"skipped": True, "log_item": note})
 
 
 def render_request(action: Action, state: RunState) -> dict[str, Any]:
     return get_action_type(action.type).render(action, state)
 
 
-def dispatch(state: RunState, step: dict[str, Any], previous: dict[str, Any] | None) -> dict[str, Any]:
-    """Send one action. A TransientError with Retry-After becomes a wait in the state machine."""
+def dispatch(
+    state: RunState, step: dict[str, Any], previous: dict[str, Any] | None, counted: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Send one action. A TransientError with Retry-After becomes a wait in the state machine.
+
+    `counted` is CountDaily's answer (the day's count after this send): past the tenant's usage threshold,
+    admins are told once a day (logic/limits.py), whatever becomes of the send.
+    """
     action = Action.model_validate(step["action"])
     key = f"{state.execution_key}:{step['index']}"
     attempt = int((previous or {}).get("attempt", 0)) + 1
+    if counted and previous is None:
+        from billflow.logic.limits import check_usage
+
+        check_usage(state, step, counted)
     try:
         result = send_once(state, action, step["request"], key)
     except TransientError as exc:
@@ -101,12 +265,14 @@ def send_once(state: RunState, action: Action, request: dict[str, Any], key: str
 
 def write_back(state: RunState, step: dict[str, Any], dispatched: dict[str, Any]) -> dict[str, Any]:
     """Store the created document's id on the CRM record (and the matched customer on the company)."""
-    field = step["write_back"]["field"]
+    field = step["write_back"].get("field")
     outcome = dispatched["outcome"]
     connection = crm_connection(state)
     crm = get_crm(connection.type)
-    crm.update_record(connection, state.event.object, state.event.record_id, {field: outcome["external_id"]})
-    written = {field: outcome["external_id"]}
+    written: dict[str, Any] = {}
+    if field:
+        crm.update_record(connection, state.event.object, state.event.record_id, {field: outcome["external_id"]})
+        written[field] = outcome["external_id"]
     customer_field = (step["action"].get("options") or {}).get("customer_id_field")
     company = state.lookup.get("company") or {}
     customer_id = (outcome.get("details") or {}).get("customer_id")

@@ -1,7 +1,13 @@
 """The document one execution carries from state to state (its input, grown by each task's result).
 
-The filter builds it; each task reads what it needs and the state machine stores the task's answer at
-its ResultPath: $.lookup, $.step, $.dispatched, $.written. Everything in it is JSON.
+The filter (or the scheduler, for date-triggered rules) builds it; each task reads what it needs and the
+state machine stores the task's answer at its ResultPath: $.lookup, $.step, $.counted, $.dispatched,
+$.written. The format function's decide and resume tasks answer with the whole document. Everything in it
+is JSON.
+
+The run's actions, in order: `actions` (the immediate actions of the blocks that run), then each time-based
+group of `timed` (sorted by due time). `results` has one entry per action done (or skipped), so the next
+action is always number len(results) of that sequence. `waited` counts the groups whose time has come.
 """
 
 from __future__ import annotations
@@ -11,13 +17,26 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from billflow.models.events import CrmEvent
-from billflow.models.rules import Action, Rule
+from billflow.models.rules import Action, Rule, UsageAlert
 
 
 class LogKeys(BaseModel):
     rule_key: str
     record_key: str
     expires_at: str  # a number, as the string DynamoDB's N wants
+
+
+class TimedGroup(BaseModel):
+    """One time-based group of a block, placed in time when the run started (or when it was decided)."""
+
+    block: int
+    group: int = Field(description="Its index in the block's time_based list")
+    due: str = Field(description="When to act, UTC, YYYY-MM-DDTHH:MM:SSZ (a Wait state's TimestampPath)")
+    label: str = Field(description="'2d after the trigger', '3d before closeDate at 09:00'")
+    actions: list[Action]
+    recheck: bool = False
+    field: str | None = Field(default=None, description="The date field the time follows (re-read then)")
+    skip: str = Field(default="", description="Why it will not run (its time has passed, no date), if so")
 
 
 class RunState(BaseModel):
@@ -36,14 +55,43 @@ class RunState(BaseModel):
     results: list[dict[str, Any]] = Field(default_factory=list)
     lookup: dict[str, Any] = Field(default_factory=dict)
     dry_run: bool = False
+    blocks: list[int] = Field(default_factory=list, description="The blocks whose actions this run carries")
+    timed: list[TimedGroup] = Field(default_factory=list)
+    waited: int = 0
+    recheck: bool = Field(default=False, description="Decide the criteria after Lookup (company/contact "
+                                                     "criteria, date triggers)")
+    refresh_record: bool = Field(default=False, description="Lookup fetches the record from the CRM too")
+    held: dict[str, bool] = Field(default_factory=dict, description="Transitions as the filter decided them")
+    trigger_at: str = Field(default="", description="When the rule fired (UTC ISO)")
+    usage_alert: UsageAlert | None = None
+
+    def sequence(self) -> list[Action]:
+        """Every action of the run in order: the immediate ones, then each time-based group's."""
+        return [*self.actions, *(a for group in self.timed for a in group.actions)]
+
+    def group_at(self, index: int) -> int | None:
+        """The position in `timed` of the group action number `index` belongs to; None if immediate."""
+        end = len(self.actions)
+        if index < end:
+            return None
+        for position, group in enumerate(self.timed):
+            end += len(group.actions)
+            if index < end:
+                return position
+        return None
+
+    def record(self) -> dict[str, Any]:
+        """The record as last seen: fetched again from the CRM after a wait, else the event's."""
+        fresh = self.lookup.get("record")
+        return fresh if isinstance(fresh, dict) else self.event.record
 
     def context(self) -> dict[str, Any]:
         """What templates and mappings may read: the record, what lookup fetched, earlier results."""
         last = self.results[-1] if self.results else {}
         return {
-            "record": self.event.record,
             "event": self.event.model_dump(mode="json"),
             **self.lookup,
+            "record": self.record(),
             "results": self.results,
             "dispatch": last,
             "rule": {"id": self.rule.id, "name": self.rule.name},

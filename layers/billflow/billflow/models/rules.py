@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from datetime import timedelta
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 RULE_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 NAME_SEGMENT = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+TIME_OF_DAY = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
+# "2d", "3h", "90m", "1d 12h": days, hours and minutes, each at most once, in that order.
+DURATION = re.compile(r"^\s*(?:(\d+)\s*d)?\s*(?:(\d+)\s*h)?\s*(?:(\d+)\s*m)?\s*$")
+# A Step Functions standard execution lives at most a year: no wait may be longer.
+MAX_WAIT_DAYS = 365
 
 TriggerOn = Literal["created", "edited", "created_or_edited", "deleted"]
 
@@ -17,6 +23,38 @@ DOCUMENT_ACTIONS = frozenset(
     {"invoice", "estimate", "sales_receipt", "paid_invoice", "refund_receipt", "expense"}
 )
 OTHER_ACTIONS = frozenset({"webhook", "field_update", "email_alert", "notification", "expression"})
+# Criteria fields under these roots read what Lookup fetched (the record's company and contact), not the
+# record: the filter cannot decide them, the run decides them right after Lookup.
+LOOKUP_ROOTS = frozenset({"company", "contact"})
+
+
+def is_lookup_field(path: str) -> bool:
+    return path.split(".", 1)[0] in LOOKUP_ROOTS
+
+
+def parse_duration(text: str) -> timedelta:
+    """'2d', '3h', '45m', '1d 12h' -> timedelta; ValueError for anything else."""
+    found = DURATION.match(text) if isinstance(text, str) else None
+    if not found or not any(found.groups()):
+        raise ValueError(f"{text!r} is not a duration; write e.g. 2d, 3h, 45m or 1d 12h")
+    days, hours, minutes = (int(g or 0) for g in found.groups())
+    return timedelta(days=days, hours=hours, minutes=minutes)
+
+
+def check_timezone(name: str) -> str:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {name!r}; use an IANA name such as Europe/Paris or UTC") from None
+    return name
+
+
+def check_time_of_day(value: str) -> str:
+    if not TIME_OF_DAY.match(value):
+        raise ValueError(f"{value!r} is not a time of day; write HH:MM, e.g. 09:00")
+    return value
 
 
 class Criterion(BaseModel):
@@ -28,12 +66,54 @@ class Criterion(BaseModel):
 
 
 class Trigger(BaseModel):
+    """An event trigger: a record was created, edited or deleted in the CRM."""
+
     model_config = ConfigDict(extra="forbid")
 
     type: Literal["event"] = "event"
     on: TriggerOn = "edited"
     when: Literal["every_edit", "first_edit"] = "every_edit"
     fields: list[str] | None = Field(default=None, description="Watched fields; None watches every field")
+
+
+class DateTrigger(BaseModel):
+    """A date trigger: the rule runs when a date field of a record, shifted by offset_days, comes round.
+
+    The scheduler (functions/scheduler) starts these runs; it knows a record once billflow has received a
+    webhook for it (every event indexes the record's date). Criteria are checked against the record as
+    the CRM holds it when the date comes.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["date"]
+    field: str = Field(min_length=1, description="The record's date or date-time field, e.g. closeDate")
+    offset_days: int = Field(default=0, ge=-MAX_WAIT_DAYS, le=MAX_WAIT_DAYS,
+                             description="Days after (negative: before) the field's date")
+    at: str = Field(default="00:00", description="Time of day (HH:MM) in the trigger's time zone")
+    timezone: str | None = Field(default=None, description="IANA time zone; default: the rule's")
+    repeat: Literal["once", "monthly", "yearly"] = Field(
+        default="once", description="once, or again every month / year on the same day (renewals)"
+    )
+
+    @field_validator("at")
+    @classmethod
+    def _time(cls, value: str) -> str:
+        return check_time_of_day(value)
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str | None) -> str | None:
+        return None if value is None else check_timezone(value)
+
+    # What code written for event triggers reads from any trigger.
+    @property
+    def when(self) -> str:
+        return "every_edit"
+
+    @property
+    def fields(self) -> list[str] | None:
+        return None
 
 
 class Action(BaseModel):
@@ -75,14 +155,87 @@ class Action(BaseModel):
         return self.type
 
 
+class TimeBasedActions(BaseModel):
+    """Actions that run later: N minutes, hours or days after the trigger, or relative to a date field.
+
+        - after: 2d                                  2 days after the rule fired
+        - after: 1d, at: "09:00"                     the next day at 09:00 (rule's time zone)
+        - before: 3d, field: closeDate, at: "09:00"  3 days before the record's closeDate, at 09:00
+        - field: closeDate, at: "09:00"              on closeDate at 09:00
+
+    The run waits in a Step Functions Wait state. With recheck_criteria, the record is fetched again from
+    the CRM when the time comes and the block's criteria are checked against it; if they no longer hold,
+    the actions are skipped (logged "skipped"). A time already past when the rule fires is skipped too.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    after: str | None = Field(default=None, description="Duration after the trigger or the field's date")
+    before: str | None = Field(default=None, description="Duration before the field's date (needs field)")
+    field: str | None = Field(default=None, description="Date field of the record the time is relative to")
+    at: str | None = Field(default=None, description="Time of day (HH:MM) in the rule's time zone")
+    recheck_criteria: bool = Field(
+        default=False, description="Check the block's criteria again, on the record as it is then"
+    )
+    actions: list[Action] = Field(default_factory=list)
+
+    @field_validator("after", "before")
+    @classmethod
+    def _duration(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if parse_duration(value) > timedelta(days=MAX_WAIT_DAYS):
+            raise ValueError(f"at most {MAX_WAIT_DAYS} days: a run waits at most a year")
+        return value
+
+    @field_validator("at")
+    @classmethod
+    def _time(cls, value: str | None) -> str | None:
+        return None if value is None else check_time_of_day(value)
+
+    @model_validator(mode="after")
+    def _when_is_clear(self) -> TimeBasedActions:
+        if self.after is not None and self.before is not None:
+            raise ValueError("give after or before, not both")
+        if self.before is not None and self.field is None:
+            raise ValueError("before needs a field (a run cannot act before its own trigger)")
+        if self.after is None and self.before is None and self.field is None:
+            raise ValueError("say when: after (e.g. 2d), or a field with before/after/at")
+        return self
+
+    @property
+    def offset(self) -> timedelta:
+        if self.after is not None:
+            return parse_duration(self.after)
+        if self.before is not None:
+            return -parse_duration(self.before)
+        return timedelta(0)
+
+    def describe(self) -> str:
+        """'2d after the trigger', '3d before closeDate at 09:00'."""
+        base = self.field or "the trigger"
+        if self.after is not None:
+            text = f"{self.after.strip()} after {base}"
+        elif self.before is not None:
+            text = f"{self.before.strip()} before {base}"
+        else:
+            text = f"on {base}"
+        return f"{text} at {self.at}" if self.at else text
+
+
 class Block(BaseModel):
-    """Criteria joined by a pattern, and what to do when they hold."""
+    """Criteria joined by a pattern, and what to do when they hold: now, and later."""
 
     model_config = ConfigDict(extra="forbid")
 
     criteria: list[Criterion] = Field(default_factory=list, max_length=10)
     pattern: str | None = Field(default=None, description='e.g. "(1 AND 2) OR 3"; default: all criteria')
-    actions: list[Action] = Field(default_factory=list)
+    actions: list[Action] = Field(default_factory=list, description="Immediate actions")
+    time_based: list[TimeBasedActions] = Field(default_factory=list, max_length=10,
+                                               description="Actions that run later (Step Functions waits)")
+
+
+_BLOCK_KEYS = ("criteria", "pattern", "actions", "time_based")
 
 
 class Rule(BaseModel):
@@ -95,7 +248,13 @@ class Rule(BaseModel):
     object: str
     active: bool = True
     order: int = 0
-    trigger: Trigger = Field(default_factory=Trigger)
+    trigger: Annotated[Trigger | DateTrigger, Field(discriminator="type")] = Field(default_factory=Trigger)
+    timezone: str = Field(default="UTC", description="IANA time zone of dates in criteria and times of day")
+    blocks_match: Literal["first", "every"] = Field(
+        default="first",
+        description="Blocks are evaluated in order: run only the first matching block (first, the default) "
+                    "or every matching block (every)",
+    )
     blocks: list[Block] = Field(default_factory=list, max_length=10)
     on_failure: list[Action] = Field(default_factory=list)
     version: int = 1
@@ -103,13 +262,18 @@ class Rule(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _single_block_shorthand(cls, data: Any) -> Any:
-        """Top-level criteria/pattern/actions are the one-block spelling of a rule."""
-        if isinstance(data, dict) and any(k in data for k in ("criteria", "pattern", "actions")):
+        """Top-level criteria/pattern/actions/time_based are the one-block spelling of a rule."""
+        if not isinstance(data, dict):
+            return data
+        if any(k in data for k in _BLOCK_KEYS):
             if "blocks" in data:
                 raise ValueError("give either blocks or top-level criteria/pattern/actions, not both")
             data = dict(data)
-            block = {k: data.pop(k) for k in ("criteria", "pattern", "actions") if k in data}
+            block = {k: data.pop(k) for k in _BLOCK_KEYS if k in data}
             data["blocks"] = [block]
+        trigger = data.get("trigger")
+        if isinstance(trigger, dict) and "type" not in trigger:
+            data = {**data, "trigger": {"type": "event", **trigger}}
         return data
 
     @field_validator("id")
@@ -126,9 +290,59 @@ class Rule(BaseModel):
             raise ValueError("letters, digits, '_', '.', '-' only")
         return value
 
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        return check_timezone(value)
+
+    @property
+    def is_date_triggered(self) -> bool:
+        return isinstance(self.trigger, DateTrigger)
+
+    @property
+    def first_match_only(self) -> bool:
+        return self.blocks_match == "first"
+
     def watched_paths(self) -> set[str]:
-        """Every field a criterion reads: what billflow must remember of a record between events."""
-        return {c.field for b in self.blocks for c in b.criteria}
+        """Every record field a criterion reads: what billflow must remember of a record between events.
+
+        Fields of the looked-up company and contact are not the record's: they are read after Lookup.
+        """
+        return {c.field for b in self.blocks for c in b.criteria if not is_lookup_field(c.field)}
+
+
+class UsageAlert(BaseModel):
+    """Tell admins once a day when an action type's daily count reaches a share of its limit."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    threshold_percent: int = Field(default=80, ge=1, le=100)
+    recipients: list[str] = Field(default_factory=list, max_length=10,
+                                  description="Email addresses (needs SES_FROM_ADDRESS); the topic always")
+
+
+class FailureDigest(BaseModel):
+    """A digest of failed and limited runs since the previous one, at a set time."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    frequency: Literal["daily", "weekly"] = "daily"
+    at: str = Field(default="08:00", description="HH:MM in timezone")
+    weekday: Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"] = Field(
+        default="monday", description="weekly digests: the day they are sent"
+    )
+    timezone: str = "UTC"
+    recipients: list[str] = Field(default_factory=list, max_length=10)
+
+    @field_validator("at")
+    @classmethod
+    def _time(cls, value: str) -> str:
+        return check_time_of_day(value)
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        return check_timezone(value)
 
 
 class TenantSettings(BaseModel):
@@ -137,3 +351,5 @@ class TenantSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     daily_limits: dict[str, int] = Field(default_factory=dict, description="action type -> sends per day")
+    usage_alert: UsageAlert | None = Field(default=None, description="Daily usage-threshold notification")
+    failure_digest: FailureDigest | None = Field(default=None, description="Failure-log notification digest")

@@ -68,8 +68,9 @@ def semantic_problems(rule: Rule) -> list[Problem]:
                 parse_pattern(block.pattern, len(block.criteria))
             except PatternError as exc:
                 problems.append(Problem(rule.id, f"{where}.pattern", str(exc)))
-        if not block.actions:
-            problems.append(Problem(rule.id, f"{where}.actions", "a block needs at least one action"))
+        if not block.actions and not any(group.actions for group in block.time_based):
+            problems.append(Problem(rule.id, f"{where}.actions",
+                                    "a block needs at least one action (immediate or time-based)"))
         for a, action in enumerate(block.actions):
             path = f"{where}.actions.{a}"
             if action.type in DOCUMENT_ACTIONS and not (action.connection or action.system):
@@ -82,6 +83,44 @@ def semantic_problems(rule: Rule) -> list[Problem]:
                     message = f"unknown placeholder {{{{ {name} }}}}; placeholders start with one of {roots}"
                     problems.append(Problem(rule.id, path, message))
     problems.extend(action_problems(rule))
+    problems.extend(time_problems(rule))
+    return problems
+
+
+# --- dates, times, lookups: comparators, time-based actions, date triggers ----------------------------
+def time_problems(rule: Rule) -> list[Problem]:
+    from billflow.models.rules import DateTrigger, is_lookup_field
+
+    problems: list[Problem] = []
+    dated = isinstance(rule.trigger, DateTrigger)
+    if isinstance(rule.trigger, DateTrigger) and is_lookup_field(rule.trigger.field):
+        problems.append(Problem(rule.id, "trigger.field", "a date trigger follows a field of the record itself, "
+                                                          "not of the looked-up company or contact"))
+    for b, block in enumerate(rule.blocks):
+        for c, criterion in enumerate(block.criteria):
+            where = f"blocks.{b}.criteria.{c}"
+            if comparators.is_transition(criterion.comparator):
+                if dated:
+                    problems.append(Problem(rule.id, f"{where}.comparator", "a date-triggered rule has no change "
+                                            "to compare: use value comparators (is, before, ...)"))
+                elif is_lookup_field(criterion.field):
+                    problems.append(Problem(rule.id, f"{where}.comparator", f"{criterion.field}: billflow sees "
+                                            "changes of the record only; compare the looked-up company or "
+                                            "contact by value"))
+            if comparators.is_date(criterion.comparator) and not comparators.is_date_value(criterion.value):
+                problems.append(Problem(rule.id, f"{where}.value", f"{criterion.value!r} is not a date: give "
+                                        "2026-03-31, 2026-03-31T09:00, today, yesterday, tomorrow, now, "
+                                        "or -7d / +30d / +2w / -3h / +90m"))
+        for g, group in enumerate(block.time_based):
+            where = f"blocks.{b}.time_based.{g}"
+            if not group.actions:
+                problems.append(Problem(rule.id, f"{where}.actions", "time-based actions need at least one action"))
+            if group.field and is_lookup_field(group.field):
+                problems.append(Problem(rule.id, f"{where}.field", "time-based actions follow a date field of "
+                                                                  "the record itself"))
+            if group.recheck_criteria and not block.criteria:
+                problems.append(Problem(rule.id, f"{where}.recheck_criteria",
+                                        "the block has no criteria to check again"))
     return problems
 
 

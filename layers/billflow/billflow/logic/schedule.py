@@ -1,0 +1,440 @@
+"""Time: when time-based actions are due, when date-triggered rules fire, and the scheduler that fires them.
+
+Time-based actions (a block's `time_based`) are placed in time when a run starts: N minutes, hours or days
+after the trigger, or relative to a date field of the record, optionally at a time of day in the rule's
+time zone. The run then waits in a Step Functions Wait state (TimestampPath): no Lambda sleeps.
+
+Date-triggered rules (`trigger: {type: date, field: closeDate, offset_days: 30, at: "09:00"}`) have no event
+to ride on. Every event billflow receives for a record indexes, for each active date rule of its object,
+the record's next due instant in the records table (one item per rule and record, found through the
+`by-due` index by UTC hour). The scheduler (functions/scheduler, on an EventBridge schedule) reads the
+items due since its previous run and starts one execution per (rule, record, due instant), named after
+them, so a due date fires once however often the scheduler runs. The run fetches the record from the CRM
+and checks the rule's criteria on it (and that the date still gives this instant) before acting.
+
+Limitation: a record billflow never received an event for is unknown to it, and a due instant already
+past when the record is indexed does not fire.
+"""
+
+from __future__ import annotations
+
+import calendar
+import contextlib
+import json
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta, tzinfo
+from datetime import time as dt_time
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from billflow.aws import client
+from billflow.logic.workflow import LogKeys, RunState, TimedGroup
+from billflow.models.events import CrmEvent
+from billflow.models.rules import MAX_WAIT_DAYS, DateTrigger, Rule, TenantSettings, TimeBasedActions
+from billflow.rules.comparators import field_moment, instant_of
+from billflow.rules.paths import MISSING, get_path
+from billflow.storage import keys
+
+DUE_INDEX = "by-due"
+DUE_SHARDS = 4  # items due in one hour are spread over this many index partitions
+CHECKPOINT_PK = "scheduler#due"
+MAX_CATCH_UP = timedelta(days=31)  # a scheduler that was off longer catches up this far back at most
+FIRST_WINDOW = timedelta(hours=1)
+DUE_ITEM_TTL = timedelta(days=7)  # a fired once-only item lingers this long after its instant
+MAX_SNAPSHOT_BYTES = 64 * 1024  # the record kept for runs of sources without a CRM to fetch it from
+RESCHEDULE_TOLERANCE = timedelta(seconds=60)
+
+
+# ------------------------------------------------------------------------------------------- instants
+def utc_text(instant: datetime) -> str:
+    """The form Step Functions' Wait TimestampPath takes: UTC, whole seconds, Z."""
+    return instant.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_utc(text: str) -> datetime:
+    parsed = datetime.fromisoformat(text)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def at_time_of_day(instant: datetime, at: str, zone: tzinfo) -> datetime:
+    """The same local day as `instant` in `zone`, at HH:MM there (a time DST skips moves forward)."""
+    hour, minute = (int(part) for part in at.split(":"))
+    local = instant.astimezone(zone).replace(hour=hour, minute=minute, second=0, microsecond=0)
+    return local.astimezone(UTC)
+
+
+def group_due(group: TimeBasedActions, record: dict[str, Any], trigger_at: datetime,
+              zone: tzinfo) -> tuple[datetime | None, str]:
+    """When a time-based group is due (UTC), or None and why not (its date field is empty)."""
+    if group.field:
+        value = get_path(record, group.field)
+        moment = field_moment(value, zone)
+        if moment is None:
+            shown = "empty" if value in (None, "", MISSING) else f"not a date ({value!r})"
+            return None, f"{group.field} is {shown}"
+        base = instant_of(moment, zone)
+    else:
+        base = trigger_at
+    due = base + group.offset
+    if group.at:
+        due = at_time_of_day(due, group.at, zone)
+    return due.astimezone(UTC), ""
+
+
+def plan_timed(rule: Rule, blocks: list[int], record: dict[str, Any], trigger_at: datetime) -> list[TimedGroup]:
+    """The time-based groups of the blocks that run, placed in time, in the order they come due.
+
+    A group whose time is already past when the rule fires, or more than a year away (longer than an
+    execution may live), or whose date field is empty, is kept with a reason: the run logs it as skipped.
+    """
+    zone = ZoneInfo(rule.timezone)
+    found: list[tuple[datetime, int, int, TimedGroup]] = []
+    for block in blocks:
+        for index, group in enumerate(rule.blocks[block].time_based):
+            if not group.actions:
+                continue
+            due, why = group_due(group, record, trigger_at, zone)
+            if due is not None and due < trigger_at - RESCHEDULE_TOLERANCE:
+                why = f"{utc_text(due)} had already passed when the rule fired"
+            elif due is not None and due > trigger_at + timedelta(days=MAX_WAIT_DAYS):
+                why = f"{utc_text(due)} is more than {MAX_WAIT_DAYS} days away (a run lives at most a year)"
+            when = due if due is not None and not why else trigger_at
+            found.append((when, block, index, TimedGroup(
+                block=block, group=index, due=utc_text(when), label=group.describe(),
+                actions=group.actions, recheck=group.recheck_criteria, field=group.field, skip=why,
+            )))
+    return [entry[3] for entry in sorted(found, key=lambda e: (e[0], e[1], e[2]))]
+
+
+# ------------------------------------------------------------------------------------------- date triggers
+def trigger_zone(rule: Rule) -> ZoneInfo:
+    trigger = rule.trigger
+    return ZoneInfo(trigger.timezone if isinstance(trigger, DateTrigger) and trigger.timezone else rule.timezone)
+
+
+def _shifted_day(day: date, months: int) -> date:
+    """`day` moved by whole months, clamped to the month's length (31 Jan + 1 month = 28/29 Feb)."""
+    month_index = day.year * 12 + day.month - 1 + months
+    year, month = divmod(month_index, 12)
+    last = calendar.monthrange(year, month + 1)[1]
+    return date(year, month + 1, min(day.day, last))
+
+
+def occurrence_after(trigger: DateTrigger, value: Any, zone: tzinfo, after: datetime) -> datetime | None:
+    """The first instant strictly after `after` at which the trigger fires for a field holding `value`.
+
+    The field's local date, plus offset_days, at `at`: once, or on the same day of every month or year
+    (clamped to shorter months: the 31st fires on the 30th in April).
+    """
+    moment = field_moment(value, zone)
+    if moment is None:
+        return None
+    base_day = moment.day if moment.day is not None else instant_of(moment, zone).astimezone(zone).date()
+    hour, minute = (int(part) for part in trigger.at.split(":"))
+    offset = timedelta(days=trigger.offset_days)
+
+    def instant(day: date) -> datetime:
+        return datetime.combine(day + offset, dt_time(hour, minute), tzinfo=zone).astimezone(UTC)
+
+    if trigger.repeat == "once":
+        first = instant(base_day)
+        return first if first > after else None
+    step = 12 if trigger.repeat == "yearly" else 1
+    # Start a step before the occurrence nearest `after`, then walk forward.
+    target = (after.astimezone(zone) - offset).date()
+    months = (target.year - base_day.year) * 12 + target.month - base_day.month
+    first_n = max(0, months // step * step - step)
+    for n in range(first_n, first_n + 4 * step, step):
+        candidate = instant(_shifted_day(base_day, n))
+        if candidate > after:
+            return candidate
+    return None  # pragma: no cover - four steps past `after` always find one
+
+
+# ------------------------------------------------------------------------------------------- the due index
+def due_pk(record_key: str, rule_id: str) -> str:
+    return f"{record_key}#due#{rule_id}"
+
+
+def due_hour(instant: datetime, pk: str) -> str:
+    """The index partition: the UTC hour, and a shard of the item's key."""
+    shard = sum(pk.encode()) % DUE_SHARDS
+    return f"{instant.astimezone(UTC).strftime('%Y-%m-%dT%H')}#{shard}"
+
+
+@dataclass(frozen=True)
+class DueItem:
+    pk: str
+    tenant: str
+    rule_id: str
+    source: str
+    object: str
+    record_id: str
+    field: str
+    value: Any
+    due: datetime
+    record: dict[str, Any]
+
+
+class DueIndex:
+    """Items of the records table saying when a (date rule, record) pair is next due."""
+
+    def __init__(self, table: str) -> None:
+        self._table = table
+
+    def put(self, event: CrmEvent, rule: Rule, due: datetime) -> None:
+        assert isinstance(rule.trigger, DateTrigger)
+        record_key = keys.record_pk(event.tenant, event.source, event.object, event.record_id)
+        pk = due_pk(record_key, rule.id)
+        snapshot = json.dumps(event.record, default=str)
+        item = {
+            "pk": {"S": pk},
+            "due_hour": {"S": due_hour(due, pk)},
+            "due_at": {"S": utc_text(due)},
+            "tenant": {"S": event.tenant},
+            "rule_id": {"S": rule.id},
+            "source": {"S": event.source},
+            "object": {"S": event.object},
+            "record_id": {"S": event.record_id},
+            "field": {"S": rule.trigger.field},
+            "value": {"S": json.dumps(get_path(event.record, rule.trigger.field), default=str)},
+            "expires_at": {"N": str(int((due + DUE_ITEM_TTL).timestamp()))},
+        }
+        if len(snapshot) <= MAX_SNAPSHOT_BYTES:
+            item["record"] = {"S": snapshot}
+        client("dynamodb").put_item(TableName=self._table, Item=item)
+
+    def remove(self, record_key: str, rule_id: str, only_if_due: datetime | None = None) -> None:
+        ddb = client("dynamodb")
+        kwargs: dict[str, Any] = {"TableName": self._table, "Key": {"pk": {"S": due_pk(record_key, rule_id)}}}
+        if only_if_due is not None:
+            kwargs["ConditionExpression"] = "due_at = :due"
+            kwargs["ExpressionAttributeValues"] = {":due": {"S": utc_text(only_if_due)}}
+        # ConditionalCheckFailed: re-indexed meanwhile, the new instant stands
+        with contextlib.suppress(ddb.exceptions.ConditionalCheckFailedException):
+            ddb.delete_item(**kwargs)
+
+    def move(self, item: DueItem, to: datetime) -> None:
+        """A repeating rule's item on to its next instant, unless an event re-indexed it meanwhile."""
+        ddb = client("dynamodb")
+        with contextlib.suppress(ddb.exceptions.ConditionalCheckFailedException):
+            ddb.update_item(
+                TableName=self._table, Key={"pk": {"S": item.pk}},
+                UpdateExpression="SET due_at = :to, due_hour = :hour, expires_at = :ttl",
+                ConditionExpression="due_at = :from",
+                ExpressionAttributeValues={
+                    ":to": {"S": utc_text(to)}, ":hour": {"S": due_hour(to, item.pk)},
+                    ":from": {"S": utc_text(item.due)}, ":ttl": {"N": str(int((to + DUE_ITEM_TTL).timestamp()))},
+                },
+            )
+
+    def due_between(self, since: datetime, until: datetime) -> list[DueItem]:
+        """Items due in (since, until], from the hour partitions that window touches."""
+        ddb = client("dynamodb")
+        start, end = utc_text(since + timedelta(seconds=1)), utc_text(until)
+        hour = since.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+        found: list[DueItem] = []
+        while hour <= until:
+            for shard in range(DUE_SHARDS):
+                paging: dict[str, Any] = {}
+                while True:
+                    page = ddb.query(
+                        TableName=self._table, IndexName=DUE_INDEX,
+                        KeyConditionExpression="due_hour = :h AND due_at BETWEEN :from AND :to",
+                        ExpressionAttributeValues={":h": {"S": f"{hour.strftime('%Y-%m-%dT%H')}#{shard}"},
+                                                   ":from": {"S": start}, ":to": {"S": end}},
+                        **paging,
+                    )
+                    found.extend(_due_item(i) for i in page["Items"])
+                    if "LastEvaluatedKey" not in page:
+                        break
+                    paging = {"ExclusiveStartKey": page["LastEvaluatedKey"]}
+            hour += timedelta(hours=1)
+        return found
+
+
+def _due_item(item: dict[str, Any]) -> DueItem:
+    text = {k: v.get("S", "") for k, v in item.items()}
+    return DueItem(
+        pk=text["pk"], tenant=text["tenant"], rule_id=text["rule_id"], source=text["source"],
+        object=text["object"], record_id=text["record_id"], field=text["field"],
+        value=json.loads(text.get("value") or "null"), due=parse_utc(text["due_at"]),
+        record=json.loads(text["record"]) if text.get("record") else {},
+    )
+
+
+def get_due_index() -> DueIndex:
+    from billflow.settings import get_settings
+
+    return DueIndex(get_settings().records_table)
+
+
+def index_record(event: CrmEvent, rules: list[Rule], index: DueIndex, now: datetime | None = None) -> int:
+    """Remember when each active date rule of the event's object is next due for its record; the count.
+
+    Every event rewrites the items (a rule created after the record was last seen still learns its date);
+    a deleted record, or a date that is gone or past, removes them.
+    """
+    now = now or datetime.now(UTC)
+    record_key = keys.record_pk(event.tenant, event.source, event.object, event.record_id)
+    written = 0
+    for rule in rules:
+        if not (rule.active and isinstance(rule.trigger, DateTrigger)):
+            continue
+        due = None
+        if event.action != "deleted":
+            due = occurrence_after(rule.trigger, get_path(event.record, rule.trigger.field), trigger_zone(rule), now)
+        if due is None:
+            index.remove(record_key, rule.id)
+        else:
+            index.put(event, rule, due)
+            written += 1
+    return written
+
+
+# ------------------------------------------------------------------------------------------- the scheduler
+@dataclass
+class SchedulerRun:
+    since: str
+    until: str
+    due: int = 0
+    started: list[str] = field(default_factory=list)
+    duplicates: list[str] = field(default_factory=list)
+    stale: list[str] = field(default_factory=list)
+    digests: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        return {"since": self.since, "until": self.until, "due": self.due, "started": self.started,
+                "duplicates": self.duplicates, "stale": self.stale, "digests": self.digests,
+                "errors": self.errors}
+
+
+class Checkpoint:
+    """Where the previous scheduler run stopped (an item of the counters table); it only moves forward."""
+
+    def __init__(self, table: str) -> None:
+        self._table = table
+
+    def read(self) -> datetime | None:
+        item = client("dynamodb").get_item(TableName=self._table, Key={"pk": {"S": CHECKPOINT_PK}},
+                                           ConsistentRead=True).get("Item")
+        return parse_utc(item["until"]["S"]) if item else None
+
+    def advance(self, until: datetime) -> None:
+        ddb = client("dynamodb")
+        # ConditionalCheckFailed: a later run already went further
+        with contextlib.suppress(ddb.exceptions.ConditionalCheckFailedException):
+            ddb.update_item(
+                TableName=self._table, Key={"pk": {"S": CHECKPOINT_PK}},
+                UpdateExpression="SET #until = :until",
+                ConditionExpression="attribute_not_exists(#until) OR #until < :until",
+                ExpressionAttributeNames={"#until": "until"},
+                ExpressionAttributeValues={":until": {"S": utc_text(until)}},
+            )
+
+
+def window(now: datetime, checkpoint: datetime | None) -> tuple[datetime, datetime]:
+    since = checkpoint if checkpoint is not None else now - FIRST_WINDOW
+    return max(since, now - MAX_CATCH_UP), now
+
+
+def run_scheduler(now: datetime, *, digests: bool = True) -> SchedulerRun:
+    """Start the runs of date-triggered rules due since the previous run; then send failure digests."""
+    from billflow.settings import get_settings
+    from billflow.storage.rules import get_rule_store
+
+    checkpoint = Checkpoint(get_settings().counters_table)
+    since, until = window(now, checkpoint.read())
+    run = SchedulerRun(since=utc_text(since), until=utc_text(until))
+    index = get_due_index()
+    rule_store = get_rule_store()
+    rules: dict[tuple[str, str, str], dict[str, Rule]] = {}
+    tenants: dict[str, TenantSettings] = {}
+    items = index.due_between(since, until)
+    run.due = len(items)
+    for item in items:
+        scope = (item.tenant, item.source, item.object)
+        if scope not in rules:
+            rules[scope] = {r.id: r for r in rule_store.rules_for(*scope)}
+        if item.tenant not in tenants:
+            tenants[item.tenant] = rule_store.tenant_settings(item.tenant)
+        try:
+            fire(item, rules[scope].get(item.rule_id), tenants[item.tenant], index, (since, until), now, run)
+        except Exception as exc:  # one bad item must not hold up the others; the window is redone
+            run.errors.append(f"{item.pk}: {type(exc).__name__}: {exc}")
+    if digests:
+        from billflow.logic.limits import send_failure_digests
+
+        try:
+            run.digests = send_failure_digests(now, rule_store)
+        except Exception as exc:
+            run.errors.append(f"failure digests: {type(exc).__name__}: {exc}")
+    if not run.errors:
+        checkpoint.advance(until)
+    return run
+
+
+def fire(item: DueItem, rule: Rule | None, settings: TenantSettings, index: DueIndex,
+         window: tuple[datetime, datetime], now: datetime, run: SchedulerRun) -> None:
+    """Start the run of one due item (named after rule, record and instant), then move or drop the item."""
+    from billflow.logic.filter import start_execution
+
+    since, until = window
+    record_key = keys.record_pk(item.tenant, item.source, item.object, item.record_id)
+    if rule is None or not rule.active or not isinstance(rule.trigger, DateTrigger) \
+            or rule.trigger.field != item.field:
+        run.stale.append(item.pk)
+        index.remove(record_key, item.rule_id, only_if_due=item.due)
+        return
+    zone = trigger_zone(rule)
+    due = occurrence_after(rule.trigger, item.value, zone, item.due - timedelta(seconds=1))
+    if due is None or not since < due <= until:  # the rule's offset or time changed since it was indexed
+        run.stale.append(item.pk)
+        following = occurrence_after(rule.trigger, item.value, zone, until)
+        if following is None:
+            index.remove(record_key, rule.id, only_if_due=item.due)
+        else:
+            index.move(item, following)
+        return
+    state = date_run_state(item, rule, due, settings, now)
+    if start_execution(state.execution_name, state):
+        run.started.append(state.execution_name)
+    else:
+        run.duplicates.append(state.execution_name)
+    following = occurrence_after(rule.trigger, item.value, zone, due)
+    if following is None:
+        index.remove(record_key, rule.id, only_if_due=item.due)
+    else:
+        index.move(item, following)
+
+
+def date_run_state(item: DueItem, rule: Rule, due: datetime, tenant: TenantSettings, now: datetime) -> RunState:
+    """The run of a date-triggered rule: Lookup fetches the record, the criteria are decided on it."""
+    from billflow.logic.run import GENERIC_SOURCES
+    from billflow.settings import get_settings
+
+    assert isinstance(rule.trigger, DateTrigger)
+    settings = get_settings()
+    due_text = utc_text(due)
+    record = dict(item.record) or {"id": item.record_id, item.field: item.value}
+    event = CrmEvent(
+        event_id=f"date:{rule.id}:{due_text}", tenant=item.tenant, source=item.source, object=item.object,
+        action="updated", record_id=item.record_id, record=record, changed_fields=None,
+        occurred_at=due, received_at=now,
+    )
+    record_key = keys.record_pk(item.tenant, item.source, item.object, item.record_id)
+    transition = f"date:{rule.trigger.field}@{due_text}"
+    execution_key = keys.execution_key(item.tenant, rule.id, record_key, transition)
+    return RunState(
+        tenant=item.tenant, execution_key=execution_key,
+        execution_name=keys.execution_name(rule.id, execution_key), transition=transition,
+        rule=rule, actions=[], event=event,
+        daily_limits=tenant.daily_limits, default_daily_limit=settings.default_daily_limit,
+        usage_alert=tenant.usage_alert,
+        log=LogKeys(rule_key=keys.log_rule_key(item.tenant, rule.id), record_key=record_key,
+                    expires_at=str(int(time.time()) + settings.log_retention_days * 86400)),
+        blocks=list(range(len(rule.blocks))), recheck=True,
+        refresh_record=item.source not in GENERIC_SOURCES, trigger_at=due_text,
+    )
