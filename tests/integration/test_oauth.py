@@ -9,57 +9,21 @@ from collections.abc import Iterator
 from typing import Any
 
 import billflow.aws
-import billflow.settings
-import billflow.storage.secrets
 import pytest
 from billflow.connectors import oauth
 from billflow.connectors.oauth import MemoryTokenStore, OAuthSession, SecretsManagerTokenStore
 from billflow.errors import AuthorizationRevoked, TargetRejected, TransientError
 from billflow.storage.locks import Lease
 from billflow.storage.secrets import Connection, get_secret_store
-from moto import mock_aws
 
+from tests.conftest import COUNTERS
 from tests.fakes.base import FakeServer, Request, Response
 from tests.fakes.oauth_server import OAuthFake
 
 TENANT = "acme"
-COUNTERS = "billflow-counters-test"
 
 
 # --- fixtures --------------------------------------------------------------------------------------
-@pytest.fixture
-def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for name, value in {
-        "AWS_DEFAULT_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-        "COUNTERS_TABLE": COUNTERS, "SECRETS_PREFIX": "billflow/test",
-    }.items():
-        monkeypatch.setenv(name, value)
-    _reset()
-    with mock_aws():
-        billflow.aws.client("dynamodb").create_table(
-            TableName=COUNTERS, BillingMode="PAY_PER_REQUEST",
-            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-        )
-        yield
-    _reset()
-
-
-def _reset() -> None:
-    billflow.settings.get_settings.cache_clear()
-    billflow.aws.reset_clients()
-    billflow.storage.secrets.reset_secret_store()
-    oauth.reset_token_stores()
-
-
-@pytest.fixture
-def idp() -> Iterator[OAuthFake]:
-    with OAuthFake(style="intuit") as server:
-        assert isinstance(server, OAuthFake)
-        yield server
-        assert server.violations == []
-
-
 class ProtectedApi(FakeServer):
     """An API that takes the fake IdP's bearer tokens, answering 401 like Intuit for anything else."""
 

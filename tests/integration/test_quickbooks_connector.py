@@ -13,10 +13,7 @@ from datetime import date, timedelta
 from typing import Any
 
 import billflow.aws
-import billflow.settings
-import billflow.storage.secrets
 import pytest
-from billflow.connectors import oauth
 from billflow.connectors.base import SendContext
 from billflow.connectors.quickbooks import QuickBooksConnector, request_id
 from billflow.errors import (
@@ -29,7 +26,6 @@ from billflow.errors import (
 )
 from billflow.models.documents import Address, CustomerInfo, InvoiceDraft, LineItem
 from billflow.storage.secrets import Connection, get_secret_store
-from moto import mock_aws
 
 from tests.fakes.oauth_server import OAuthFake
 from tests.fakes.quickbooks_server import QuickBooksFake
@@ -37,43 +33,15 @@ from tests.fakes.quickbooks_server import QuickBooksFake
 REALM = "9130350000001"
 UK_REALM = "9130350000044"
 TENANT = "acme"
-COUNTERS = "billflow-counters-test"
 TODAY = date(2026, 3, 2)
 
 
 # --- fixtures --------------------------------------------------------------------------------------
-def _reset() -> None:
-    billflow.settings.get_settings.cache_clear()
-    billflow.aws.reset_clients()
-    billflow.storage.secrets.reset_secret_store()
-    oauth.reset_token_stores()
-
-
 @pytest.fixture
-def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for name, value in {
-        "AWS_DEFAULT_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-        "COUNTERS_TABLE": COUNTERS, "SECRETS_PREFIX": "billflow/test",
-    }.items():
-        monkeypatch.setenv(name, value)
-    _reset()
-    with mock_aws():
-        billflow.aws.client("dynamodb").create_table(
-            TableName=COUNTERS, BillingMode="PAY_PER_REQUEST",
-            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-        )
-        yield
-    _reset()
-
-
-@pytest.fixture
-def idp() -> Iterator[OAuthFake]:
-    with OAuthFake(style="intuit") as server:
-        assert isinstance(server, OAuthFake)
-        yield server
-        assert server.violations == []
-        assert server.stale_refreshes == []
+def idp(idp: OAuthFake) -> Iterator[OAuthFake]:
+    """The shared fake Intuit IdP (tests/conftest.py); no refresh may use a refresh token already rotated."""
+    yield idp
+    assert idp.stale_refreshes == []
 
 
 @pytest.fixture

@@ -2,40 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
-import boto3
+import billflow.aws
 import pytest
-from billflow.aws import reset_clients
 from billflow.errors import ConfigurationError, TransientError
 from billflow.settings import get_settings
 from billflow.storage import rate_limits
 from billflow.storage.rate_limits import XERO, ZOHO_BOOKS, RateLimit, RateLimiter, slot_name, window_key
-from moto import mock_aws
 
-COUNTERS = "billflow-counters"
+from tests.conftest import COUNTERS
+
 MINUTE = 1_699_999_980.0  # a multiple of 60: the start of a minute window
 SCOPE = "acme#4a1d3c2e-0000-4000-8000-000000000001"
 
 
 @pytest.fixture
-def counters(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    for name, value in (("AWS_DEFAULT_REGION", "us-east-1"), ("AWS_ACCESS_KEY_ID", "testing"),
-                        ("AWS_SECRET_ACCESS_KEY", "testing"), ("COUNTERS_TABLE", COUNTERS)):
-        monkeypatch.setenv(name, value)
-    with mock_aws():
-        get_settings.cache_clear()
-        reset_clients()
-        ddb = boto3.client("dynamodb")
-        ddb.create_table(
-            TableName=COUNTERS, BillingMode="PAY_PER_REQUEST",
-            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-        )
-        yield ddb
-    get_settings.cache_clear()
-    reset_clients()
+def counters(aws: None) -> Any:
+    """The DynamoDB client on moto, to look into the counters table."""
+    return billflow.aws.client("dynamodb")
 
 
 class Clock:

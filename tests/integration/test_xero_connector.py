@@ -7,12 +7,9 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import pytest
-from billflow.aws import reset_clients
 from billflow.connectors import xero as xero_module
 from billflow.connectors.base import SendContext
-from billflow.connectors.oauth import reset_token_stores
 from billflow.connectors.xero import XeroConnector, step_key, where_literal
 from billflow.errors import (
     AuthorizationRevoked,
@@ -23,77 +20,40 @@ from billflow.errors import (
     TransientError,
 )
 from billflow.models.documents import InvoiceDraft
-from billflow.settings import get_settings
 from billflow.storage.rate_limits import XERO, RateLimiter
 from billflow.storage.secrets import Connection
-from moto import mock_aws
 
+from tests.conftest import invoice_draft as draft
 from tests.fakes.base import Request
 from tests.fakes.oauth_server import OAuthFake
 from tests.fakes.xero_server import FakeXero
 
 TENANT = "acme"
-COUNTERS = "billflow-counters"
 
 
 # --- fixtures ---------------------------------------------------------------------------------------
 @pytest.fixture
-def counters(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for name, value in (("AWS_DEFAULT_REGION", "us-east-1"), ("AWS_ACCESS_KEY_ID", "testing"),
-                        ("AWS_SECRET_ACCESS_KEY", "testing"), ("COUNTERS_TABLE", COUNTERS)):
-        monkeypatch.setenv(name, value)
-    with mock_aws():
-        get_settings.cache_clear()
-        reset_clients()
-        boto3.client("dynamodb").create_table(
-            TableName=COUNTERS, BillingMode="PAY_PER_REQUEST",
-            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-        )
-        yield
-    get_settings.cache_clear()
-    reset_clients()
+def idp_style() -> str:
+    return "xero"
 
 
 @pytest.fixture
-def oauth() -> Iterator[OAuthFake]:
-    reset_token_stores()
-    fake = OAuthFake(style="xero").start()
-    yield fake
-    fake.stop()
-    reset_token_stores()
-
-
-@pytest.fixture
-def xero(oauth: OAuthFake, counters: None) -> Iterator[FakeXero]:
+def xero(idp: OAuthFake, aws: None) -> Iterator[FakeXero]:
     fake = FakeXero(token=None)
-    fake.use_oauth(oauth)
+    fake.use_oauth(idp)
     fake.start()
     yield fake
     fake.stop()
 
 
-def connect(xero: FakeXero, oauth: OAuthFake, **settings: Any) -> Connection:
-    refresh = oauth.grant()
+def connect(xero: FakeXero, idp: OAuthFake, **settings: Any) -> Connection:
+    refresh = idp.grant()
     return Connection("xero-main", "xero", {
-        "tenant_id": xero.tenant_id, "base_url": xero.url, "token_url": oauth.token_url,
+        "tenant_id": xero.tenant_id, "base_url": xero.url, "token_url": idp.token_url,
         "client_id": "client-1", "client_secret": "client-secret-1", "refresh_token": refresh,
-        "access_token": oauth.issue_access_token(refresh), "access_token_expires_at": int(time.time()) + 1800,
+        "access_token": idp.issue_access_token(refresh), "access_token_expires_at": int(time.time()) + 1800,
         "sales_account_code": "200", **settings,
     })
-
-
-def draft(**fields: Any) -> InvoiceDraft:
-    doc: dict[str, Any] = {
-        "customer": {"name": "Globex Ltd", "email": "ap@globex.test"},
-        "currency": "usd",
-        "lines": [{"description": "Widget, blue", "quantity": 2, "unit_amount_minor": 1999, "sku": "W-1"}],
-        "days_until_due": 14,
-        "reference": "Deal 42",
-        "options": {"date": "2024-03-01"},
-    }
-    doc.update(fields)
-    return InvoiceDraft.model_validate(doc)
 
 
 def send(connection: Connection, document: InvoiceDraft, key: str = "run-1") -> Any:
@@ -105,10 +65,10 @@ def puts(xero: FakeXero, path: str) -> list[Request]:
 
 
 # --- the happy paths ----------------------------------------------------------------------------------
-def test_invoice_with_every_field_xero_takes(xero: FakeXero, oauth: OAuthFake) -> None:
+def test_invoice_with_every_field_xero_takes(xero: FakeXero, idp: OAuthFake) -> None:
     contact = xero.add_contact("Globex Ltd", email="ap@globex.test")
     xero.add_item("W-1", "Widget")
-    connection = connect(xero, oauth)
+    connection = connect(xero, idp)
     document = draft(lines=[
         {"description": "Widget, blue", "quantity": 2, "unit_amount_minor": 1999, "sku": "W-1", "taxable": True},
         {"description": "Widget, blue", "quantity": 1.5, "unit_amount_minor": 1000, "sku": "W-1"},
@@ -143,25 +103,25 @@ def test_invoice_with_every_field_xero_takes(xero: FakeXero, oauth: OAuthFake) -
     assert result.details["contact_matched_by"] == "email"
     assert result.external_url.endswith(result.external_id)
     assert xero.violations == []
-    assert oauth.violations == []
+    assert idp.violations == []
 
 
 @pytest.mark.parametrize("status", ["DRAFT", "SUBMITTED", "AUTHORISED"])
-def test_invoice_status_comes_from_the_options(xero: FakeXero, oauth: OAuthFake, status: str) -> None:
+def test_invoice_status_comes_from_the_options(xero: FakeXero, idp: OAuthFake, status: str) -> None:
     xero.add_contact("Globex Ltd", email="ap@globex.test")
     xero.add_item("W-1")
-    result = send(connect(xero, oauth), draft(options={"status": status.lower()}))
+    result = send(connect(xero, idp), draft(options={"status": status.lower()}))
     assert xero.invoices[result.external_id]["Status"] == status
     assert xero.violations == []
 
 
-def test_estimate_becomes_a_quote(xero: FakeXero, oauth: OAuthFake) -> None:
+def test_estimate_becomes_a_quote(xero: FakeXero, idp: OAuthFake) -> None:
     contact = xero.add_contact("Globex Ltd", email="ap@globex.test")
     xero.add_item("W-1")
     document = draft(document_type="estimate", memo="Valid for two weeks",
                      options={"date": "2024-03-01", "title": "Widgets for Globex", "status": "sent"})
 
-    result = send(connect(xero, oauth), document)
+    result = send(connect(xero, idp), document)
 
     [request] = puts(xero, "/Quotes")
     [quote] = request.json()["Quotes"]
@@ -176,10 +136,10 @@ def test_estimate_becomes_a_quote(xero: FakeXero, oauth: OAuthFake) -> None:
     assert xero.violations == []
 
 
-def test_three_decimal_currencies_ask_for_four_unit_decimals(xero: FakeXero, oauth: OAuthFake) -> None:
+def test_three_decimal_currencies_ask_for_four_unit_decimals(xero: FakeXero, idp: OAuthFake) -> None:
     xero.add_contact("Globex Ltd", email="ap@globex.test")
     xero.add_item("W-1")
-    result = send(connect(xero, oauth), draft(currency="kwd", lines=[
+    result = send(connect(xero, idp), draft(currency="kwd", lines=[
         {"description": "Widget", "unit_amount_minor": 12345, "sku": "W-1"}]))
     [request] = puts(xero, "/Invoices")
     assert request.query["unitdp"] == ["4"]
@@ -189,13 +149,13 @@ def test_three_decimal_currencies_ask_for_four_unit_decimals(xero: FakeXero, oau
 
 
 # --- contacts ---------------------------------------------------------------------------------------
-def test_contact_found_by_the_stored_id_first(xero: FakeXero, oauth: OAuthFake) -> None:
+def test_contact_found_by_the_stored_id_first(xero: FakeXero, idp: OAuthFake) -> None:
     stored = xero.add_contact("Globex (old name)")
     xero.add_contact("Globex Ltd", email="ap@globex.test")  # would match by email; the id wins
     xero.add_item("W-1")
     document = draft(customer={"name": "Globex Ltd", "email": "ap@globex.test", "external_id": stored["ContactID"]})
 
-    result = send(connect(xero, oauth), document)
+    result = send(connect(xero, idp), document)
 
     assert result.details["contact_id"] == stored["ContactID"]
     assert result.details["contact_matched_by"] == "id"
@@ -204,57 +164,57 @@ def test_contact_found_by_the_stored_id_first(xero: FakeXero, oauth: OAuthFake) 
     assert xero.violations == []
 
 
-def test_a_stored_id_that_is_no_guid_is_not_looked_up(xero: FakeXero, oauth: OAuthFake) -> None:
+def test_a_stored_id_that_is_no_guid_is_not_looked_up(xero: FakeXero, idp: OAuthFake) -> None:
     xero.add_contact("Globex Ltd", email="ap@globex.test")
     xero.add_item("W-1")
     document = draft(customer={"name": "Globex Ltd", "email": "ap@globex.test", "external_id": "cus_Stripe123"})
-    result = send(connect(xero, oauth), document)
+    result = send(connect(xero, idp), document)
     assert result.details["contact_matched_by"] == "email"
     assert all("IDs" not in r.query for r in xero.calls("GET", "/Contacts"))
     assert xero.violations == []
 
 
-def test_contact_found_by_email_without_regard_to_case(xero: FakeXero, oauth: OAuthFake) -> None:
+def test_contact_found_by_email_without_regard_to_case(xero: FakeXero, idp: OAuthFake) -> None:
     contact = xero.add_contact("Globex Incorporated", email="AP@Globex.test")
     xero.add_item("W-1")
-    result = send(connect(xero, oauth), draft())
+    result = send(connect(xero, idp), draft())
     assert result.details["contact_id"] == contact["ContactID"]
     [lookup] = xero.calls("GET", "/Contacts")
     assert lookup.query["where"] == ['EmailAddress=="ap@globex.test"']
     assert xero.violations == []
 
 
-def test_contact_found_by_first_and_last_name(xero: FakeXero, oauth: OAuthFake) -> None:
+def test_contact_found_by_first_and_last_name(xero: FakeXero, idp: OAuthFake) -> None:
     contact = xero.add_contact("Ada L. (consulting)", first_name="Ada", last_name="Lovelace")
     xero.add_item("W-1")
     document = draft(customer={"name": "Ada Lovelace", "email": "ada@example.test",
                                "first_name": "Ada", "last_name": "Lovelace"})
-    result = send(connect(xero, oauth), document)
+    result = send(connect(xero, idp), document)
     assert result.details["contact_id"] == contact["ContactID"]
     assert result.details["contact_matched_by"] == "person_name"
     assert xero.calls("GET", "/Contacts")[-1].query["where"] == ['FirstName=="Ada" AND LastName=="Lovelace"']
     assert xero.violations == []
 
 
-def test_contact_found_by_a_name_with_quotes(xero: FakeXero, oauth: OAuthFake) -> None:
+def test_contact_found_by_a_name_with_quotes(xero: FakeXero, idp: OAuthFake) -> None:
     contact = xero.add_contact('The "Best" Widgets')
     xero.add_item("W-1")
-    result = send(connect(xero, oauth), draft(customer={"name": 'The "Best" Widgets'}))
+    result = send(connect(xero, idp), draft(customer={"name": 'The "Best" Widgets'}))
     assert result.details["contact_id"] == contact["ContactID"]
     assert result.details["contact_matched_by"] == "name"
     assert xero.calls("GET", "/Contacts")[-1].query["where"] == ['Name=="The ""Best"" Widgets"']
     assert xero.violations == []
 
 
-def test_archived_contacts_do_not_match(xero: FakeXero, oauth: OAuthFake) -> None:
+def test_archived_contacts_do_not_match(xero: FakeXero, idp: OAuthFake) -> None:
     xero.add_contact("Globex Ltd (2019)", email="ap@globex.test", status="ARCHIVED")
     xero.add_item("W-1")
-    result = send(connect(xero, oauth), draft())
+    result = send(connect(xero, idp), draft())
     assert result.details["contact_created"] is True
     assert xero.violations == []
 
 
-def test_missing_contact_is_created(xero: FakeXero, oauth: OAuthFake) -> None:
+def test_missing_contact_is_created(xero: FakeXero, idp: OAuthFake) -> None:
     xero.add_item("W-1")
     document = draft(customer={
         "name": "Initech", "email": "billing@initech.test", "first_name": "Bill", "last_name": "Lumbergh",
@@ -262,7 +222,7 @@ def test_missing_contact_is_created(xero: FakeXero, oauth: OAuthFake) -> None:
         "address": {"line1": "1 Main St", "city": "Austin", "state": "TX", "postal_code": "78701", "country": "US"},
     })
 
-    result = send(connect(xero, oauth), document)
+    result = send(connect(xero, idp), document)
 
     [request] = puts(xero, "/Contacts")
     assert request.json() == {"Contacts": [{
@@ -277,9 +237,9 @@ def test_missing_contact_is_created(xero: FakeXero, oauth: OAuthFake) -> None:
     assert xero.violations == []
 
 
-def test_strict_matching_refuses_and_creates_nothing(xero: FakeXero, oauth: OAuthFake) -> None:
+def test_strict_matching_refuses_and_creates_nothing(xero: FakeXero, idp: OAuthFake) -> None:
     xero.add_item("W-1")
-    connection = connect(xero, oauth, customer_matching="strict", create_products=True)
+    connection = connect(xero, idp, customer_matching="strict", create_products=True)
     document = draft(lines=[{"description": "New thing", "unit_amount_minor": 100, "sku": "NEW-1"}])
 
     with pytest.raises(CustomerNotFound) as caught:
@@ -295,22 +255,22 @@ def test_strict_matching_refuses_and_creates_nothing(xero: FakeXero, oauth: OAut
 
 
 # --- items ------------------------------------------------------------------------------------------
-def test_item_found_by_code(xero: FakeXero, oauth: OAuthFake) -> None:
+def test_item_found_by_code(xero: FakeXero, idp: OAuthFake) -> None:
     xero.add_contact("Globex Ltd", email="ap@globex.test")
     xero.add_item("w-1", "Widget")  # codes compare without regard to case, as in Xero
-    send(connect(xero, oauth), draft())
+    send(connect(xero, idp), draft())
     [lookup] = xero.calls("GET", "/Items")
     assert lookup.query["where"] == ['Code=="W-1"']
     assert puts(xero, "/Invoices")[0].json()["Invoices"][0]["LineItems"][0]["ItemCode"] == "w-1"
     assert xero.violations == []
 
 
-def test_item_found_by_name_when_no_code_matches(xero: FakeXero, oauth: OAuthFake) -> None:
+def test_item_found_by_name_when_no_code_matches(xero: FakeXero, idp: OAuthFake) -> None:
     xero.add_contact("Globex Ltd", email="ap@globex.test")
     xero.add_item("WID-BLUE", "Blue widget")
     document = draft(lines=[{"description": "2 blue widgets", "unit_amount_minor": 1999, "sku": "W-1",
                              "product_name": "Blue widget"}])
-    send(connect(xero, oauth), document)
+    send(connect(xero, idp), document)
     wheres = [r.query["where"][0] for r in xero.calls("GET", "/Items")]
     assert wheres == ['Code=="W-1"', 'Name=="Blue widget"']
     assert puts(xero, "/Invoices")[0].json()["Invoices"][0]["LineItems"][0]["ItemCode"] == "WID-BLUE"
@@ -318,7 +278,7 @@ def test_item_found_by_name_when_no_code_matches(xero: FakeXero, oauth: OAuthFak
     assert xero.violations == []
 
 
-def test_missing_items_are_created_once_when_allowed(xero: FakeXero, oauth: OAuthFake) -> None:
+def test_missing_items_are_created_once_when_allowed(xero: FakeXero, idp: OAuthFake) -> None:
     xero.add_contact("Globex Ltd", email="ap@globex.test")
     document = draft(lines=[
         {"description": "Widget, blue", "quantity": 2, "unit_amount_minor": 1999, "sku": "W-1"},
@@ -326,7 +286,7 @@ def test_missing_items_are_created_once_when_allowed(xero: FakeXero, oauth: OAut
         {"description": "An installation service with a very long name indeed", "unit_amount_minor": 5000},
     ])
 
-    result = send(connect(xero, oauth, create_products=True), document)
+    result = send(connect(xero, idp, create_products=True), document)
 
     [request] = puts(xero, "/Items")
     items = request.json()["Items"]
@@ -341,7 +301,7 @@ def test_missing_items_are_created_once_when_allowed(xero: FakeXero, oauth: OAut
     assert xero.violations == []
 
 
-def test_missing_items_refuse_the_send_before_anything_is_created(xero: FakeXero, oauth: OAuthFake) -> None:
+def test_missing_items_refuse_the_send_before_anything_is_created(xero: FakeXero, idp: OAuthFake) -> None:
     xero.add_item("W-1")
     document = draft(lines=[
         {"description": "Widget", "unit_amount_minor": 1999, "sku": "W-1"},
@@ -350,7 +310,7 @@ def test_missing_items_refuse_the_send_before_anything_is_created(xero: FakeXero
     ])
 
     with pytest.raises(ProductNotFound) as caught:
-        send(connect(xero, oauth), document)  # the contact is missing too: it must not be created
+        send(connect(xero, idp), document)  # the contact is missing too: it must not be created
 
     assert "line 2" in caught.value.message
     assert "line 3" in caught.value.message
@@ -361,53 +321,53 @@ def test_missing_items_refuse_the_send_before_anything_is_created(xero: FakeXero
 
 
 # --- tokens, limits and failures --------------------------------------------------------------------
-def test_an_access_token_that_expires_mid_run_is_refreshed(xero: FakeXero, oauth: OAuthFake) -> None:
+def test_an_access_token_that_expires_mid_run_is_refreshed(xero: FakeXero, idp: OAuthFake) -> None:
     xero.add_contact("Globex Ltd", email="ap@globex.test")
     xero.add_item("W-1")
-    connection = connect(xero, oauth)
+    connection = connect(xero, idp)
     first_refresh_token = connection.settings["refresh_token"]
 
     def expire_before_the_invoice(req: Request) -> None:
-        if req.method == "PUT" and req.path.endswith("/Invoices") and oauth.refreshes == 0:
-            oauth.expire_access_tokens()
+        if req.method == "PUT" and req.path.endswith("/Invoices") and idp.refreshes == 0:
+            idp.expire_access_tokens()
 
     xero.before_request.append(expire_before_the_invoice)
     result = send(connection, draft())
 
-    assert oauth.refreshes == 1
+    assert idp.refreshes == 1
     statuses = [status for op, status, _ in xero.answers if op == "createInvoices"]
     assert statuses == [401, 200]
     assert len(xero.invoices) == 1
     assert result.external_id in xero.invoices
     # Xero rotated the refresh token; the token store keeps the new tokens for the next send.
-    assert oauth.current_refresh_token(0) != first_refresh_token
+    assert idp.current_refresh_token(0) != first_refresh_token
     send(connection, draft(), key="run-2")
-    assert oauth.refreshes == 1
-    assert oauth.stale_refreshes == []
+    assert idp.refreshes == 1
+    assert idp.stale_refreshes == []
     assert len(xero.invoices) == 2
     assert xero.violations == []
-    assert oauth.violations == []
+    assert idp.violations == []
 
 
-def test_a_connection_without_an_access_token_refreshes_first(xero: FakeXero, oauth: OAuthFake) -> None:
+def test_a_connection_without_an_access_token_refreshes_first(xero: FakeXero, idp: OAuthFake) -> None:
     xero.add_contact("Globex Ltd", email="ap@globex.test")
     xero.add_item("W-1")
-    connection = connect(xero, oauth)
+    connection = connect(xero, idp)
     del connection.settings["access_token"]
     send(connection, draft())
-    assert oauth.refreshes == 1
+    assert idp.refreshes == 1
     assert [s for _, s, _ in xero.answers] == [200, 200, 200]
     assert xero.violations == []
-    assert oauth.violations == []
+    assert idp.violations == []
 
 
-def test_a_connection_revoked_mid_run_is_final(xero: FakeXero, oauth: OAuthFake) -> None:
+def test_a_connection_revoked_mid_run_is_final(xero: FakeXero, idp: OAuthFake) -> None:
     xero.add_item("W-1")
-    connection = connect(xero, oauth)
+    connection = connect(xero, idp)
 
     def disconnect_before_creating(req: Request) -> None:
         if req.method == "PUT":
-            oauth.revoke(0)  # the user disconnected billflow in Xero
+            idp.revoke(0)  # the user disconnected billflow in Xero
 
     xero.before_request.append(disconnect_before_creating)
     with pytest.raises(AuthorizationRevoked):
@@ -415,12 +375,12 @@ def test_a_connection_revoked_mid_run_is_final(xero: FakeXero, oauth: OAuthFake)
     assert xero.contacts == {}
     assert xero.invoices == {}
     assert xero.violations == []
-    assert oauth.violations == []
+    assert idp.violations == []
 
 
-def test_429_waits_for_retry_after_and_the_retry_succeeds(xero: FakeXero, oauth: OAuthFake) -> None:
+def test_429_waits_for_retry_after_and_the_retry_succeeds(xero: FakeXero, idp: OAuthFake) -> None:
     xero.add_item("W-1")
-    connection = connect(xero, oauth)
+    connection = connect(xero, idp)
     xero.fail_next("createInvoices", 429, retry_after=7)
 
     with pytest.raises(TransientError) as caught:
@@ -437,41 +397,41 @@ def test_429_waits_for_retry_after_and_the_retry_succeeds(xero: FakeXero, oauth:
     assert xero.violations == []
 
 
-def test_5xx_is_transient(xero: FakeXero, oauth: OAuthFake) -> None:
+def test_5xx_is_transient(xero: FakeXero, idp: OAuthFake) -> None:
     xero.add_contact("Globex Ltd", email="ap@globex.test")
     xero.add_item("W-1")
     xero.fail_next("getItems", 503)
     with pytest.raises(TransientError) as caught:
-        send(connect(xero, oauth), draft())
+        send(connect(xero, idp), draft())
     assert caught.value.details["status"] == 503
     assert xero.violations == []
 
 
-def test_a_validation_error_is_final_and_carries_xeros_message(xero: FakeXero, oauth: OAuthFake) -> None:
+def test_a_validation_error_is_final_and_carries_xeros_message(xero: FakeXero, idp: OAuthFake) -> None:
     xero.add_contact("Globex Ltd", email="ap@globex.test")
     xero.add_item("W-1")
     xero.fail_next("createInvoices", 400, message="Account code '200' has been archived, or has been deleted.")
     with pytest.raises(TargetRejected) as caught:
-        send(connect(xero, oauth), draft())
+        send(connect(xero, idp), draft())
     assert not isinstance(caught.value, TransientError)
     assert caught.value.message == ("xero answered 400: Account code '200' has been archived, or has been "
                                     "deleted.")
     assert xero.violations == []
 
 
-def test_xeros_own_validation_reaches_the_caller(xero: FakeXero, oauth: OAuthFake) -> None:
+def test_xeros_own_validation_reaches_the_caller(xero: FakeXero, idp: OAuthFake) -> None:
     xero.add_contact("Globex Ltd", email="ap@globex.test")
     xero.add_item("W-1")
     with pytest.raises(TargetRejected) as caught:
-        send(connect(xero, oauth), draft(currency="chf"))  # not a currency of this organisation
+        send(connect(xero, idp), draft(currency="chf"))  # not a currency of this organisation
     assert "The currency code 'CHF' has not been added to this organisation." in caught.value.message
     assert caught.value.details["status"] == 400
     assert len(xero.violations) == 1
     assert "CHF" in xero.violations[0]
 
 
-def test_a_retried_send_with_the_same_key_makes_one_invoice(xero: FakeXero, oauth: OAuthFake) -> None:
-    connection = connect(xero, oauth, create_products=True)
+def test_a_retried_send_with_the_same_key_makes_one_invoice(xero: FakeXero, idp: OAuthFake) -> None:
+    connection = connect(xero, idp, create_products=True)
     first = send(connection, draft())
     again = send(connection, draft())
     assert again.external_id == first.external_id
@@ -494,7 +454,7 @@ def test_long_run_keys_fit_xeros_128_characters() -> None:
     assert where_literal('a"b') == '"a""b"'
 
 
-def test_an_exhausted_minute_budget_stops_before_calling_xero(xero: FakeXero, oauth: OAuthFake) -> None:
+def test_an_exhausted_minute_budget_stops_before_calling_xero(xero: FakeXero, idp: OAuthFake) -> None:
     xero.add_contact("Globex Ltd", email="ap@globex.test")
     xero.add_item("W-1")
     now = 1_699_999_990.0  # 10 s into a minute (1_699_999_980 is a multiple of 60)
@@ -505,20 +465,20 @@ def test_an_exhausted_minute_budget_stops_before_calling_xero(xero: FakeXero, oa
     connector = XeroConnector(rate_limiter=limiter)
 
     with pytest.raises(TransientError) as caught:
-        connector.create_document(draft(), connect(xero, oauth), SendContext(TENANT, "run-1"))
+        connector.create_document(draft(), connect(xero, idp), SendContext(TENANT, "run-1"))
 
     assert caught.value.retry_after_seconds == 50
     assert len(xero.requests) == 2
     assert xero.invoices == {}
     other_tenant = XeroConnector(rate_limiter=limiter).create_document(
-        draft(), connect(xero, oauth), SendContext("another-tenant", "run-1"))
+        draft(), connect(xero, idp), SendContext("another-tenant", "run-1"))
     assert other_tenant.external_id in xero.invoices
     assert xero.violations == []
 
 
 # --- configuration and previews ---------------------------------------------------------------------
-def test_bad_options_are_refused_before_any_call(xero: FakeXero, oauth: OAuthFake) -> None:
-    connection = connect(xero, oauth)
+def test_bad_options_are_refused_before_any_call(xero: FakeXero, idp: OAuthFake) -> None:
+    connection = connect(xero, idp)
     for options in ({"status": "PAID"}, {"date": "1 March"}, {"line_amount_types": "Gross"}):
         with pytest.raises(ConfigurationError):
             send(connection, draft(options=options))
@@ -529,8 +489,8 @@ def test_bad_options_are_refused_before_any_call(xero: FakeXero, oauth: OAuthFak
     assert xero.requests == []
 
 
-def test_preview_lists_the_requests_and_sends_nothing(xero: FakeXero, oauth: OAuthFake) -> None:
-    connection = connect(xero, oauth, create_products=True)
+def test_preview_lists_the_requests_and_sends_nothing(xero: FakeXero, idp: OAuthFake) -> None:
+    connection = connect(xero, idp, create_products=True)
     steps = XeroConnector().preview_document(draft(), connection, SendContext(TENANT, "run-1"))
     assert [s["step"] for s in steps] == [
         "find_contact_by_email", "find_contact_by_name", "contact", "find_item_by_sku:0", "find_item_by_name:0",
@@ -541,4 +501,4 @@ def test_preview_lists_the_requests_and_sends_nothing(xero: FakeXero, oauth: OAu
     assert invoice["idempotency_key"] == "run-1:invoice"
     assert invoice["body"]["Invoices"][0]["Contact"] == {"ContactID": "{contact.ContactID}"}
     assert xero.requests == []
-    assert oauth.requests == []
+    assert idp.requests == []

@@ -12,11 +12,8 @@ from urllib.parse import urlencode
 from urllib.request import Request as UrlRequest
 from urllib.request import urlopen
 
-import boto3
 import pytest
-from billflow.aws import reset_clients
 from billflow.connectors.base import SendContext
-from billflow.connectors.oauth import reset_token_stores
 from billflow.connectors.zoho_books import ZohoBooksConnector, idempotency_marker, marked_reference
 from billflow.errors import (
     AuthorizationRevoked,
@@ -27,77 +24,40 @@ from billflow.errors import (
     TransientError,
 )
 from billflow.models.documents import InvoiceDraft
-from billflow.settings import get_settings
 from billflow.storage.rate_limits import ZOHO_BOOKS, RateLimiter
 from billflow.storage.secrets import Connection
-from moto import mock_aws
 
+from tests.conftest import invoice_draft as draft
 from tests.fakes.base import Request
 from tests.fakes.oauth_server import OAuthFake
 from tests.fakes.zoho_books_server import DEFAULT_TOKEN, FakeZohoBooks, ZohoFields
 
 TENANT = "acme"
-COUNTERS = "billflow-counters"
 
 
 # --- fixtures ---------------------------------------------------------------------------------------
 @pytest.fixture
-def counters(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for name, value in (("AWS_DEFAULT_REGION", "us-east-1"), ("AWS_ACCESS_KEY_ID", "testing"),
-                        ("AWS_SECRET_ACCESS_KEY", "testing"), ("COUNTERS_TABLE", COUNTERS)):
-        monkeypatch.setenv(name, value)
-    with mock_aws():
-        get_settings.cache_clear()
-        reset_clients()
-        boto3.client("dynamodb").create_table(
-            TableName=COUNTERS, BillingMode="PAY_PER_REQUEST",
-            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-        )
-        yield
-    get_settings.cache_clear()
-    reset_clients()
+def idp_style() -> str:
+    return "zoho"
 
 
 @pytest.fixture
-def oauth() -> Iterator[OAuthFake]:
-    reset_token_stores()
-    fake = OAuthFake(style="zoho").start()
-    yield fake
-    fake.stop()
-    reset_token_stores()
-
-
-@pytest.fixture
-def zoho(oauth: OAuthFake, counters: None) -> Iterator[FakeZohoBooks]:
+def zoho(idp: OAuthFake, aws: None) -> Iterator[FakeZohoBooks]:
     fake = FakeZohoBooks(token=None)
-    fake.use_oauth(oauth)
+    fake.use_oauth(idp)
     fake.start()
     yield fake
     fake.stop()
 
 
-def connect(zoho: FakeZohoBooks, oauth: OAuthFake, **settings: Any) -> Connection:
-    refresh = oauth.grant()
+def connect(zoho: FakeZohoBooks, idp: OAuthFake, **settings: Any) -> Connection:
+    refresh = idp.grant()
     return Connection("zoho-main", "zoho_books", {
-        "organization_id": zoho.organization_id, "api_domain": zoho.url, "token_url": oauth.token_url,
+        "organization_id": zoho.organization_id, "api_domain": zoho.url, "token_url": idp.token_url,
         "client_id": "client-1", "client_secret": "client-secret-1", "refresh_token": refresh,
-        "access_token": oauth.issue_access_token(refresh), "access_token_expires_at": int(time.time()) + 1800,
+        "access_token": idp.issue_access_token(refresh), "access_token_expires_at": int(time.time()) + 1800,
         **settings,
     })
-
-
-def draft(**fields: Any) -> InvoiceDraft:
-    doc: dict[str, Any] = {
-        "customer": {"name": "Globex Ltd", "email": "ap@globex.test"},
-        "currency": "usd",
-        "lines": [{"description": "Widget, blue", "quantity": 2, "unit_amount_minor": 1999, "sku": "W-1"}],
-        "days_until_due": 14,
-        "reference": "Deal 42",
-        "options": {"date": "2024-03-01"},
-    }
-    doc.update(fields)
-    return InvoiceDraft.model_validate(doc)
 
 
 def send(connection: Connection, document: InvoiceDraft, key: str = "run-1") -> Any:
@@ -109,7 +69,7 @@ def posts(zoho: FakeZohoBooks, path: str) -> list[Request]:
 
 
 # --- the happy paths ----------------------------------------------------------------------------------
-def test_invoice_with_the_fields_zoho_takes(zoho: FakeZohoBooks, oauth: OAuthFake) -> None:
+def test_invoice_with_the_fields_zoho_takes(zoho: FakeZohoBooks, idp: OAuthFake) -> None:
     contact = zoho.add_contact("Globex Ltd", email="ap@globex.test")
     item = zoho.add_item("Widget", rate=25, sku="W-1")
     tax_id = zoho.add_tax("Sales tax", 10)
@@ -118,7 +78,7 @@ def test_invoice_with_the_fields_zoho_takes(zoho: FakeZohoBooks, oauth: OAuthFak
         {"description": "Widget, spare", "quantity": 1, "unit_amount_minor": 500, "sku": "W-1"},
     ])
 
-    result = send(connect(zoho, oauth), document)
+    result = send(connect(zoho, idp), document)
 
     [request] = posts(zoho, "/invoices")
     reference = f"Deal 42 {idempotency_marker('run-1', 'invoice')}"
@@ -144,22 +104,22 @@ def test_invoice_with_the_fields_zoho_takes(zoho: FakeZohoBooks, oauth: OAuthFak
     assert result.external_url == invoice["invoice_url"]
     assert result.details["reference_number"] == reference
     assert zoho.violations == []
-    assert oauth.violations == []
+    assert idp.violations == []
 
 
-def test_send_option_has_zoho_email_the_invoice(zoho: FakeZohoBooks, oauth: OAuthFake) -> None:
+def test_send_option_has_zoho_email_the_invoice(zoho: FakeZohoBooks, idp: OAuthFake) -> None:
     zoho.add_contact("Globex Ltd", email="ap@globex.test")
     zoho.add_item("Widget", sku="W-1")
-    result = send(connect(zoho, oauth), draft(options={"send": True}))
+    result = send(connect(zoho, idp), draft(options={"send": True}))
     assert posts(zoho, "/invoices")[0].query["send"] == ["true"]
     assert zoho.invoices[result.external_id]["status"] == "sent"
     assert zoho.violations == []
 
 
-def test_estimate(zoho: FakeZohoBooks, oauth: OAuthFake) -> None:
+def test_estimate(zoho: FakeZohoBooks, idp: OAuthFake) -> None:
     contact = zoho.add_contact("Globex Ltd", email="ap@globex.test")
     zoho.add_item("Widget", sku="W-1")
-    result = send(connect(zoho, oauth), draft(document_type="estimate"))
+    result = send(connect(zoho, idp), draft(document_type="estimate"))
     [request] = posts(zoho, "/estimates")
     body = request.json()
     assert (body["customer_id"], body["date"], body["expiry_date"]) == (contact["contact_id"], "2024-03-01",
@@ -173,73 +133,73 @@ def test_estimate(zoho: FakeZohoBooks, oauth: OAuthFake) -> None:
 
 
 # --- customers --------------------------------------------------------------------------------------
-def test_customer_found_by_the_stored_id(zoho: FakeZohoBooks, oauth: OAuthFake) -> None:
+def test_customer_found_by_the_stored_id(zoho: FakeZohoBooks, idp: OAuthFake) -> None:
     stored = zoho.add_contact("Globex (old name)")
     zoho.add_item("Widget", sku="W-1")
     document = draft(customer={"name": "Globex Ltd", "email": "ap@globex.test", "external_id": stored["contact_id"]})
-    result = send(connect(zoho, oauth), document)
+    result = send(connect(zoho, idp), document)
     assert result.details["customer_id"] == stored["contact_id"]
     assert result.details["customer_matched_by"] == "id"
     assert zoho.violations == []
 
 
-def test_a_stored_id_zoho_does_not_know_falls_back_to_email(zoho: FakeZohoBooks, oauth: OAuthFake) -> None:
+def test_a_stored_id_zoho_does_not_know_falls_back_to_email(zoho: FakeZohoBooks, idp: OAuthFake) -> None:
     contact = zoho.add_contact("Globex Ltd", email="ap@globex.test")
     zoho.add_item("Widget", sku="W-1")
     document = draft(customer={"name": "Globex Ltd", "email": "ap@globex.test", "external_id": "999"})
-    result = send(connect(zoho, oauth), document)
+    result = send(connect(zoho, idp), document)
     assert result.details["customer_id"] == contact["contact_id"]
     assert result.details["customer_matched_by"] == "email"
     assert zoho.violations == []  # the 404 of the lookup is an answer, not a mistake
 
 
-def test_a_stored_id_from_another_system_is_not_looked_up(zoho: FakeZohoBooks, oauth: OAuthFake) -> None:
+def test_a_stored_id_from_another_system_is_not_looked_up(zoho: FakeZohoBooks, idp: OAuthFake) -> None:
     zoho.add_contact("Globex Ltd", email="ap@globex.test")
     zoho.add_item("Widget", sku="W-1")
     document = draft(customer={"name": "Globex Ltd", "email": "ap@globex.test", "external_id": "cus_Stripe1"})
-    result = send(connect(zoho, oauth), document)
+    result = send(connect(zoho, idp), document)
     assert result.details["customer_matched_by"] == "email"
     assert [r.path for r in zoho.requests if "/contacts/" in r.path] == []
     assert zoho.violations == []
 
 
-def test_customer_found_by_email(zoho: FakeZohoBooks, oauth: OAuthFake) -> None:
+def test_customer_found_by_email(zoho: FakeZohoBooks, idp: OAuthFake) -> None:
     zoho.add_contact("Globex Supplies", email="ap@globex.test", contact_type="vendor")  # not a customer
     contact = zoho.add_contact("Globex Incorporated", email="AP@globex.test")
     zoho.add_item("Widget", sku="W-1")
-    result = send(connect(zoho, oauth), draft())
+    result = send(connect(zoho, idp), draft())
     assert result.details["customer_id"] == contact["contact_id"]
     lookup = zoho.calls("GET", "/contacts")[0]
     assert (lookup.query["email"], lookup.query["filter_by"]) == (["ap@globex.test"], ["Status.Active"])
     assert zoho.violations == []
 
 
-def test_customer_found_by_first_and_last_name(zoho: FakeZohoBooks, oauth: OAuthFake) -> None:
+def test_customer_found_by_first_and_last_name(zoho: FakeZohoBooks, idp: OAuthFake) -> None:
     contact = zoho.add_contact("Lovelace Consulting", first_name="Ada", last_name="Lovelace")
     zoho.add_item("Widget", sku="W-1")
     document = draft(customer={"name": "Ada Lovelace", "email": "ada@example.test", "first_name": "Ada",
                                "last_name": "Lovelace"})
-    result = send(connect(zoho, oauth), document)
+    result = send(connect(zoho, idp), document)
     assert result.details["customer_id"] == contact["contact_id"]
     assert result.details["customer_matched_by"] == "person_name"
     assert zoho.violations == []
 
 
-def test_customer_found_by_name(zoho: FakeZohoBooks, oauth: OAuthFake) -> None:
+def test_customer_found_by_name(zoho: FakeZohoBooks, idp: OAuthFake) -> None:
     contact = zoho.add_contact("Globex Ltd")
     zoho.add_item("Widget", sku="W-1")
-    result = send(connect(zoho, oauth), draft(customer={"name": "globex ltd"}))
+    result = send(connect(zoho, idp), draft(customer={"name": "globex ltd"}))
     assert result.details["customer_id"] == contact["contact_id"]
     assert result.details["customer_matched_by"] == "name"
     assert zoho.calls("GET", "/contacts")[0].query["contact_name"] == ["globex ltd"]
     assert zoho.violations == []
 
 
-def test_an_inactive_customer_is_not_invoiced(zoho: FakeZohoBooks, oauth: OAuthFake) -> None:
+def test_an_inactive_customer_is_not_invoiced(zoho: FakeZohoBooks, idp: OAuthFake) -> None:
     zoho.add_contact("Globex Ltd", email="ap@globex.test", status="inactive")
     zoho.add_item("Widget", sku="W-1")
     with pytest.raises(TargetRejected) as caught:
-        send(connect(zoho, oauth), draft())
+        send(connect(zoho, idp), draft())
     # Not matched, so billflow tries to create it, and Zoho refuses the name, in its own words.
     assert caught.value.message == ('zoho_books answered 400 (code 3062): The contact "Globex Ltd" already '
                                     "exists. Please specify a different name.")
@@ -247,14 +207,14 @@ def test_an_inactive_customer_is_not_invoiced(zoho: FakeZohoBooks, oauth: OAuthF
     assert len(zoho.violations) == 1
 
 
-def test_missing_customer_is_created_in_the_drafts_currency(zoho: FakeZohoBooks, oauth: OAuthFake) -> None:
+def test_missing_customer_is_created_in_the_drafts_currency(zoho: FakeZohoBooks, idp: OAuthFake) -> None:
     zoho.add_item("Widget", sku="W-1", rate=10)
     document = draft(currency="eur", customer={
         "name": "Initech", "email": "billing@initech.test", "first_name": "Bill", "last_name": "Lumbergh",
         "address": {"line1": "1 Main St", "city": "Austin", "state": "TX", "postal_code": "78701", "country": "US"},
     })
 
-    result = send(connect(zoho, oauth), document)
+    result = send(connect(zoho, idp), document)
 
     [request] = posts(zoho, "/contacts")
     assert request.json() == {
@@ -271,9 +231,9 @@ def test_missing_customer_is_created_in_the_drafts_currency(zoho: FakeZohoBooks,
     assert zoho.violations == []
 
 
-def test_a_person_is_created_as_an_individual_in_the_base_currency(zoho: FakeZohoBooks, oauth: OAuthFake) -> None:
+def test_a_person_is_created_as_an_individual_in_the_base_currency(zoho: FakeZohoBooks, idp: OAuthFake) -> None:
     zoho.add_item("Widget", sku="W-1")
-    send(connect(zoho, oauth), draft(customer={"name": "Ada Lovelace", "first_name": "Ada", "last_name": "Lovelace"}))
+    send(connect(zoho, idp), draft(customer={"name": "Ada Lovelace", "first_name": "Ada", "last_name": "Lovelace"}))
     body = posts(zoho, "/contacts")[0].json()
     assert body["customer_sub_type"] == "individual"
     assert "company_name" not in body
@@ -281,8 +241,8 @@ def test_a_person_is_created_as_an_individual_in_the_base_currency(zoho: FakeZoh
     assert zoho.violations == []
 
 
-def test_strict_matching_refuses_and_creates_nothing(zoho: FakeZohoBooks, oauth: OAuthFake) -> None:
-    connection = connect(zoho, oauth, customer_matching="strict", create_products=True)
+def test_strict_matching_refuses_and_creates_nothing(zoho: FakeZohoBooks, idp: OAuthFake) -> None:
+    connection = connect(zoho, idp, customer_matching="strict", create_products=True)
     with pytest.raises(CustomerNotFound):
         send(connection, draft())
     assert [r for r in zoho.requests if r.method == "POST"] == []
@@ -291,56 +251,56 @@ def test_strict_matching_refuses_and_creates_nothing(zoho: FakeZohoBooks, oauth:
 
 
 def test_a_customer_in_another_currency_is_refused_before_anything_is_made(
-    zoho: FakeZohoBooks, oauth: OAuthFake
+    zoho: FakeZohoBooks, idp: OAuthFake
 ) -> None:
     zoho.add_contact("Globex Ltd", email="ap@globex.test", currency="GBP")
     with pytest.raises(TargetRejected) as caught:
-        send(connect(zoho, oauth, create_products=True), draft(currency="usd"))
+        send(connect(zoho, idp, create_products=True), draft(currency="usd"))
     assert "GBP" in caught.value.message
     assert [r for r in zoho.requests if r.method == "POST"] == []
     assert zoho.violations == []
 
 
-def test_a_currency_the_organization_lacks_is_refused(zoho: FakeZohoBooks, oauth: OAuthFake) -> None:
+def test_a_currency_the_organization_lacks_is_refused(zoho: FakeZohoBooks, idp: OAuthFake) -> None:
     zoho.add_item("Widget", sku="W-1")
     with pytest.raises(TargetRejected) as caught:
-        send(connect(zoho, oauth), draft(currency="chf"))
+        send(connect(zoho, idp), draft(currency="chf"))
     assert "no currency CHF" in caught.value.message
     assert [r for r in zoho.requests if r.method == "POST"] == []
 
 
 # --- items ------------------------------------------------------------------------------------------
-def test_item_found_by_sku(zoho: FakeZohoBooks, oauth: OAuthFake) -> None:
+def test_item_found_by_sku(zoho: FakeZohoBooks, idp: OAuthFake) -> None:
     zoho.add_contact("Globex Ltd", email="ap@globex.test")
     zoho.add_item("W-1 spare parts", sku="W-10")  # search_text finds it too; the SKU does not match
     item = zoho.add_item("Widget", sku="w-1")
-    send(connect(zoho, oauth), draft())
+    send(connect(zoho, idp), draft())
     [lookup] = zoho.calls("GET", "/items")
     assert lookup.query["search_text"] == ["W-1"]
     assert posts(zoho, "/invoices")[0].json()["line_items"][0]["item_id"] == item["item_id"]
     assert zoho.violations == []
 
 
-def test_item_found_by_name(zoho: FakeZohoBooks, oauth: OAuthFake) -> None:
+def test_item_found_by_name(zoho: FakeZohoBooks, idp: OAuthFake) -> None:
     zoho.add_contact("Globex Ltd", email="ap@globex.test")
     item = zoho.add_item("Blue widget", sku="WID-BLUE")
     document = draft(lines=[{"description": "2 blue widgets", "unit_amount_minor": 1999, "sku": "W-1",
                              "product_name": "Blue widget"}])
-    send(connect(zoho, oauth), document)
+    send(connect(zoho, idp), document)
     assert [r.query.get("name") for r in zoho.calls("GET", "/items")] == [None, ["Blue widget"]]
     assert posts(zoho, "/invoices")[0].json()["line_items"][0]["item_id"] == item["item_id"]
     assert posts(zoho, "/items") == []
     assert zoho.violations == []
 
 
-def test_missing_items_are_created_once_when_allowed(zoho: FakeZohoBooks, oauth: OAuthFake) -> None:
+def test_missing_items_are_created_once_when_allowed(zoho: FakeZohoBooks, idp: OAuthFake) -> None:
     zoho.add_contact("Globex Ltd", email="ap@globex.test")
     document = draft(lines=[
         {"description": "Widget, blue", "quantity": 2, "unit_amount_minor": 1999, "sku": "W-1"},
         {"description": "Widget, blue again", "unit_amount_minor": 1999, "sku": "W-1"},
         {"description": "Installation", "unit_amount_minor": 5000},
     ])
-    result = send(connect(zoho, oauth, create_products=True, sales_account_id="4600001"), document)
+    result = send(connect(zoho, idp, create_products=True, sales_account_id="4600001"), document)
     bodies = [r.json() for r in posts(zoho, "/items")]
     assert bodies == [
         {"name": "Widget, blue", "rate": 19.99, "description": "Widget, blue", "product_type": "service",
@@ -354,14 +314,14 @@ def test_missing_items_are_created_once_when_allowed(zoho: FakeZohoBooks, oauth:
     assert zoho.violations == []
 
 
-def test_missing_items_refuse_the_send_before_anything_is_created(zoho: FakeZohoBooks, oauth: OAuthFake) -> None:
+def test_missing_items_refuse_the_send_before_anything_is_created(zoho: FakeZohoBooks, idp: OAuthFake) -> None:
     zoho.add_item("Widget", sku="W-1")
     document = draft(lines=[
         {"description": "Widget", "unit_amount_minor": 1999, "sku": "W-1"},
         {"description": "Gadget", "unit_amount_minor": 500, "sku": "G-9"},
     ])
     with pytest.raises(ProductNotFound) as caught:
-        send(connect(zoho, oauth), document)
+        send(connect(zoho, idp), document)
     assert [u["line"] for u in caught.value.details["unmatched_lines"]] == [2]
     assert [r for r in zoho.requests if r.method == "POST"] == []
     assert zoho.violations == []
@@ -369,42 +329,42 @@ def test_missing_items_refuse_the_send_before_anything_is_created(zoho: FakeZoho
 
 # --- tokens, limits, failures, idempotency ------------------------------------------------------------
 def test_an_expired_access_token_is_refreshed_and_the_refresh_token_kept(
-    zoho: FakeZohoBooks, oauth: OAuthFake
+    zoho: FakeZohoBooks, idp: OAuthFake
 ) -> None:
     zoho.add_contact("Globex Ltd", email="ap@globex.test")
     zoho.add_item("Widget", sku="W-1")
-    connection = connect(zoho, oauth)
+    connection = connect(zoho, idp)
     refresh_token = connection.settings["refresh_token"]
 
     def expire_before_the_invoice(req: Request) -> None:
-        if req.method == "POST" and req.path.endswith("/invoices") and oauth.refreshes == 0:
-            oauth.expire_access_tokens()
+        if req.method == "POST" and req.path.endswith("/invoices") and idp.refreshes == 0:
+            idp.expire_access_tokens()
 
     zoho.before_request.append(expire_before_the_invoice)
     result = send(connection, draft())
 
-    assert oauth.refreshes == 1
-    assert oauth.current_refresh_token(0) == refresh_token  # Zoho does not rotate it
+    assert idp.refreshes == 1
+    assert idp.current_refresh_token(0) == refresh_token  # Zoho does not rotate it
     assert result.external_id in zoho.invoices
     assert len(zoho.invoices) == 1
     send(connection, draft(), key="run-2")  # the refreshed token is reused; the refresh token still works
     assert len(zoho.invoices) == 2
     assert zoho.violations == []
-    assert oauth.violations == []
+    assert idp.violations == []
 
 
-def test_a_revoked_refresh_token_is_final(zoho: FakeZohoBooks, oauth: OAuthFake) -> None:
-    connection = connect(zoho, oauth)
+def test_a_revoked_refresh_token_is_final(zoho: FakeZohoBooks, idp: OAuthFake) -> None:
+    connection = connect(zoho, idp)
     del connection.settings["access_token"]
-    oauth.revoke(0)  # Zoho answers 200 {"error": "invalid_code"}
+    idp.revoke(0)  # Zoho answers 200 {"error": "invalid_code"}
     with pytest.raises(AuthorizationRevoked):
         send(connection, draft())
     assert zoho.requests == []
 
 
-def test_429_is_transient_and_the_retry_succeeds(zoho: FakeZohoBooks, oauth: OAuthFake) -> None:
+def test_429_is_transient_and_the_retry_succeeds(zoho: FakeZohoBooks, idp: OAuthFake) -> None:
     zoho.add_item("Widget", sku="W-1")
-    connection = connect(zoho, oauth)
+    connection = connect(zoho, idp)
     zoho.fail_next("createInvoice", 429, retry_after=20)
     with pytest.raises(TransientError) as caught:
         send(connection, draft())
@@ -416,28 +376,28 @@ def test_429_is_transient_and_the_retry_succeeds(zoho: FakeZohoBooks, oauth: OAu
     assert zoho.violations == []
 
 
-def test_5xx_is_transient(zoho: FakeZohoBooks, oauth: OAuthFake) -> None:
+def test_5xx_is_transient(zoho: FakeZohoBooks, idp: OAuthFake) -> None:
     zoho.fail_next("listContacts", 500)
     with pytest.raises(TransientError):
-        send(connect(zoho, oauth), draft())
+        send(connect(zoho, idp), draft())
 
 
-def test_a_refusal_is_final_and_carries_zohos_message(zoho: FakeZohoBooks, oauth: OAuthFake) -> None:
+def test_a_refusal_is_final_and_carries_zohos_message(zoho: FakeZohoBooks, idp: OAuthFake) -> None:
     zoho.add_contact("Globex Ltd", email="ap@globex.test")
     zoho.add_item("Widget", sku="W-1")
     zoho.fail_next("createInvoice", 400, code=1001, message="Invoice number INV-000001 already exists.")
     with pytest.raises(TargetRejected) as caught:
-        send(connect(zoho, oauth), draft())
+        send(connect(zoho, idp), draft())
     assert not isinstance(caught.value, TransientError)
     assert caught.value.message == "zoho_books answered 400 (code 1001): Invoice number INV-000001 already exists."
     assert caught.value.details["code"] == 1001
     assert zoho.violations == []
 
 
-def test_a_retried_send_never_makes_a_second_invoice(zoho: FakeZohoBooks, oauth: OAuthFake) -> None:
+def test_a_retried_send_never_makes_a_second_invoice(zoho: FakeZohoBooks, idp: OAuthFake) -> None:
     zoho.add_contact("Globex Ltd", email="ap@globex.test")
     zoho.add_item("Widget", sku="W-1")
-    connection = connect(zoho, oauth)
+    connection = connect(zoho, idp)
     zoho.lose_next_answer("createInvoice")  # Zoho made the invoice, the answer never arrived
 
     with pytest.raises(TransientError):
@@ -466,32 +426,32 @@ def test_markers_fit_zohos_reference_number() -> None:
     assert long.endswith(" " + marker)
 
 
-def test_an_exhausted_minute_budget_stops_before_calling_zoho(zoho: FakeZohoBooks, oauth: OAuthFake) -> None:
+def test_an_exhausted_minute_budget_stops_before_calling_zoho(zoho: FakeZohoBooks, idp: OAuthFake) -> None:
     now = 1_699_999_995.0  # 15 s into a minute
     limiter = RateLimiter(clock=lambda: now)
     for _ in range(ZOHO_BOOKS.per_minute):
         limiter.take("zoho_books", f"{TENANT}#{zoho.organization_id}", ZOHO_BOOKS)
     with pytest.raises(TransientError) as caught:
-        ZohoBooksConnector(rate_limiter=limiter).create_document(draft(), connect(zoho, oauth),
+        ZohoBooksConnector(rate_limiter=limiter).create_document(draft(), connect(zoho, idp),
                                                                   SendContext(TENANT, "run-1"))
     assert caught.value.retry_after_seconds == 45
     assert zoho.requests == []
 
 
-def test_bad_options_are_refused_before_any_call(zoho: FakeZohoBooks, oauth: OAuthFake) -> None:
-    connection = connect(zoho, oauth)
+def test_bad_options_are_refused_before_any_call(zoho: FakeZohoBooks, idp: OAuthFake) -> None:
+    connection = connect(zoho, idp)
     for options in ({"date": "yesterday"}, {"send": "yes"}):
         with pytest.raises(ConfigurationError):
             send(connection, draft(options=options))
     with pytest.raises(ConfigurationError):
         send(connection, draft(document_type="sales_receipt"))
     with pytest.raises(ConfigurationError):
-        send(connect(zoho, oauth, item_product_type="hardware"), draft())
+        send(connect(zoho, idp, item_product_type="hardware"), draft())
     assert zoho.requests == []
 
 
-def test_preview_lists_the_requests_and_sends_nothing(zoho: FakeZohoBooks, oauth: OAuthFake) -> None:
-    steps = ZohoBooksConnector().preview_document(draft(), connect(zoho, oauth, create_products=True),
+def test_preview_lists_the_requests_and_sends_nothing(zoho: FakeZohoBooks, idp: OAuthFake) -> None:
+    steps = ZohoBooksConnector().preview_document(draft(), connect(zoho, idp, create_products=True),
                                                   SendContext(TENANT, "run-1"))
     assert [s["step"] for s in steps] == [
         "find_customer_by_email", "find_customer_by_name", "currencies", "customer", "find_item_by_sku:0",
@@ -499,7 +459,7 @@ def test_preview_lists_the_requests_and_sends_nothing(zoho: FakeZohoBooks, oauth
     ]
     assert steps[-1]["body"]["reference_number"] == f"Deal 42 {idempotency_marker('run-1', 'invoice')}"
     assert zoho.requests == []
-    assert oauth.requests == []
+    assert idp.requests == []
 
 
 # --- the field list's validator ---------------------------------------------------------------------

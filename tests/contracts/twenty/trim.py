@@ -13,15 +13,17 @@ changed: types, formats, enums and `$ref`s are copied verbatim.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
+REPO = Path(__file__).resolve().parents[3]
+if str(REPO) not in sys.path:  # run by path, `tests` is not importable yet
+    sys.path.insert(0, str(REPO))
+import tests.contracts.trimming as trimming  # noqa: E402 - after the sys.path line above
 
 SOURCE = Path("/work/shared/contracts/twenty/openapi.yaml")
+ORIGIN = "truehostcloud/twentycrm-python-client: openapi.yaml"
 TARGET = Path(__file__).with_name("openapi.trimmed.json")
 
 # (path, method): what billflow.connectors.twenty calls, so what tests/fakes/twenty_server.py serves.
@@ -35,57 +37,13 @@ OPERATIONS: tuple[tuple[str, str], ...] = (
 )
 
 
-def references(node: Any) -> set[str]:
-    found: set[str] = set()
-    stack = [node]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            ref = item.get("$ref")
-            if isinstance(ref, str):
-                if not ref.startswith("#/components/"):
-                    raise ValueError(f"unexpected reference {ref}")
-                found.add(ref)
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-    return found
-
-
-def resolve(spec: dict[str, Any], ref: str) -> Any:
-    node: Any = spec
-    for part in ref.removeprefix("#/").split("/"):
-        node = node[part]
-    return node
-
-
-def without_prose(node: Any) -> Any:
-    # Only string-valued "description" keys are prose; a property *named* description holds a schema (a dict).
-    if isinstance(node, dict):
-        return {k: without_prose(v) for k, v in node.items() if k != "description" or not isinstance(v, str)}
-    if isinstance(node, list):
-        return [without_prose(v) for v in node]
-    return node
-
-
 def trim(spec: dict[str, Any]) -> dict[str, Any]:
-    paths: dict[str, Any] = {}
-    for path, method in OPERATIONS:
-        paths.setdefault(path, {})[method] = spec["paths"][path][method]
-
-    keep: set[str] = set()
-    pending = references(paths)
-    while pending:  # transitive closure: a kept component's own references are kept too
-        ref = pending.pop()
-        if ref not in keep:
-            keep.add(ref)
-            pending |= references(resolve(spec, ref)) - keep
-
+    paths = trimming.selected_operations(spec, OPERATIONS)
     components: dict[str, dict[str, Any]] = {"securitySchemes": spec["components"]["securitySchemes"]}
-    for ref in sorted(keep):
-        _, _, section, name = ref.split("/")
-        node = resolve(spec, ref)
-        components.setdefault(section, {})[name] = without_prose(node) if section == "schemas" else node
+    for ref in sorted(trimming.referenced_components(spec, paths)):
+        section, name = trimming.split_ref(ref)
+        node = trimming.resolve(spec, ref)
+        components.setdefault(section, {})[name] = trimming.without_prose(node) if section == "schemas" else node
 
     return {
         "openapi": spec["openapi"],
@@ -98,18 +56,9 @@ def trim(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> None:
-    source = Path(argv[1]) if len(argv) > 1 else SOURCE
-    raw = source.read_bytes()
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    spec = yaml.load(raw, Loader=loader)  # noqa: S506 - a safe loader either way
+    raw, spec = trimming.load_spec(argv, SOURCE)
     trimmed = trim(spec)
-    trimmed["info"]["x-billflow-trimmed-from"] = {
-        "file": "truehostcloud/twentycrm-python-client: openapi.yaml",
-        "sha256": hashlib.sha256(raw).hexdigest(),
-        "operations": [f"{method.upper()} {path}" for path, method in OPERATIONS],
-    }
-    text = json.dumps(trimmed, indent=1, sort_keys=True) + "\n"
-    TARGET.write_text(text)
+    text = trimming.write_trimmed(TARGET, trimmed, raw=raw, origin=ORIGIN, operations=OPERATIONS)
     kept, total = len(trimmed["components"]["schemas"]), len(spec["components"]["schemas"])
     print(f"wrote {TARGET} ({len(text)} bytes): {len(OPERATIONS)} operations, {kept} of {total} schemas")
 

@@ -13,15 +13,17 @@ schema's `properties`; nothing else is changed: schemas, enums, formats, require
 
 from __future__ import annotations
 
-import hashlib
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
+REPO = Path(__file__).resolve().parents[3]
+if str(REPO) not in sys.path:  # run by path, `tests` is not importable yet
+    sys.path.insert(0, str(REPO))
+import tests.contracts.trimming as trimming  # noqa: E402 - after the sys.path line above
 
 SOURCE = Path("/work/shared/contracts/xero/xero_accounting.yaml")
+ORIGIN = "XeroAPI/Xero-OpenAPI: xero_accounting.yaml"
 TARGET = Path(__file__).with_name("xero_accounting.trimmed.json")
 
 # (path, method): the calls billflow.connectors.xero makes, so the ones tests/fakes/xero_server serves.
@@ -33,27 +35,7 @@ OPERATIONS: tuple[tuple[str, str], ...] = (
     ("/Invoices", "put"),
     ("/Quotes", "put"),
 )
-COMPONENT_REF = "#/components/"
 SAMPLE_KEYS = ("example", "examples")
-
-
-def references(node: Any) -> set[tuple[str, str]]:
-    """Every (kind, name) a node points at with "#/components/<kind>/<name>"."""
-    found: set[tuple[str, str]] = set()
-    stack = [node]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            ref = item.get("$ref")
-            if isinstance(ref, str):
-                if not ref.startswith(COMPONENT_REF):
-                    raise ValueError(f"unexpected reference {ref}")
-                kind, _, name = ref.removeprefix(COMPONENT_REF).partition("/")
-                found.add((kind, name))
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-    return found
 
 
 def without_samples(node: Any, *, prose: bool, names: bool = False) -> Any:
@@ -83,18 +65,10 @@ def trim(spec: dict[str, Any]) -> dict[str, Any]:
             kept["parameters"] = entry["parameters"]
         kept[method] = without_samples(entry[method], prose=False)
 
-    components = spec["components"]
-    keep: set[tuple[str, str]] = set()
-    pending = references(paths)
-    while pending:  # transitive closure: what a kept component references is kept too
-        kind, name = pending.pop()
-        if (kind, name) not in keep:
-            keep.add((kind, name))
-            pending |= references(components[kind][name]) - keep
-
-    kept_components: dict[str, Any] = {"securitySchemes": components.get("securitySchemes", {})}
-    for kind, name in sorted(keep):
-        kept_components.setdefault(kind, {})[name] = without_samples(components[kind][name], prose=True)
+    kept_components: dict[str, Any] = {"securitySchemes": spec["components"].get("securitySchemes", {})}
+    for ref in sorted(trimming.referenced_components(spec, paths)):
+        kind, name = trimming.split_ref(ref)
+        kept_components.setdefault(kind, {})[name] = without_samples(trimming.resolve(spec, ref), prose=True)
     return {
         "openapi": spec["openapi"],
         "info": spec["info"],
@@ -105,17 +79,9 @@ def trim(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> None:
-    source = Path(argv[1]) if len(argv) > 1 else SOURCE
-    raw = source.read_bytes()
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    spec = yaml.load(raw, Loader=loader)  # noqa: S506 - a safe loader either way
+    raw, spec = trimming.load_spec(argv, SOURCE)
     trimmed = trim(spec)
-    trimmed["info"]["x-billflow-trimmed-from"] = {
-        "file": "XeroAPI/Xero-OpenAPI: xero_accounting.yaml",
-        "sha256": hashlib.sha256(raw).hexdigest(),
-        "operations": [f"{method.upper()} {path}" for path, method in OPERATIONS],
-    }
-    TARGET.write_text(json.dumps(trimmed, indent=1, sort_keys=True) + "\n")
+    trimming.write_trimmed(TARGET, trimmed, raw=raw, origin=ORIGIN, operations=OPERATIONS)
     schemas = len(trimmed["components"].get("schemas", {}))
     print(f"wrote {TARGET}: {len(OPERATIONS)} operations, {schemas} of "
           f"{len(spec['components']['schemas'])} schemas, {TARGET.stat().st_size // 1024} KB")

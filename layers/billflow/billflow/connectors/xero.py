@@ -34,7 +34,6 @@ import json
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -98,7 +97,8 @@ def item_code(sku: str | None, name: str) -> str:
 
 
 def unique_codes(products: list[matching.ProductToCreate]) -> list[matching.ProductToCreate]:
-    """One new item per Code: lines sharing a SKU but described differently still make one item."""
+    """One new item per Code. products_to_create already merges lines by SKU and by name; this also merges
+    a SKU-less product whose name is another product's SKU, as both would get the same Code."""
     by_code: dict[str, matching.ProductToCreate] = {}
     for product in products:
         code = item_code(product.sku, product.name).casefold()
@@ -107,11 +107,6 @@ def unique_codes(products: list[matching.ProductToCreate]) -> list[matching.Prod
         else:
             by_code[code] = product
     return list(by_code.values())
-
-
-def _amount(value: Decimal) -> float:
-    """JSON number for an amount: exact for the 2 to 4 decimals Xero takes (float's repr is shortest)."""
-    return float(value)
 
 
 def _option(draft: InvoiceDraft, name: str, allowed: tuple[str, ...], default: str | None) -> str | None:
@@ -170,7 +165,8 @@ def contact_body(customer: CustomerInfo) -> dict[str, Any]:
 
 
 def item_body(product: matching.ProductToCreate, currency: str, account_code: str | None) -> dict[str, Any]:
-    sales: dict[str, Any] = {"UnitPrice": _amount(minor_to_decimal(product.line.unit_amount_minor, currency))}
+    # Amounts go as JSON numbers: float is exact for the 2 to 4 decimals Xero takes (its repr is shortest).
+    sales: dict[str, Any] = {"UnitPrice": float(minor_to_decimal(product.line.unit_amount_minor, currency))}
     if account_code:
         sales["AccountCode"] = account_code
     return {
@@ -189,7 +185,7 @@ def line_body(
     body: dict[str, Any] = {
         "Description": line.description,
         "Quantity": line.quantity,
-        "UnitAmount": _amount(minor_to_decimal(line.unit_amount_minor, draft.currency)),
+        "UnitAmount": float(minor_to_decimal(line.unit_amount_minor, draft.currency)),
     }
     if code:
         body["ItemCode"] = code

@@ -94,7 +94,9 @@ def marked_reference(reference: str | None, marker: str) -> str:
 
 
 def unique_products(products: list[matching.ProductToCreate]) -> list[matching.ProductToCreate]:
-    """One new item per SKU (else per name): Zoho refuses a second item with either."""
+    """One new item per SKU, else per name as sent (cut to MAX_ITEM_NAME): Zoho refuses a second item with
+    either. products_to_create already merges by SKU and by whole name; this also merges names that are
+    the same once cut, and a SKU-less product whose name is another product's SKU."""
     by_key: dict[str, matching.ProductToCreate] = {}
     for product in products:
         key = (product.sku or product.name[:MAX_ITEM_NAME]).casefold()
@@ -103,10 +105,6 @@ def unique_products(products: list[matching.ProductToCreate]) -> list[matching.P
         else:
             by_key[key] = product
     return list(by_key.values())
-
-
-def _amount(value: Any) -> float:
-    return float(value)
 
 
 def document_date(draft: InvoiceDraft, today: date | None = None) -> date:
@@ -174,7 +172,7 @@ def contact_body(customer: CustomerInfo, currency_id: str | None) -> dict[str, A
 def item_body(product: matching.ProductToCreate, currency: str, kind: str, account_id: str | None) -> dict[str, Any]:
     body: dict[str, Any] = {
         "name": product.name[:MAX_ITEM_NAME],
-        "rate": _amount(minor_to_decimal(product.line.unit_amount_minor, currency)),
+        "rate": float(minor_to_decimal(product.line.unit_amount_minor, currency)),
         "description": product.line.description[:MAX_DESCRIPTION],
         "product_type": kind,
         "item_type": "sales",
@@ -190,7 +188,7 @@ def line_body(draft: InvoiceDraft, line: LineItem, item_id: str) -> dict[str, An
     body: dict[str, Any] = {
         "item_id": item_id,
         "description": line.description[:MAX_DESCRIPTION],
-        "rate": _amount(minor_to_decimal(line.unit_amount_minor, draft.currency)),
+        "rate": float(minor_to_decimal(line.unit_amount_minor, draft.currency)),
         "quantity": line.quantity,
     }
     tax_id = _text_option(draft, "tax_id")
