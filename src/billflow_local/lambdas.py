@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import random
 import sys
 import threading
 import time
 import traceback
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -56,6 +56,18 @@ class FunctionSpec:
         )
 
 
+def request_id() -> str:
+    """A random (version 4) UUID, as AWS request and event ids are, without a system call.
+
+    uuid.uuid4() reads os.urandom, and that system call gives up the GIL: under concurrent requests every
+    id then waits its turn for the interpreter again. `random` is reseeded after a fork; these ids need
+    to be unique, not unpredictable.
+    """
+    value = random.getrandbits(128) & ~(0xF000 << 64) & ~(0xC000 << 48) | (0x4000 << 64) | (0x8000 << 48)
+    text = f"{value:032x}"
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+
+
 class LambdaContext:
     """What a Python handler's `context` offers in Lambda (and what Powertools reads from it)."""
 
@@ -64,7 +76,7 @@ class LambdaContext:
         self.function_version = "$LATEST"
         self.invoked_function_arn = spec.arn
         self.memory_limit_in_mb = spec.memory_mb
-        self.aws_request_id = str(uuid.uuid4())
+        self.aws_request_id = request_id()
         self.log_group_name = f"/aws/lambda/{spec.name}"
         self.log_stream_name = f"local/{self.aws_request_id}"
         self.identity = None
@@ -120,6 +132,9 @@ class FunctionHost:
         return self._by_name.get(name)
 
     def handler(self, logical_id: str) -> Handler:
+        loaded = self._handlers.get(logical_id)  # no lock once loaded: a waited-for lock gives up the GIL
+        if loaded is not None:
+            return loaded
         with self._load_lock:
             if logical_id not in self._handlers:
                 self._handlers[logical_id] = _load_handler(self.specs[logical_id])
@@ -156,7 +171,7 @@ class FunctionHost:
     def invoke_for_lambda_api(self, spec: FunctionSpec, payload: bytes) -> tuple[dict[str, str], bytes]:
         """(headers, body) as Lambda's Invoke answers: a result, or an Unhandled function error."""
         headers = {"Content-Type": "application/json", "X-Amz-Executed-Version": "$LATEST",
-                   "X-Amzn-RequestId": str(uuid.uuid4())}
+                   "X-Amzn-RequestId": request_id()}
         try:
             event = json.loads(payload) if payload else {}
         except ValueError:
@@ -188,21 +203,21 @@ class FunctionHost:
         if spec is None:
             body = json.dumps({"Type": "User", "message": f"Function not found: {name}"}).encode()
             headers = {"Content-Type": "application/json", "x-amzn-ErrorType": "ResourceNotFoundException"}
-            return AWSResponse(request.url, 404, _http_headers(headers), RawBody(body))
+            return AWSResponse(request.url, 404, http_headers(headers), RawBody(body))
         payload = _body_bytes(request.body)
         invocation_type = (request.headers.get("X-Amz-Invocation-Type") or "RequestResponse")
         if isinstance(invocation_type, bytes):
             invocation_type = invocation_type.decode()
         if invocation_type == "DryRun":
-            return AWSResponse(request.url, 204, _http_headers({}), RawBody(b""))
+            return AWSResponse(request.url, 204, http_headers({}), RawBody(b""))
         if invocation_type == "Event":
             threading.Thread(
                 target=self.invoke_for_lambda_api, args=(spec, payload), daemon=True,
                 name=f"lambda-event-{spec.logical_id}",
             ).start()
-            return AWSResponse(request.url, 202, _http_headers({}), RawBody(b""))
+            return AWSResponse(request.url, 202, http_headers({}), RawBody(b""))
         headers, body = self.invoke_for_lambda_api(spec, payload)
-        return AWSResponse(request.url, 200, _http_headers(headers), RawBody(body))
+        return AWSResponse(request.url, 200, http_headers(headers), RawBody(body))
 
     def attach(self, session: Any) -> None:
         """Answer Lambda invocations made through clients of this boto3 session (created from now on)."""
@@ -241,13 +256,10 @@ def _function_in_url(url: str) -> str:
     return unquote(path.split("/functions/", 1)[-1].split("/", 1)[0])
 
 
-def _http_headers(values: dict[str, str]) -> Any:
-    from botocore.compat import HTTPHeaders
-
-    headers = HTTPHeaders()
-    for name, value in values.items():
-        headers[name] = value
-    return headers
+def http_headers(values: dict[str, str]) -> Any:
+    """Response headers for an AWSResponse, which keeps them in its own case-insensitive HeadersDict (an
+    HTTPHeaders, what the stubs ask for, costs an email.message parse per header)."""
+    return values
 
 
 def _body_bytes(body: Any) -> bytes:

@@ -10,8 +10,9 @@ What runs where:
   the secrets and the state machine, all created from template.yaml; moto's Step Functions engine runs the
   real ASL definition.
 - Lambda invocations (the state machine's Task states) are answered in-process by lambdas.FunctionHost.
-- The bus: moto's EventBridge matches events against the template's own rule pattern but does not invoke
-  Lambda targets; each rule gets a local-only SQS queue as its target, drained here into the function.
+- The bus: LocalEventBus answers PutEvents in-process (moto's EventBridge does not invoke Lambda targets),
+  matches events against the template's rule patterns with moto's matcher and delivers them to the
+  functions on a worker pool, with the rule's RetryPolicy and DeadLetterConfig (a real queue on moto).
 - The HTTP API: server.LocalApiServer.
 - Time: clock.VirtualClock patches moto's Wait states and Retry sleeps (advance_clock, fast_retries).
 
@@ -22,17 +23,22 @@ request handling is therefore serialised with one process-wide lock, never held 
 from __future__ import annotations
 
 import functools
+import gc
+import heapq
 import importlib
+import itertools
 import json
 import logging
 import os
 import re
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -40,7 +46,7 @@ from typing import Any
 import yaml
 
 from billflow_local.clock import VirtualClock
-from billflow_local.lambdas import FunctionHost
+from billflow_local.lambdas import FunctionHost, RawBody, http_headers, request_id
 from billflow_local.server import LocalApiServer
 from billflow_local.template import (
     ACCOUNT_ID,
@@ -67,11 +73,6 @@ LOCAL_ENVIRONMENT = {"POWERTOOLS_METRICS_DISABLED": "true", "POWERTOOLS_TRACE_DI
 # Variables that would send boto3 somewhere else than moto, or to a real account.
 _UNSET_ENVIRONMENT = ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ENDPOINT_URL", "AWS_CONFIG_FILE",
                       "AWS_SHARED_CREDENTIALS_FILE")
-# Requests after which a local queue may hold something to deliver.
-_ENQUEUEING_TARGETS = frozenset({"AWSEvents.PutEvents", "AmazonSQS.SendMessage", "AmazonSQS.SendMessageBatch",
-                                 "AmazonSQS.ChangeMessageVisibility"})
-EVENTBRIDGE_DEFAULT_RETRIES = 185  # EventBridge's default MaximumRetryAttempts
-BUS_RETRY_CAP_SECONDS = 30  # locally, a failed delivery is retried at least this often
 TENANT_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -288,8 +289,8 @@ def faster_step_functions() -> Iterator[None]:
     worker_class._get_evaluation_entrypoint = entrypoint
     json_path.parse = functools.lru_cache(maxsize=1024)(original_parsers[0])
     result_path.parse = functools.lru_cache(maxsize=1024)(original_parsers[1])
-    # moto's EventBridge builds each target's input through eight JSONPaths, each with a new yacc parser:
-    # ~18 ms of CPU per PutEvents entry, most of an ingest here. Parsed expressions are immutable.
+    # A bus target's InputPath, and moto's input transformer (eight JSONPaths when none is given), build a
+    # new yacc parser per expression: ~2 ms each. Parsed expressions are immutable.
     jsonpath_ext: Any = importlib.import_module("jsonpath_ng.ext")
     original_ext_parse = jsonpath_ext.parse
     jsonpath_ext.parse = functools.lru_cache(maxsize=256)(original_ext_parse)
@@ -299,6 +300,55 @@ def faster_step_functions() -> Iterator[None]:
         worker_class._get_evaluation_entrypoint = original_entrypoint
         json_path.parse, result_path.parse = original_parsers
         jsonpath_ext.parse = original_ext_parse
+
+
+@contextmanager
+def faster_botocore() -> Iterator[None]:
+    """Build each client's User-Agent header once per set of feature ids, not on every request.
+
+    botocore assembles the header for every request from ~16 components, sanitising each one character by
+    character: ~50 µs, more than answering an in-process PutEvents. Its inputs are the client's settings,
+    fixed when the client is made, and the feature ids of the request's context (part of the key), so the
+    string built the first time is the string botocore would build again.
+    """
+    useragent: Any = importlib.import_module("botocore.useragent")
+    botocore_context: Any = importlib.import_module("botocore.context")
+    user_agent_class = useragent.UserAgentString
+    original = user_agent_class.to_string
+
+    def to_string(self: Any) -> str:
+        built = self.__dict__.get("_billflow_local_built")
+        if built is None or built[0] != id(self):  # absent, or inherited by a copy (with_client_config)
+            built = self.__dict__["_billflow_local_built"] = (id(self), {})
+        context = botocore_context.get_context()
+        key = (frozenset(self._client_features or ()), frozenset(context.features) if context else frozenset())
+        text = built[1].get(key)
+        if text is None:
+            text = built[1][key] = original(self)
+        return text  # type: ignore[no-any-return]
+
+    user_agent_class.to_string = to_string
+    try:
+        yield
+    finally:
+        user_agent_class.to_string = original
+
+
+@contextmanager
+def startup_objects_frozen() -> Iterator[None]:
+    """Keep what start-up loaded out of the garbage collector's full collections while the runtime runs.
+
+    By then the process holds moto's backends, botocore's service models and every module: hundreds of
+    thousands of long-lived objects that each full (generation 2) collection walks, 100-150 ms during which
+    no request is answered (under load, the worst latencies). gc.freeze() moves them to a permanent
+    generation; collections then only walk what was made since.
+    """
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 @contextmanager
@@ -328,19 +378,346 @@ def _reset_billflow_caches() -> None:
     idempotency.reset()
 
 
-# ------------------------------------------------------------------------------------------- bus delivery
-FOREGROUND_GRACE_SECONDS = 1.0
+# ------------------------------------------------------------------------------------------- the event bus
+PUT_EVENTS_EVENT = "before-call.eventbridge.PutEvents"  # botocore: before-call.<hyphenized service id>.<op>
+PUT_EVENTS_PARAMS_EVENT = "before-parameter-build.eventbridge.PutEvents"
+_ENTRIES_KEY = "billflow_local_entries"
+PUT_EVENTS_MAX_ENTRIES = 10
+PUT_EVENTS_MAX_BYTES = 256 * 1024  # the entries' size, counted as EventBridge counts it
+EVENTBRIDGE_DEFAULT_RETRIES = 185  # EventBridge's default RetryPolicy
+EVENTBRIDGE_DEFAULT_MAX_AGE_SECONDS = 86_400
+BUS_RETRY_CAP_SECONDS = 30  # locally, a failed delivery is retried at least this often
+FOREGROUND_GRACE_SECONDS = 1.0  # deliveries wait for the API at most this long
+FOREGROUND_QUIET_SECONDS = 0.03  # the API counts as quiet once no request started for this long
+ROUTE_BATCH = 50  # events matched per pass of the delivery loop
 
 
 @dataclass(frozen=True)
 class BusTarget:
-    """A template EventBridgeRule event: its rule on the bus and the local queue standing in for Lambda."""
+    """A template EventBridgeRule event: its rule (bus, pattern, state), its function and retry policy."""
 
-    function: str
+    function: str  # logical id
+    function_arn: str
     event_name: str
     rule_name: str
-    queue_url: str
-    max_receives: int
+    rule_arn: str
+    bus: str
+    pattern: Any  # moto.events.models.EventPattern: moto's (EventBridge's) matching semantics
+    enabled: bool
+    max_attempts: int  # 1 + RetryPolicy.MaximumRetryAttempts
+    max_age_seconds: float  # RetryPolicy.MaximumEventAgeInSeconds
+    dead_letter_arn: str | None = None
+    dead_letter_url: str | None = None
+    input: Mapping[str, Any] = field(default_factory=dict)  # Input, InputPath or InputTransformer
+
+    def payload(self, event: dict[str, Any], ingestion_time: str | None = None) -> Any:
+        """What the function is invoked with: the event, or what the target's input settings make of it."""
+        if "Input" in self.input:
+            return json.loads(self.input["Input"])
+        if "InputPath" in self.input:
+            jsonpath_ext: Any = importlib.import_module("jsonpath_ng.ext")
+            found = jsonpath_ext.parse(self.input["InputPath"]).find(event)
+            return found[0].value if found else None
+        if "InputTransformer" in self.input:
+            from moto.events.utils import EventTemplateParser
+
+            transformer = self.input["InputTransformer"]
+            # <aws.events.event.ingestion-time>: when the bus received the event (moto reads it from here).
+            received = {**event, "ingestion-time": ingestion_time or event["time"]}
+            return EventTemplateParser.parse(input_template=transformer.get("InputTemplate"),
+                                             input_paths_map=transformer.get("InputPathsMap") or {},
+                                             event=received)  # type: ignore[arg-type]
+        return event
+
+
+@dataclass
+class Delivery:
+    """One matched event on its way to one target; `attempt` is the attempt it is about to make."""
+
+    target: BusTarget
+    event: dict[str, Any]  # the EventBridge event (what a dead-letter queue receives)
+    body: str  # the function's input as JSON: every attempt gets a fresh copy, as Lambda's would
+    put_at: float  # virtual clock: the event's age counts from its PutEvents
+    attempt: int = 1
+    due: float = 0.0  # virtual clock: when a retry may run
+
+
+class LocalEventBus:
+    """EventBridge for the template's rules, in this process.
+
+    PutEvents is answered at botocore's `before-call` stage: nothing is signed, sent or handed to moto.
+    Accepted events are matched (in the background, as EventBridge does after answering) against every
+    template rule of their bus with the rule's own Pattern, by moto's EventPattern; each match waits in
+    memory until the runtime delivers it. Entries EventBridge refuses get its error entries; events for a
+    bus that does not exist are accepted and dropped, as EventBridge does.
+    """
+
+    def __init__(self, now: Callable[[], float], on_work: Callable[[], None], echo: Echo | None) -> None:
+        self.targets: list[BusTarget] = []
+        self.buses: set[str] = {"default"}
+        self._now = now
+        self._on_work = on_work
+        self._echo = echo
+        self._lock = threading.Lock()
+        self._incoming: deque[tuple[str, dict[str, Any], float, str]] = deque()  # bus, event, put_at, received
+        self._routing = 0  # taken from _incoming, not yet matched
+        self._ready: deque[Delivery] = deque()
+        self._delayed: list[tuple[float, int, Delivery]] = []  # heap on due
+        self._order = itertools.count()
+        self.in_flight = 0  # taken by the runtime, not yet finished
+        self.accepted = 0  # events accepted so far
+        self._session: Any = None
+
+    # --------------------------------------------------------------------------------- PutEvents
+    def keep_entries(self, params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+        """`before-parameter-build.eventbridge.PutEvents`: the caller's entries, for answer_put_events (the
+        same request context reaches both), so the serialised body need not be parsed back."""
+        entries = params.get("Entries")
+        if isinstance(entries, list) and all(isinstance(e, dict) and e.get("Time") is None for e in entries):
+            context[_ENTRIES_KEY] = entries  # else (a Time given in any form): read from the body
+
+    def answer_put_events(self, params: dict[str, Any], context: dict[str, Any] | None = None,
+                          **_: Any) -> tuple[Any, dict[str, Any]]:
+        """The `before-call.eventbridge.PutEvents` handler: (http response, parsed response), as botocore
+        would have made them from EventBridge's answer."""
+        entries = (context or {}).get(_ENTRIES_KEY)
+        if entries is None:
+            entries = json.loads(params.get("body") or b"{}").get("Entries") or []
+        if len(entries) > PUT_EVENTS_MAX_ENTRIES:
+            return _error_answer(params, "ValidationException",
+                                 "1 validation error detected: Value '[PutEventsRequestEntry]' at 'entries' "
+                                 "failed to satisfy constraint: Member must have length less than or equal to 10")
+        if sum(_entry_size(entry) for entry in entries) > PUT_EVENTS_MAX_BYTES:
+            return _error_answer(params, "ValidationException",
+                                 "Total size of the entries in the request is over the limit.")
+        results: list[dict[str, str]] = []
+        accepted: list[tuple[str, dict[str, Any], float, str]] = []
+        now, received = self._now(), _now_text()
+        for entry in entries:
+            event = _event_envelope(entry)
+            if "ErrorCode" in event:
+                results.append(event)
+                continue
+            results.append({"EventId": event["id"]})
+            bus = _bus_name(entry.get("EventBusName"))
+            if bus in self.buses:
+                accepted.append((bus, event, now, received))
+            elif self._echo is not None:
+                self._echo(f"[bus] PutEvents to {bus!r}, which does not exist: accepted and dropped, "
+                           "as EventBridge does")
+        if accepted:
+            with self._lock:
+                self._incoming.extend(accepted)
+                self.accepted += len(accepted)
+            self._on_work()
+        failed = sum(1 for r in results if "ErrorCode" in r)
+        return _json_answer(params, 200, {"FailedEntryCount": failed, "Entries": results})
+
+    def attach(self, session: Any) -> None:
+        """Answer PutEvents made through clients of this boto3 session (created from now on)."""
+        session.events.register(PUT_EVENTS_PARAMS_EVENT, self.keep_entries, unique_id="billflow-local-bus-entries")
+        session.events.register(PUT_EVENTS_EVENT, self.answer_put_events, unique_id="billflow-local-bus")
+        self._session = session
+
+    def detach(self) -> None:
+        if self._session is not None:
+            self._session.events.unregister(PUT_EVENTS_PARAMS_EVENT, unique_id="billflow-local-bus-entries")
+            self._session.events.unregister(PUT_EVENTS_EVENT, unique_id="billflow-local-bus")
+            self._session = None
+
+    # --------------------------------------------------------------------------------- deliveries
+    def route(self, limit: int = ROUTE_BATCH) -> int:
+        """Match up to `limit` accepted events against the rules (a bounded pause for the requests that
+        share the interpreter); every match becomes a delivery. Returns how many events are left."""
+        with self._lock:
+            batch = [self._incoming.popleft() for _ in range(min(limit, len(self._incoming)))]
+            self._routing += len(batch)
+        deliveries = []
+        try:
+            for bus, event, put_at, received in batch:
+                for target in self.targets:
+                    if target.bus == bus and target.enabled and target.pattern.matches_event(event):
+                        body = json.dumps(target.payload(event, received))
+                        deliveries.append(Delivery(target, event, body, put_at))
+        finally:
+            with self._lock:
+                self._ready.extend(deliveries)
+                self._routing -= len(batch)
+        return len(self._incoming)
+
+    def take(self, limit: int) -> list[Delivery]:
+        """Up to `limit` deliveries that are due, oldest first; each must be finished with done() or retry()."""
+        now = self._now()
+        with self._lock:
+            while self._delayed and self._delayed[0][0] <= now:
+                self._ready.append(heapq.heappop(self._delayed)[2])
+            taken = [self._ready.popleft() for _ in range(min(limit, len(self._ready)))]
+            self.in_flight += len(taken)
+            return taken
+
+    def done(self, delivery: Delivery) -> None:
+        with self._lock:
+            self.in_flight -= 1
+
+    def retry(self, delivery: Delivery, delay: float) -> None:
+        delivery.attempt += 1
+        delivery.due = self._now() + delay
+        with self._lock:
+            heapq.heappush(self._delayed, (delivery.due, next(self._order), delivery))
+            self.in_flight -= 1
+
+    def seconds_until_due(self) -> float | None:
+        """Virtual seconds until the next delayed delivery is due (None: nothing delayed)."""
+        with self._lock:
+            return max(0.0, self._delayed[0][0] - self._now()) if self._delayed else None
+
+    def pending(self) -> tuple[int, int]:
+        """(events and deliveries waiting or running, deliveries delayed for a retry)."""
+        with self._lock:
+            return len(self._incoming) + self._routing + len(self._ready) + self.in_flight, len(self._delayed)
+
+
+def _bus_name(name_or_arn: Any) -> str:
+    text = str(name_or_arn or "default")
+    return text.rsplit("event-bus/", 1)[-1] if text.startswith("arn:") else text
+
+
+def _entry_size(entry: Mapping[str, Any]) -> int:
+    """An entry's size as EventBridge counts it (eb-putevent-size): Time is 14 bytes, the rest UTF-8."""
+    size = 14 if entry.get("Time") is not None else 0
+    for key in ("Source", "DetailType", "Detail"):
+        size += len(str(entry.get(key) or "").encode())
+    return size + sum(len(str(r).encode()) for r in entry.get("Resources") or [] if r is not None)
+
+
+def _event_envelope(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """The event as EventBridge hands it to a Lambda target, or EventBridge's error entry for the entry."""
+    for key in ("Source", "DetailType", "Detail"):
+        if not entry.get(key):
+            return {"ErrorCode": "InvalidArgument",
+                    "ErrorMessage": f"Parameter {key} is not valid. Reason: {key} is a required argument."}
+    try:
+        detail = json.loads(entry["Detail"])
+    except ValueError:
+        detail = None
+    if not isinstance(detail, dict):  # the detail must be a JSON object
+        return {"ErrorCode": "MalformedDetail", "ErrorMessage": "Detail is malformed."}
+    when = entry.get("Time")  # as serialised: epoch seconds
+    time_text = datetime.fromtimestamp(float(when), UTC).strftime(_ISO_SECONDS) if when is not None else _now_text()
+    return {
+        "version": "0",
+        "id": request_id(),
+        "detail-type": entry["DetailType"],
+        "source": entry["Source"],
+        "account": ACCOUNT_ID,
+        "time": time_text,
+        "region": REGION,
+        "resources": list(entry.get("Resources") or []),
+        "detail": detail,
+    }
+
+
+_ISO_SECONDS = "%Y-%m-%dT%H:%M:%SZ"
+_now_text_cache: tuple[int, str] = (0, "")
+
+
+def _now_text() -> str:
+    """Now as an event's time (whole seconds, UTC), formatted once a second."""
+    global _now_text_cache
+    second = int(time.time())
+    if _now_text_cache[0] != second:
+        _now_text_cache = (second, time.strftime(_ISO_SECONDS, time.gmtime(second)))
+    return _now_text_cache[1]
+
+
+def _json_answer(params: Mapping[str, Any], status: int, document: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    from botocore.awsrequest import AWSResponse
+
+    answer_id = request_id()
+    body = json.dumps(document).encode()
+    headers = {"x-amzn-requestid": answer_id, "content-type": "application/x-amz-json-1.1",
+               "content-length": str(len(body))}
+    http = AWSResponse(params.get("url") or "", status, http_headers(headers), RawBody(body))
+    parsed = {**document, "ResponseMetadata": {"RequestId": answer_id, "HTTPStatusCode": status,
+                                               "HTTPHeaders": headers, "RetryAttempts": 0}}
+    return http, parsed
+
+
+def _error_answer(params: Mapping[str, Any], code: str, message: str) -> tuple[Any, dict[str, Any]]:
+    http, parsed = _json_answer(params, 400, {"__type": code, "message": message})
+    return http, {"Error": {"Code": code, "Message": message}, "ResponseMetadata": parsed["ResponseMetadata"]}
+
+
+# ------------------------------------------------------------------------------------------- progress lines
+class EchoLines:
+    """Progress lines, echoed in order by one writer thread while the runtime runs.
+
+    Echoing is a write to a terminal or pipe: a system call, after which the thread queues for the GIL
+    again. On a request's thread, that wait would hold back the connection's next request, so lines are
+    handed over here instead; `echo_of()` gives the echo to use (None: lines are dropped).
+    """
+
+    def __init__(self, echo_of: Callable[[], Echo | None],
+                 turn: Callable[[], AbstractContextManager[Any]] = nullcontext) -> None:
+        self._echo_of = echo_of
+        self._turn = turn
+        self._lines: deque[str] = deque()
+        self._condition = threading.Condition()
+        self._writing = False
+        self._closing = False
+        self._thread: threading.Thread | None = None
+
+    def say(self, line: str) -> None:
+        if self._thread is None:  # not running: straight through
+            echo = self._echo_of()
+            if echo is not None:
+                echo(line)
+            return
+        with self._condition:
+            self._lines.append(line)
+            if len(self._lines) == 1:
+                self._condition.notify()
+
+    def start(self) -> None:
+        self._closing = False
+        self._thread = threading.Thread(target=self._write, daemon=True, name="billflow-local-echo")
+        self._thread.start()
+
+    def flush(self, timeout: float = 5) -> None:
+        """Wait until every line said so far has been echoed."""
+        with self._condition:
+            self._condition.wait_for(lambda: not self._lines and not self._writing, timeout)
+
+    def stop(self) -> None:
+        if self._thread is None:
+            return
+        with self._condition:
+            self._closing = True
+            self._condition.notify_all()
+        self._thread.join(timeout=5)
+        self._thread = None
+
+    def _write(self) -> None:
+        while True:
+            with self._condition:
+                self._condition.wait_for(lambda: self._lines or self._closing)
+                if not self._lines:
+                    return  # closing, and every line is out
+                batch = list(self._lines)
+                self._lines.clear()
+                self._writing = True
+            try:
+                echo = self._echo_of()
+                with self._turn():  # between API requests, not against them for the GIL
+                    for line in batch:
+                        if echo is not None:
+                            echo(line)
+            except Exception:  # noqa: S110 - a broken terminal must not stop the runtime
+                pass
+            finally:
+                with self._condition:
+                    self._writing = False
+                    self._condition.notify_all()
 
 
 # ------------------------------------------------------------------------------------------- the runtime
@@ -365,26 +742,27 @@ class LocalRuntime:
         self.template = Template.load(self.root / "template.yaml", parameters)
         self.tenant = tenant
         self.echo = echo
+        self._echo_lines = EchoLines(lambda: self.echo, lambda: self.server.turns.turn())
         self.log_level = log_level
         self.clock = VirtualClock(time_scale=time_scale, fast_retries=fast_retries)
         self.functions = FunctionHost(self.template)
-        self.server = LocalApiServer(self.template, self.functions.invoke, host=host, port=port, echo=echo,
+        self.server = LocalApiServer(self.template, self.functions.invoke, host=host, port=port, echo=self._say,
                                      idle=lambda: not self._busy(True, requests_of_caller=1))
         # Checked now, before anything starts: a bad file is reported with its fields, nothing half-runs.
         self.tenants = load_connections(connections)
         self.rules_path = Path(rules) if rules is not None else None
         self.initial_rules = load_rules(self.rules_path, tenant) if self.rules_path is not None else []
-        self.bus_targets: list[BusTarget] = []
+        self.bus = LocalEventBus(self.clock.now, self._bus_work_arrived, self._say)
         self.state_machines: dict[str, str] = {}  # logical id -> ARN
         self.topic_queues: dict[str, str] = {}  # topic ARN -> local queue URL
         self._definitions: dict[str, dict[str, Any]] = {}  # state machine ARN -> ASL (substituted)
         self._notifications: list[dict[str, Any]] = []
         self._delivery_workers = max(1, delivery_workers)
-        self._deliveries_in_flight = 0
         self._count_lock = threading.Lock()
         self._stop = threading.Event()
         self._clients = threading.local()
-        self._bus_work = threading.Event()  # something may have landed in a local queue
+        self._bus_work = threading.Event()  # the bus or a topic's queue may have something to deliver
+        self._topic_work = threading.Event()  # something was published to a topic
         self._run_work = threading.Event()  # an execution may have started
         self._threads: list[threading.Thread] = []
         self._exit_stack: ExitStack | None = None
@@ -416,6 +794,8 @@ class LocalRuntime:
 
         stack = ExitStack()
         try:
+            self._echo_lines.start()
+            stack.callback(self._echo_lines.stop)  # last: every line said until the end is echoed
             stack.enter_context(patched_environment(FAKE_AWS_ENVIRONMENT, _UNSET_ENVIRONMENT))
             stack.enter_context(mock_aws(config={"stepfunctions": {"execute_state_machine": True}}))
             stack.enter_context(serialised_moto(self.functions.answers, self._notice_work))
@@ -425,8 +805,11 @@ class LocalRuntime:
             self._clients = threading.local()  # clients of an earlier start belong to its session
             self.functions.attach(boto3.DEFAULT_SESSION)
             stack.callback(self.functions.detach)
+            self.bus.attach(boto3.DEFAULT_SESSION)
+            stack.callback(self.bus.detach)
             stack.enter_context(self.clock.installed())
             stack.enter_context(faster_step_functions())
+            stack.enter_context(faster_botocore())
             stack.enter_context(_quiet_moto_engine(self.log_level))
             self._provision()
             stack.enter_context(patched_environment(self._function_environment()))
@@ -446,6 +829,7 @@ class LocalRuntime:
             self._spawn(self._drain_bus, "billflow-local-bus")
             if self.echo is not None:
                 self._spawn(self._follow_executions, "billflow-local-progress")
+            stack.enter_context(startup_objects_frozen())
             self.server.start()
             stack.callback(self.server.stop)
         except BaseException:
@@ -498,19 +882,21 @@ class LocalRuntime:
 
     def _say(self, line: str) -> None:
         if self.echo is not None:
-            self.echo(line)
+            self._echo_lines.say(line)
 
     # ------------------------------------------------------------------------------------- provisioning
     def _provision(self) -> None:
         """Create every resource of template.yaml the application touches, with the template's settings."""
         t = self.template
-        self.bus_targets, self.state_machines, self.topic_queues = [], {}, {}
+        self.state_machines, self.topic_queues = {}, {}
+        self.bus.targets, self.bus.buses = [], {"default"}
         for logical_id in t.resources_of_type(TABLE):
             self._create_table(logical_id)
         for logical_id in t.resources_of_type(QUEUE):
             self._create_queue(logical_id)
         for logical_id in t.resources_of_type(EVENT_BUS):
             self.client("events").create_event_bus(Name=t.physical_name(logical_id))
+            self.bus.buses.add(t.physical_name(logical_id))
         for logical_id in t.resources_of_type(TOPIC):
             self._create_topic(logical_id)
         for logical_id in t.resources_of_type("AWS::SNS::Subscription"):
@@ -605,29 +991,34 @@ class LocalRuntime:
         self._definitions[arn] = json.loads(definition)
 
     def _create_bus_target(self, function: str, event_name: str, props: dict[str, Any]) -> None:
+        from moto.events.models import EventPattern
+
         stack = self.template.stack_name
-        bus = str(props.get("EventBusName") or "default")
+        bus = _bus_name(props.get("EventBusName"))
         rule = props.get("RuleName") or f"{stack}-{function}-{event_name}"[:64]
-        events = self.client("events")
-        events.put_rule(Name=rule, EventBusName=bus, EventPattern=json.dumps(props["Pattern"]),
-                        State=str(props.get("State", "ENABLED")))
-        retries = int((props.get("RetryPolicy") or {}).get("MaximumRetryAttempts",
-                                                            EVENTBRIDGE_DEFAULT_RETRIES))
-        attributes = {"VisibilityTimeout": "30"}
-        dead_letter = (props.get("DeadLetterConfig") or {}).get("Arn")
-        if dead_letter:
-            # After the retries, EventBridge sends the event to the rule's dead-letter queue; SQS's redrive
-            # does the same here, into the template's own queue.
-            attributes["RedrivePolicy"] = json.dumps(
-                {"deadLetterTargetArn": dead_letter, "maxReceiveCount": retries + 1})
-        queue = f"{stack}-local-{function}-{event_name}"[:80]
-        url = self.client("sqs").create_queue(QueueName=queue, Attributes=attributes)["QueueUrl"]
-        target: dict[str, Any] = {"Id": f"{function}-{event_name}"[:64], "Arn": self._queue_arn(url)}
-        for key in ("Input", "InputPath", "InputTransformer"):
-            if key in props:
-                target[key] = props[key]
-        events.put_targets(Rule=rule, EventBusName=bus, Targets=[target])
-        self.bus_targets.append(BusTarget(function, event_name, rule, url, retries + 1))
+        pattern = json.dumps(props["Pattern"])
+        state = str(props.get("State", "ENABLED"))
+        # The rule exists in moto too (events.list_rules shows it), without targets: the bus here delivers.
+        rule_arn = self.client("events").put_rule(Name=rule, EventBusName=bus, EventPattern=pattern,
+                                                  State=state)["RuleArn"]
+        retry = props.get("RetryPolicy") or {}
+        dead_letter = props.get("DeadLetterConfig") or {}
+        if dead_letter and not dead_letter.get("Arn"):
+            raise ValueError(f"{function}.Events.{event_name}.DeadLetterConfig: give the queue's Arn; "
+                             "SAM-created dead-letter queues (Type: SQS) are not supported locally")
+        dead_letter_url = None
+        if dead_letter.get("Arn"):
+            queue_name = str(dead_letter["Arn"]).rsplit(":", 1)[-1]
+            dead_letter_url = self.client("sqs").get_queue_url(QueueName=queue_name)["QueueUrl"]
+        self.bus.targets.append(BusTarget(
+            function=function, function_arn=self.template.get_att(function, "Arn"), event_name=event_name,
+            rule_name=rule, rule_arn=rule_arn, bus=bus,
+            pattern=EventPattern.load(pattern), enabled=state == "ENABLED",
+            max_attempts=int(retry.get("MaximumRetryAttempts", EVENTBRIDGE_DEFAULT_RETRIES)) + 1,
+            max_age_seconds=float(retry.get("MaximumEventAgeInSeconds", EVENTBRIDGE_DEFAULT_MAX_AGE_SECONDS)),
+            dead_letter_arn=dead_letter.get("Arn"), dead_letter_url=dead_letter_url,
+            input={k: props[k] for k in ("Input", "InputPath", "InputTransformer") if k in props},
+        ))
 
     def _queue_arn(self, url: str) -> str:
         attrs = self.client("sqs").get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
@@ -709,19 +1100,22 @@ class LocalRuntime:
         return self.functions.invoke(logical_id, event)
 
     def advance_clock(self, seconds: float) -> None:
-        """Move the virtual clock on: Wait states and Retry backoffs whose time has come wake up."""
+        """Move the virtual clock on: Wait states, Retry backoffs and bus retries whose time has come wake up."""
         self.clock.advance(seconds)
+        self._bus_work.set()
 
     def wait_idle(self, timeout: float = 30, *, include_waiting: bool = True) -> None:
         """Block until nothing is left to do: no request, bus event or delivery pending, no execution
         running. With include_waiting=False, executions waiting on the clock (a Wait state, a Retry
-        backoff) count as idle: advance_clock() wakes them. TimeoutError says what is still busy."""
+        backoff) and bus deliveries waiting for their retry count as idle: advance_clock() wakes them.
+        TimeoutError says what is still busy."""
         deadline = time.monotonic() + timeout
         quiet_checks = 0
         while True:
             busy = self._busy(include_waiting)
             quiet_checks = 0 if busy else quiet_checks + 1
             if quiet_checks >= 2:  # twice in a row: nothing was between two hands
+                self._echo_lines.flush()  # and what happened has been said
                 return
             if time.monotonic() > deadline:
                 raise TimeoutError(f"not idle after {timeout}s: {'; '.join(busy)}")
@@ -775,16 +1169,11 @@ class LocalRuntime:
         busy = []
         if self.server.in_flight > requests_of_caller:
             busy.append(f"{self.server.in_flight} HTTP request(s) in flight")
-        if self._deliveries_in_flight:
-            busy.append(f"{self._deliveries_in_flight} bus delivery(ies) running")
-        sqs = self.client("sqs")
-        for target in self.bus_targets:
-            attrs = sqs.get_queue_attributes(QueueUrl=target.queue_url, AttributeNames=[
-                "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible",
-                "ApproximateNumberOfMessagesDelayed"])["Attributes"]
-            pending = sum(int(v) for v in attrs.values())
-            if pending:
-                busy.append(f"{pending} bus event(s) for {target.function} pending")
+        pending, delayed = self.bus.pending()
+        if pending:
+            busy.append(f"{pending} bus event(s) pending or being delivered")
+        if delayed and include_waiting:
+            busy.append(f"{delayed} bus delivery(ies) waiting to be retried")
         waiting = set() if include_waiting else {w.execution for w in self.clock.waiters()}
         sfn = self.client("stepfunctions")
         for arn in self.state_machines.values():
@@ -794,89 +1183,112 @@ class LocalRuntime:
                 busy.append(f"{len(running)} execution(s) running: {', '.join(running[:5])}")
         return busy
 
+    def _bus_work_arrived(self) -> None:
+        self._bus_work.set()
+
     def _notice_work(self, request: Any) -> None:
-        """Wake the bus and progress loops when a request may have given them work, instead of polling."""
+        """Wake the topic and progress loops when a moto request may have given them work, not polling."""
         target = request.headers.get("X-Amz-Target") or b""
         target = target.decode() if isinstance(target, bytes) else str(target)
-        body = request.body if isinstance(request.body, bytes) else str(request.body or "").encode()
-        if target in _ENQUEUEING_TARGETS or b"Action=Publish" in body:
-            self._bus_work.set()
-        elif target == "AWSStepFunctions.StartExecution":
+        if target == "AWSStepFunctions.StartExecution":
             self._run_work.set()
+            return
+        body = request.body if isinstance(request.body, bytes) else str(request.body or "").encode()
+        if b"Action=Publish" in body:  # SNS (query protocol): its SQS subscribers have a message
+            self._topic_work.set()
+            self._bus_work.set()
 
     def _drain_bus(self) -> None:
-        """EventBridge's delivery to Lambda: take the rule's queued events to the target function."""
-        sqs = self.client("sqs")
+        """EventBridge's delivery to Lambda: the bus's matched events to their target functions."""
         waiting_since: float | None = None
         while not self._stop.is_set():
             # Webhooks first: Lambda would run these deliveries on other machines; here they share one
-            # interpreter with the API, so they wait while requests are in flight (at most a grace period).
-            if self.server.in_flight:
-                waiting_since = waiting_since or time.monotonic()
-                if time.monotonic() - waiting_since < FOREGROUND_GRACE_SECONDS:
-                    time.sleep(0.002)
+            # interpreter with the API, so they wait while requests are in flight or keep coming (no
+            # request in flight is not enough: under load, the next ones are waiting for the GIL to be
+            # read), at most a grace period.
+            now = time.monotonic()
+            quiet_left = FOREGROUND_QUIET_SECONDS - (now - self.server.last_request_at)
+            if self.server.in_flight or quiet_left > 0:
+                waiting_since = waiting_since or now
+                grace_left = FOREGROUND_GRACE_SECONDS - (now - waiting_since)
+                if grace_left > 0:
+                    if self.server.in_flight:
+                        self.server.quiet.wait(grace_left)  # woken when the last request is answered
+                    else:
+                        self._stop.wait(min(quiet_left, grace_left))
                     continue
             waiting_since = None
             self._bus_work.clear()
-            received = 0
-            for target in self.bus_targets:
-                room = self._delivery_workers * 2 - self._deliveries_in_flight
-                if room <= 0:
-                    break
+            with self.server.turns.turn():
+                unrouted = self.bus.route()
+            room = self._delivery_workers * 2 - self.bus.in_flight
+            taken = self.bus.take(room) if room > 0 else []
+            for delivery in taken:
+                assert self._pool is not None
                 try:
-                    # No long poll: moto would hold the global lock while it waits.
-                    messages = sqs.receive_message(
-                        QueueUrl=target.queue_url, MaxNumberOfMessages=min(10, room), WaitTimeSeconds=0,
-                        AttributeNames=["ApproximateReceiveCount"],
-                    ).get("Messages", [])
-                except Exception as exc:
-                    if self._stop.is_set():
-                        return
-                    self._say(f"[bus] cannot read {target.function}'s queue: {exc}")
-                    messages = []
-                for message in messages:
-                    received += 1
-                    with self._count_lock:
-                        self._deliveries_in_flight += 1
-                    assert self._pool is not None
-                    try:
-                        self._pool.submit(self._deliver, target, message)
-                    except RuntimeError:  # the pool is shut down: the runtime is stopping
-                        return
-            self._drain_topics()
-            if not received:
-                # Woken by a PutEvents, a publish or a retried delivery; the timeout catches messages
-                # whose visibility timeout ran out (a failed delivery coming back), at most a second late.
-                self._bus_work.wait(1.0)
+                    self._pool.submit(self._deliver, delivery)
+                except RuntimeError:  # the pool is shut down: the runtime is stopping
+                    return
+            if self._topic_work.is_set():
+                self._topic_work.clear()
+                self._drain_topics()
+            if not taken and not unrouted:
+                # Woken by a PutEvents, a publish, a finished delivery or advance_clock; else when the next
+                # retry is due (on the virtual clock), at most a second from now.
+                due = self.bus.seconds_until_due()
+                scale = self.clock.time_scale
+                self._bus_work.wait(1.0 if due is None or scale <= 0 else min(1.0, due / scale))
 
-    def _deliver(self, target: BusTarget, message: dict[str, Any]) -> None:
-        sqs = self.client("sqs")
+    def _deliver(self, delivery: Delivery) -> None:
+        target = delivery.target
+        finished = False
         try:
-            event = json.loads(message["Body"])
+            event = json.loads(delivery.body)
             try:
-                result = self.functions.invoke(target.function, event)
+                with self.server.turns.turn():  # between API requests, not against them for the GIL
+                    result = self.functions.invoke(target.function, event)
             except Exception as exc:
-                attempt = int(message.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
-                if attempt >= target.max_receives:
-                    self._say(f"[bus] {target.function} ✗ {type(exc).__name__}: {exc} — attempt {attempt} "
-                              f"was the last; the event goes to the dead-letter queue")
-                    delay = 0
-                else:
-                    delay = 0 if self.clock.fast_retries else min(2 ** (attempt - 1), BUS_RETRY_CAP_SECONDS)
-                    self._say(f"[bus] {target.function} ✗ {type(exc).__name__}: {exc} — retry "
-                              f"{attempt + 1}/{target.max_receives} in {delay}s")
-                # Left on the queue: it comes back after the delay, like EventBridge's retry policy.
-                sqs.change_message_visibility(QueueUrl=target.queue_url,
-                                              ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=delay)
+                finished = self._delivery_failed(delivery, exc)
                 return
-            sqs.delete_message(QueueUrl=target.queue_url, ReceiptHandle=message["ReceiptHandle"])
-            self._say(f"[bus] {_describe_bus_event(event)} → {target.function}: {_summarise(result)}")
+            finished = True
+            self._say(f"[bus] {_describe_bus_event(delivery.event)} → {target.function}: {_summarise(result)}")
         except Exception as exc:  # the runtime is stopping, or moto failed: report, never kill the pool
+            finished = True
             if not self._stop.is_set():
                 self._say(f"[bus] delivery to {target.function} failed: {type(exc).__name__}: {exc}")
         finally:
-            with self._count_lock:
-                self._deliveries_in_flight -= 1
+            if finished:
+                self.bus.done(delivery)
+            self._bus_work.set()  # room for the next delivery
+
+    def _delivery_failed(self, delivery: Delivery, exc: Exception) -> bool:
+        """EventBridge's RetryPolicy: retry with backoff, or after the last attempt (or once the event is too
+        old) the rule's dead-letter queue. True when the delivery is finished (not retried)."""
+        target = delivery.target
+        attempt = delivery.attempt
+        delay = 0 if self.clock.fast_retries else min(2 ** (attempt - 1), BUS_RETRY_CAP_SECONDS)
+        too_old = self.clock.now() + delay - delivery.put_at > target.max_age_seconds
+        if attempt < target.max_attempts and not too_old:
+            self._say(f"[bus] {target.function} ✗ {type(exc).__name__}: {exc} — retry "
+                      f"{attempt + 1}/{target.max_attempts} in {delay}s")
+            self.bus.retry(delivery, delay)
+            return False
+        why = "was the last" if attempt >= target.max_attempts else "is the last: the event is too old"
+        where = "goes to the dead-letter queue" if target.dead_letter_url else "is dropped (no dead-letter queue)"
+        self._say(f"[bus] {target.function} ✗ {type(exc).__name__}: {exc} — attempt {attempt} {why}; "
+                  f"the event {where}")
+        if target.dead_letter_url:
+            condition = "MaximumRetryAttempts" if attempt >= target.max_attempts else "MaximumEventAgeInSeconds"
+            # EventBridge's dead-letter message: the event, with what failed in its attributes. EventBridge
+            # has its own error codes; locally the failure is the function's exception, named by its class.
+            attributes = {"RULE_ARN": target.rule_arn, "TARGET_ARN": target.function_arn,
+                          "ERROR_CODE": type(exc).__name__, "ERROR_MESSAGE": str(exc)[:1000] or "-",
+                          "EXHAUSTED_RETRY_CONDITION": condition, "RETRY_ATTEMPTS": str(attempt - 1)}
+            self.client("sqs").send_message(
+                QueueUrl=target.dead_letter_url, MessageBody=json.dumps(delivery.event),
+                MessageAttributes={k: {"DataType": "String", "StringValue": v} for k, v in attributes.items()},
+            )
+        return True
 
     def _drain_topics(self) -> None:
         if not self.topic_queues:

@@ -6,7 +6,12 @@ do not see each other's runs. The CRM is the contract-checked fake Twenty, the t
 
 from __future__ import annotations
 
+import http.client
 import json
+import re
+import socket
+import threading
+import time
 import urllib.error
 import urllib.request
 from collections import deque
@@ -17,8 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
-from billflow_local.runtime import LocalConfigError, LocalRuntime
+from billflow_local.runtime import BusTarget, LocalConfigError, LocalRuntime
+from billflow_local.server import Turns
 from billflow_local.template import TABLE, Template, TemplateError
 from tests.fakes.base import FakeServer, Request, Response
 from tests.fakes.signing import signed_twenty_delivery
@@ -227,6 +234,209 @@ def test_the_daily_limit_holds_under_concurrent_runs(
     assert len(limited) == 5
 
 
+# ------------------------------------------------------------------------------------------- the event bus
+def crm_entry(runtime: LocalRuntime, detail: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    """A PutEvents entry the template's filter rule matches (source billflow.ingest, CrmEvent), as ingest
+    publishes it."""
+    return {"EventBusName": runtime.name_of("EventBus"), "Source": "billflow.ingest", "DetailType": "CrmEvent",
+            "Detail": json.dumps(detail), **fields}
+
+
+class Recorder:
+    """Stands in for a function: records each event it is invoked with, failing the first `failures` times."""
+
+    def __init__(self, failures: int = 0) -> None:
+        self.events: list[dict[str, Any]] = []
+        self.failures = failures
+        self._lock = threading.Lock()
+
+    def __call__(self, event: Any, context: Any) -> Any:
+        with self._lock:
+            self.events.append(event)
+            if len(self.events) <= self.failures:
+                raise RuntimeError(f"attempt {len(self.events)} failed")
+        return {"started": [], "duplicates": [], "not_matched": {}}
+
+
+def dead_letters(runtime: LocalRuntime, event_id: str) -> list[dict[str, Any]]:
+    """The dead-letter queue's messages for this event (left visible for other readers)."""
+    sqs = runtime.client("sqs")
+    name = runtime.template.get_att("FilterDeadLetterQueue", "QueueName")
+    url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
+    found: dict[str, dict[str, Any]] = {}
+    while True:
+        messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, MessageAttributeNames=["All"],
+                                       VisibilityTimeout=0, WaitTimeSeconds=0).get("Messages", [])
+        new = {m["MessageId"]: m for m in messages if m["MessageId"] not in found}
+        if not new:
+            return [m for m in found.values() if json.loads(m["Body"])["id"] == event_id]
+        found.update(new)
+
+
+def filter_rule(runtime: LocalRuntime) -> dict[str, Any]:
+    """The filter's EventBridgeRule event as template.yaml declares it (resolved), with its rule's ARN."""
+    [props] = runtime.template.function_events("FilterFunction", "EventBridgeRule").values()
+    resolved: dict[str, Any] = runtime.template.resolve(props)
+    rules = runtime.client("events").list_rules(EventBusName=resolved["EventBusName"])["Rules"]
+    [arn] = [rule["Arn"] for rule in rules if json.loads(rule["EventPattern"]) == resolved["Pattern"]]
+    return {**resolved, "RuleArn": arn}
+
+
+def test_put_events_answers_as_eventbridge_does(runtime: LocalRuntime) -> None:
+    events = runtime.client("events")
+    entries = [
+        crm_entry(runtime, {"n": 1}),
+        crm_entry(runtime, {"n": 2}, Source=""),
+        crm_entry(runtime, {"n": 3}, Detail="[1, 2]"),
+        crm_entry(runtime, {"n": 4}, Detail="{not json"),
+        crm_entry(runtime, {"n": 5}, EventBusName="no-such-bus"),  # EventBridge accepts, and drops it
+    ]
+    with runtime.functions.replaced("FilterFunction", Recorder()):
+        answer = events.put_events(Entries=entries)
+        runtime.wait_idle(timeout=10)
+
+    assert answer["FailedEntryCount"] == 3
+    assert [sorted(entry) for entry in answer["Entries"]] == [
+        ["EventId"], ["ErrorCode", "ErrorMessage"], ["ErrorCode", "ErrorMessage"], ["ErrorCode", "ErrorMessage"],
+        ["EventId"]]
+    assert answer["Entries"][1] == {"ErrorCode": "InvalidArgument",
+                                    "ErrorMessage": "Parameter Source is not valid. Reason: Source is a required "
+                                                    "argument."}
+    assert answer["Entries"][2] == answer["Entries"][3] == {"ErrorCode": "MalformedDetail",
+                                                            "ErrorMessage": "Detail is malformed."}
+    assert answer["ResponseMetadata"]["HTTPStatusCode"] == 200
+
+    with pytest.raises(ClientError, match=r"ValidationException.*less than or equal to 10"):
+        events.put_events(Entries=[crm_entry(runtime, {"n": i}) for i in range(11)])
+    with pytest.raises(ClientError, match="Total size of the entries in the request is over the limit"):
+        events.put_events(Entries=[crm_entry(runtime, {"blob": "x" * 200_000}) for _ in range(2)])
+    # The template's rules exist in EventBridge's own API too.
+    template = runtime.template
+    patterns = [template.resolve(props)["Pattern"] for function, _ in template.iter_functions()
+                for props in template.function_events(function, "EventBridgeRule").values()]
+    rules = events.list_rules(EventBusName=runtime.name_of("EventBus"))["Rules"]
+    assert sorted(rule["EventPattern"] for rule in rules) == sorted(json.dumps(p) for p in patterns)
+
+
+def test_events_reach_the_function_whose_rule_pattern_matches(runtime: LocalRuntime) -> None:
+    events = runtime.client("events")
+    recorder = Recorder()
+    when = datetime(2026, 3, 18, 9, 30, 5, tzinfo=UTC)
+    with runtime.functions.replaced("FilterFunction", recorder):
+        answer = events.put_events(Entries=[
+            crm_entry(runtime, {"kept": True}, Time=when, Resources=["arn:aws:crm:record/1"]),
+            crm_entry(runtime, {"kept": False}, Source="billflow.elsewhere"),  # the pattern wants billflow.ingest
+            crm_entry(runtime, {"kept": False}, DetailType="Notification"),
+            crm_entry(runtime, {"kept": False}, EventBusName="default"),  # the rule is on the template's bus
+        ])
+        runtime.wait_idle(timeout=10)
+
+    assert answer["FailedEntryCount"] == 0
+    [delivered] = recorder.events  # the other three matched no rule: dropped
+    assert delivered == {  # the event exactly as EventBridge hands it to a Lambda target
+        "version": "0", "id": answer["Entries"][0]["EventId"], "detail-type": "CrmEvent",
+        "source": "billflow.ingest", "account": "123456789012", "time": "2026-03-18T09:30:05Z",
+        "region": "us-east-1", "resources": ["arn:aws:crm:record/1"], "detail": {"kept": True},
+    }
+    assert re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}", delivered["id"])
+
+
+def test_a_failing_delivery_is_retried_and_then_succeeds(runtime: LocalRuntime) -> None:
+    recorder = Recorder(failures=2)
+    with runtime.functions.replaced("FilterFunction", recorder):
+        answer = runtime.client("events").put_events(Entries=[crm_entry(runtime, {"flaky": True})])
+        runtime.wait_idle(timeout=10)
+
+    event_id = answer["Entries"][0]["EventId"]
+    assert [event["id"] for event in recorder.events] == [event_id] * 3  # two failures, then delivered
+    assert recorder.events[0] == recorder.events[2]  # every attempt gets the same event
+    assert dead_letters(runtime, event_id) == []
+
+
+def test_after_the_last_retry_the_event_goes_to_the_rules_dead_letter_queue(runtime: LocalRuntime) -> None:
+    rule = filter_rule(runtime)
+    attempts = rule["RetryPolicy"]["MaximumRetryAttempts"] + 1
+    recorder = Recorder(failures=10**6)
+    with runtime.functions.replaced("FilterFunction", recorder):
+        answer = runtime.client("events").put_events(Entries=[crm_entry(runtime, {"doomed": True})])
+        runtime.wait_idle(timeout=30)  # fast_retries: no backoff
+
+    event_id = answer["Entries"][0]["EventId"]
+    assert [event["id"] for event in recorder.events] == [event_id] * attempts
+    [message] = dead_letters(runtime, event_id)
+    assert json.loads(message["Body"]) == recorder.events[0]
+    attributes = {name: value["StringValue"] for name, value in message["MessageAttributes"].items()}
+    assert rule["DeadLetterConfig"]["Arn"] == runtime.template.get_att("FilterDeadLetterQueue", "Arn")
+    assert attributes == {
+        "RULE_ARN": rule["RuleArn"], "TARGET_ARN": runtime.functions.specs["FilterFunction"].arn,
+        "ERROR_CODE": "RuntimeError", "ERROR_MESSAGE": f"attempt {attempts} failed",
+        "EXHAUSTED_RETRY_CONDITION": "MaximumRetryAttempts", "RETRY_ATTEMPTS": str(attempts - 1),
+    }
+
+
+def test_retries_back_off_on_the_virtual_clock(runtime: LocalRuntime) -> None:
+    recorder = Recorder(failures=2)
+    lines: list[str] = []
+    runtime.echo, runtime.clock.fast_retries = lines.append, False
+    try:
+        with runtime.functions.replaced("FilterFunction", recorder):
+            runtime.client("events").put_events(Entries=[crm_entry(runtime, {"backoff": True})])
+            # A delivery waiting for its retry is like an execution in a Wait state: idle unless included.
+            runtime.wait_idle(timeout=10, include_waiting=False)
+            assert 1 <= len(recorder.events) < 3
+            while len(recorder.events) < 3:
+                runtime.advance_clock(1)
+                runtime.wait_idle(timeout=10, include_waiting=False)
+            runtime.wait_idle(timeout=10)
+    finally:
+        runtime.echo, runtime.clock.fast_retries = None, True
+
+    attempts = filter_rule(runtime)["RetryPolicy"]["MaximumRetryAttempts"] + 1
+    retries = [line for line in lines if line.startswith("[bus] FilterFunction ✗")]
+    assert retries == [f"[bus] FilterFunction ✗ RuntimeError: attempt 1 failed — retry 2/{attempts} in 1s",
+                       f"[bus] FilterFunction ✗ RuntimeError: attempt 2 failed — retry 3/{attempts} in 2s"]
+    assert lines[-1] == "[bus] CrmEvent → FilterFunction: 0 started, 0 duplicate(s), 0 not matched"
+
+
+def test_a_targets_input_settings_shape_what_the_function_gets() -> None:
+    from moto.events.models import EventPattern
+
+    event = {"version": "0", "id": "1", "detail-type": "CrmEvent", "source": "billflow.ingest",
+             "account": "123456789012", "time": "2026-03-18T09:30:05Z", "region": "us-east-1",
+             "resources": [], "detail": {"tenant": "demo", "record_id": "r1"}}
+
+    def target(**settings: Any) -> BusTarget:
+        return BusTarget(function="FilterFunction", function_arn="arn", event_name="CrmEvent", rule_name="rule",
+                         rule_arn="arn", bus="bus", pattern=EventPattern.load(None), enabled=True, max_attempts=1,
+                         max_age_seconds=60, input=settings)
+
+    assert target().payload(event) == event
+    assert target(Input='{"fixed": true}').payload(event) == {"fixed": True}
+    assert target(InputPath="$.detail").payload(event) == {"tenant": "demo", "record_id": "r1"}
+    transformer = {"InputPathsMap": {"who": "$.detail.tenant"}, "InputTemplate": '{"tenant": "<who>"}'}
+    assert target(InputTransformer=transformer).payload(event) == {"tenant": "demo"}
+
+
+def test_pending_deliveries_keep_the_runtime_busy(runtime: LocalRuntime) -> None:
+    release = threading.Event()
+    started = threading.Event()
+
+    def slow_filter(event: Any, context: Any) -> Any:
+        started.set()
+        release.wait(10)
+        return {}
+
+    with runtime.functions.replaced("FilterFunction", slow_filter):
+        runtime.client("events").put_events(Entries=[crm_entry(runtime, {"slow": True})])
+        assert started.wait(10)
+        with pytest.raises(TimeoutError, match="bus event"):
+            runtime.wait_idle(timeout=0.3)
+        assert post(runtime, "/_local/health", b"", method="GET")[1]["idle"] is False
+        release.set()
+        runtime.wait_idle(timeout=10)
+    assert post(runtime, "/_local/health", b"", method="GET")[1]["idle"] is True
+
+
 def test_template_intrinsics_resolve_to_local_names() -> None:
     dev = Template.load(ROOT / "template.yaml")
     env = dev.function_environment("FilterFunction")
@@ -268,6 +478,73 @@ def test_unknown_routes_are_api_gateways_404(runtime: LocalRuntime) -> None:
     assert post(runtime, "/webhooks/demo/twenty", b"", method="GET") == (404, {"message": "Not Found"})
     assert post(runtime, "/_local/health", b"", method="GET")[0] == 200
     assert post(runtime, "/_local/noop", b'{"a": 1}') == (200, {"ok": True})
+
+
+def test_many_concurrent_connections_are_all_answered(runtime: LocalRuntime) -> None:
+    # More keep-alive clients at once than the server keeps threads waiting for them.
+    def client(i: int) -> list[int]:
+        connection = http.client.HTTPConnection("127.0.0.1", runtime.server.port, timeout=10)
+        statuses = []
+        for _ in range(3):
+            connection.request("POST", "/_local/noop", body=json.dumps({"client": i}))
+            answer = connection.getresponse()
+            assert json.loads(answer.read()) == {"ok": True}
+            statuses.append(answer.status)
+        connection.close()
+        return statuses
+
+    with ThreadPoolExecutor(80) as pool:
+        assert list(pool.map(client, range(80))) == [[200, 200, 200]] * 80
+
+
+def test_malformed_requests_get_the_standard_librarys_answers(runtime: LocalRuntime) -> None:
+    def exchange(raw: bytes) -> bytes:
+        with socket.create_connection(("127.0.0.1", runtime.server.port), timeout=5) as connection:
+            connection.sendall(raw)
+            connection.shutdown(socket.SHUT_WR)
+            return b"".join(iter(lambda: connection.recv(65536), b""))
+
+    # No usable version: answered as to HTTP/0.9 (a body, no status line), as http.server does.
+    assert b"Error code: 400" in exchange(b"POST /_local/noop HTTP/x.y\r\n\r\n")
+    assert b"Error code: 505" in exchange(b"POST /_local/noop HTTP/2.0\r\n\r\n")
+    assert b"Error code: 400" in exchange(b"POST /_local/noop\r\n\r\n")  # HTTP/0.9 has only GET
+    assert exchange(b"BREW /_local/noop HTTP/1.1\r\nHost: x\r\n\r\n").startswith(b"HTTP/1.1 501 ")
+    # Two requests on one connection, headers in any case, a folded header line, then Connection: close.
+    answer = exchange(b"POST /_local/noop HTTP/1.1\r\ncontent-LENGTH: 2\r\nX-Long: a\r\n b\r\n\r\n{}"
+                      b"GET /_local/health HTTP/1.1\r\nConnection: close\r\n\r\n")
+    assert answer.count(b"HTTP/1.1 200 OK") == 2
+    assert b'{"ok":true}' in answer and b'"status": "ok"' in answer
+
+
+def test_requests_take_turns_in_arrival_order() -> None:
+    turns = Turns(slots=1, stuck_seconds=5)
+    order: list[str] = []
+    holder = turns.enter()
+
+    def request(name: str) -> None:
+        with turns.turn():
+            order.append(name)
+
+    threads = []
+    for name in ("first", "second", "third"):
+        threads.append(threading.Thread(target=request, args=(name,)))
+        threads[-1].start()
+        while len(turns._waiting) < len(threads):  # queued before the next one arrives
+            time.sleep(0.001)
+    turns.leave(holder)
+    for thread in threads:
+        thread.join(5)
+    assert order == ["first", "second", "third"]
+
+
+def test_a_stuck_turn_holds_the_others_up_only_for_a_while() -> None:
+    turns = Turns(slots=1, stuck_seconds=0.2)
+    stuck = turns.enter()  # a handler waiting on the network, say
+    started = time.monotonic()
+    assert turns.enter() is False  # went ahead without a turn
+    assert 0.2 <= time.monotonic() - started < 2
+    turns.leave(stuck)
+    assert turns.enter() is True
 
 
 def test_a_crashing_route_handler_is_api_gateways_500(runtime: LocalRuntime) -> None:
