@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import sys
 import uuid
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
 
+from billflow_local.runtime import _reset_billflow_caches as reset_billflow_caches
+from billflow_local.runtime import patched_environment
 from billflow_local.template import TABLE, Template
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -74,7 +75,7 @@ class AdminStack:
     def __enter__(self) -> AdminStack:
         from moto import mock_aws
 
-        self._stack.enter_context(_environment({
+        self._stack.enter_context(patched_environment({
             "AWS_DEFAULT_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
             "AWS_SESSION_TOKEN": "testing", "POWERTOOLS_TRACE_DISABLED": "true", "POWERTOOLS_LOG_LEVEL": "ERROR",
             "POWERTOOLS_SERVICE_NAME": "billflow", "SECRETS_PREFIX": "billflow/test",
@@ -100,13 +101,13 @@ class AdminStack:
             definition=json.dumps({"StartAt": "Fail", "States": {
                 "Fail": {"Type": "Fail", "Error": "RunFailed", "Cause": "test"}}}),
         )["stateMachineArn"]
-        self._stack.enter_context(_environment({
+        self._stack.enter_context(patched_environment({
             "RULES_TABLE": self.tables["RulesTable"], "RECORDS_TABLE": self.tables["RecordsTable"],
             "COUNTERS_TABLE": self.tables["CountersTable"], "IDEMPOTENCY_TABLE": self.tables["IdempotencyTable"],
             "EXECUTION_LOG_TABLE": self.tables["ExecutionLogTable"], "STATE_MACHINE_ARN": self.state_machine_arn,
         }))
-        _reset_billflow()
-        self._stack.callback(_reset_billflow)
+        reset_billflow_caches()
+        self._stack.callback(reset_billflow_caches)
         self.app = _load_admin_app()
         return self
 
@@ -174,28 +175,6 @@ class AdminStack:
             Name=f"billflow/test/{tenant}/connection/{name}", SecretString=json.dumps(settings))
 
 
-@contextmanager
-def _environment(values: dict[str, str]) -> Iterator[None]:
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, old in saved.items():
-            if old is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = old
-
-
-def _reset_billflow() -> None:
-    from billflow import aws, settings
-    from billflow.storage import idempotency, secrets
-
-    settings.get_settings.cache_clear()
-    aws.reset_clients()
-    secrets.reset_secret_store()
-    idempotency.reset()
 
 
 @pytest.fixture
