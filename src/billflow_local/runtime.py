@@ -36,7 +36,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -657,10 +657,8 @@ class EchoLines:
     handed over here instead; `echo_of()` gives the echo to use (None: lines are dropped).
     """
 
-    def __init__(self, echo_of: Callable[[], Echo | None],
-                 turn: Callable[[], AbstractContextManager[Any]] = nullcontext) -> None:
+    def __init__(self, echo_of: Callable[[], Echo | None]) -> None:
         self._echo_of = echo_of
-        self._turn = turn
         self._lines: deque[str] = deque()
         self._condition = threading.Condition()
         self._writing = False
@@ -708,10 +706,9 @@ class EchoLines:
                 self._writing = True
             try:
                 echo = self._echo_of()
-                with self._turn():  # between API requests, not against them for the GIL
-                    for line in batch:
-                        if echo is not None:
-                            echo(line)
+                for line in batch:
+                    if echo is not None:
+                        echo(line)
             except Exception:  # noqa: S110 - a broken terminal must not stop the runtime
                 pass
             finally:
@@ -742,7 +739,7 @@ class LocalRuntime:
         self.template = Template.load(self.root / "template.yaml", parameters)
         self.tenant = tenant
         self.echo = echo
-        self._echo_lines = EchoLines(lambda: self.echo, lambda: self.server.turns.turn())
+        self._echo_lines = EchoLines(lambda: self.echo)
         self.log_level = log_level
         self.clock = VirtualClock(time_scale=time_scale, fast_retries=fast_retries)
         self.functions = FunctionHost(self.template)
@@ -1169,6 +1166,8 @@ class LocalRuntime:
         busy = []
         if self.server.in_flight > requests_of_caller:
             busy.append(f"{self.server.in_flight} HTTP request(s) in flight")
+        if self.server.turns.queued:
+            busy.append(f"{self.server.turns.queued} request(s) or deliveries waiting for their turn")
         pending, delayed = self.bus.pending()
         if pending:
             busy.append(f"{pending} bus event(s) pending or being delivered")

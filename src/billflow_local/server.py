@@ -17,6 +17,7 @@ import base64
 import contextlib
 import json
 import re
+import selectors
 import socket
 import threading
 import time
@@ -34,7 +35,7 @@ from billflow_local.template import ACCOUNT_ID, Template
 
 MAX_BODY_BYTES = 10 * 1024 * 1024  # HTTP API's payload limit
 TURN_SLOTS = 2  # requests answered at once (see Turns); two: one slow handler does not stop the queue
-STUCK_TURN_SECONDS = 0.5  # when no turn ended for this long, waiting requests go ahead (see Turns)
+STUCK_TURN_SECONDS = 5.0  # when no turn ended for this long, waiting requests go ahead (see Turns)
 HEALTH_PATH = "/_local/health"
 NOOP_PATH = "/_local/noop"
 
@@ -113,6 +114,7 @@ class LocalApiServer:
         self.requests_served = 0
         self._count_lock = threading.Lock()
         self._listener: _Listener | None = None
+        self.watcher: _Watcher | None = None
 
     @property
     def url(self) -> str:
@@ -125,6 +127,7 @@ class LocalApiServer:
         class Handler(_RequestHandler):
             api = server
 
+        self.watcher = _Watcher(self.turns)
         self._listener = _Listener((self.host, self.port), Handler)
         self.port = self._listener.port  # the real one when port 0 was asked for
 
@@ -132,6 +135,9 @@ class LocalApiServer:
         if self._listener is not None:
             self._listener.close()
             self._listener = None
+        if self.watcher is not None:
+            self.watcher.close()
+            self.watcher = None
 
     def match(self, method: str, path: str) -> tuple[Route, dict[str, str]] | None:
         for route in self.routes:
@@ -174,9 +180,14 @@ class _Listener:
         with self._condition:
             self._closed = True
             connections = list(self._connections)
+            idle = self._idle
             self._condition.notify_all()
         with contextlib.suppress(OSError):
-            self.socket.shutdown(socket.SHUT_RDWR)  # wakes every thread blocked in accept()
+            self.socket.shutdown(socket.SHUT_RDWR)  # Linux: wakes every thread blocked in accept()
+        address = self.socket.getsockname()
+        for _ in range(idle):  # elsewhere, a connection each wakes them (here: refused at once)
+            with contextlib.suppress(OSError), socket.create_connection(address, timeout=0.2):
+                pass
         self.socket.close()
         for connection in connections:  # keep-alive connections: their threads end too
             with contextlib.suppress(OSError):
@@ -201,11 +212,14 @@ class _Listener:
             try:
                 connection, client = self.socket.accept()
             except OSError:  # closed
-                with self._condition:
+                connection = None
+            with self._condition:
+                if connection is None or self._closed:
                     self._idle -= 1
                     self._threads -= 1
-                return
-            with self._condition:
+                    if connection is not None:
+                        connection.close()
+                    return
                 self._idle -= 1
                 self._connections.add(connection)
                 if self._idle < self.SPARE_THREADS:
@@ -227,6 +241,17 @@ class _Listener:
                 self._idle += 1
 
 
+class _Ticket:
+    """A place in the queue for a turn: its holder waits on the baton, which is released to hand it the turn."""
+
+    __slots__ = ("baton", "queued")
+
+    def __init__(self) -> None:
+        self.baton = threading.Lock()
+        self.baton.acquire()
+        self.queued = False  # in the queue (not only watched for a request still to come)
+
+
 class Turns:
     """Requests are answered `slots` at a time, in the order they arrived.
 
@@ -240,31 +265,47 @@ class Turns:
 
     def __init__(self, slots: int, stuck_seconds: float) -> None:
         self._lock = threading.Lock()
-        self._waiting: deque[threading.Lock] = deque()
+        self._waiting: deque[_Ticket] = deque()
         self._free = slots
         self._moved_at = 0.0  # time.monotonic() when a turn last began or ended
         self._stuck_seconds = stuck_seconds
 
+    @property
+    def queued(self) -> int:
+        return len(self._waiting)
+
     def enter(self) -> bool:
         """Wait for this request's turn. True: it has a turn, which leave() hands on."""
+        ticket = _Ticket()
+        self.join(ticket)
+        return self.wait(ticket)
+
+    def join(self, ticket: _Ticket) -> None:
+        """Put a ticket in the queue (or give it a free turn at once)."""
         with self._lock:
             if self._free > 0 and not self._waiting:
                 self._free -= 1
                 self._moved_at = time.monotonic()
-                return True
-            baton = threading.Lock()
-            baton.acquire()
-            self._waiting.append(baton)
-        while not baton.acquire(timeout=self._stuck_seconds / 4):
+                ticket.baton.release()
+                return
+            ticket.queued = True
+            self._waiting.append(ticket)
+
+    def wait(self, ticket: _Ticket) -> bool:
+        """Wait until the ticket has its turn (True), or the turns are stuck (False: go ahead without one).
+        A ticket not yet joined (a connection waiting for its next request) waits as long as it takes."""
+        while not ticket.baton.acquire(timeout=self._stuck_seconds / (4 if ticket.queued else 1)):
             with self._lock:
-                if baton not in self._waiting:
+                if not ticket.queued:
+                    continue  # no request yet: an idle connection
+                if ticket not in self._waiting:
                     break  # handed a turn just as the wait timed out: the baton is released
                 if time.monotonic() - self._moved_at > self._stuck_seconds:
-                    self._waiting.remove(baton)
-                    return False  # the turns are stuck: go ahead without one
+                    self._waiting.remove(ticket)
+                    return False
         else:
             return True  # a leaving request handed its turn over
-        baton.acquire()
+        ticket.baton.acquire()
         return True
 
     @contextlib.contextmanager
@@ -281,9 +322,127 @@ class Turns:
         with self._lock:
             self._moved_at = time.monotonic()
             if self._waiting:
-                self._waiting.popleft().release()  # straight to the longest waiting
+                self._waiting.popleft().baton.release()  # straight to the longest waiting
             else:
                 self._free += 1
+
+
+class _Watcher:
+    """One thread watching the keep-alive connections between requests: as soon as one has a request, the
+    request joins the queue for a turn.
+
+    A thread blocked in recv() would first have to win the GIL, against the requests being answered, just to
+    join the queue: under load, in no particular order, which is the long tail Turns is there to prevent.
+    """
+
+    def __init__(self, turns: Turns) -> None:
+        self._turns = turns
+        self._selector = selectors.DefaultSelector()
+        self._wake, self._waker = socket.socketpair()
+        self._wake.setblocking(False)
+        self._selector.register(self._wake, selectors.EVENT_READ)
+        self._lock = threading.Lock()
+        self._added: list[tuple[socket.socket, _Ticket]] = []
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, daemon=True, name="billflow-local-api-watch")
+        self._thread.start()
+
+    def watch(self, connection: socket.socket, ticket: _Ticket) -> None:
+        """The ticket joins the queue once the connection has something to read (a request, or its end)."""
+        with self._lock:
+            if not self._closed:
+                self._added.append((connection, ticket))
+                self._waker.send(b"\0")
+                return
+        self._turns.join(ticket)  # stopping: let it find out by reading
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            self._waker.send(b"\0")
+        self._thread.join(timeout=5)
+        self._waker.close()
+
+    def _run(self) -> None:
+        while True:
+            ready: list[_Ticket] = []
+            for key, _ in self._selector.select():
+                if key.fileobj is not self._wake:
+                    self._selector.unregister(key.fileobj)
+                    ready.append(key.data)
+                    continue
+                with contextlib.suppress(BlockingIOError):
+                    while self._wake.recv(4096):
+                        pass
+                with self._lock:
+                    added, self._added, closed = self._added, [], self._closed
+                for connection, ticket in added:
+                    try:
+                        self._selector.register(connection, selectors.EVENT_READ, ticket)
+                    except (ValueError, OSError):  # already closed: its thread finds out by reading
+                        ready.append(ticket)
+                if closed:
+                    for watched in list(self._selector.get_map().values()):
+                        if watched.fileobj is not self._wake:
+                            self._selector.unregister(watched.fileobj)
+                            ready.append(watched.data)
+            for ticket in ready:
+                self._turns.join(ticket)
+            if self._closed and not self._added:
+                self._selector.close()
+                self._wake.close()
+                return
+
+
+class _SocketReader:
+    """The reading side of a connection, as BaseHTTPRequestHandler reads it (readline, read), knowing what
+    it already received: a request already here needs no watching (see _Watcher)."""
+
+    def __init__(self, connection: socket.socket) -> None:
+        self._connection = connection
+        self._buffer = bytearray()
+        self.closed = False
+
+    def buffered(self) -> bool:
+        return bool(self._buffer)
+
+    def _receive(self) -> bool:
+        chunk = self._connection.recv(65536)
+        self._buffer += chunk
+        return bool(chunk)
+
+    def readline(self, limit: int = -1) -> bytes:
+        """Up to and including the next newline, at most `limit` bytes; less at the end of the stream."""
+        searched = 0
+        while True:
+            end = self._buffer.find(b"\n", searched)
+            if end >= 0:
+                size = end + 1
+                break
+            if 0 <= limit <= len(self._buffer):
+                size = limit
+                break
+            searched = len(self._buffer)
+            if not self._receive():
+                size = len(self._buffer)
+                break
+        if 0 <= limit < size:
+            size = limit
+        line = bytes(self._buffer[:size])
+        del self._buffer[:size]
+        return line
+
+    def read(self, size: int = -1) -> bytes:
+        """`size` bytes (all until the end of the stream when negative); less at the end of the stream."""
+        while (size < 0 or len(self._buffer) < size) and self._receive():
+            pass
+        size = len(self._buffer) if size < 0 else min(size, len(self._buffer))
+        data = bytes(self._buffer[:size])
+        del self._buffer[:size]
+        return data
+
+    def close(self) -> None:
+        self.closed = True
 
 
 class _RequestHandler(BaseHTTPRequestHandler):
@@ -299,9 +458,22 @@ class _RequestHandler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         pass  # one progress line per request is echoed instead
 
+    def setup(self) -> None:
+        super().setup()
+        self.rfile.close()
+        self.rfile = _SocketReader(self.connection)  # type: ignore[assignment]
+
     def handle_one_request(self) -> None:
-        """BaseHTTPRequestHandler's, with the request read and answered in its turn (Turns): the request
-        line is awaited before, the answer is sent after."""
+        """BaseHTTPRequestHandler's, with the request read and answered in its turn (Turns), taken when
+        it arrives (_Watcher); the answer is sent after."""
+        api = self.api
+        ticket = _Ticket()
+        watcher = api.watcher
+        if watcher is None or self.rfile.buffered():  # type: ignore[attr-defined]  # stopping; pipelined
+            api.turns.join(ticket)
+        else:
+            watcher.watch(self.connection, ticket)
+        turn = api.turns.wait(ticket)
         try:
             self.raw_requestline = self.rfile.readline(65537)
             if len(self.raw_requestline) > 65536:
@@ -311,15 +483,13 @@ class _RequestHandler(BaseHTTPRequestHandler):
             if not self.raw_requestline:
                 self.close_connection = True
                 return
-            api = self.api
             started = api.last_request_at = time.monotonic()
-            with api._count_lock:  # in flight from now on, waiting for its turn included
+            with api._count_lock:
                 api.in_flight += 1
                 if api.in_flight == 1:
                     api.quiet.clear()
             self._status: int | None = None  # set by _serve
             try:
-                turn = api.turns.enter()
                 try:
                     if not self.parse_request():
                         return  # the error answer is written
@@ -330,12 +500,15 @@ class _RequestHandler(BaseHTTPRequestHandler):
                     handle()
                 finally:
                     api.turns.leave(turn)
+                    turn = False
                     self.wfile.flush()  # the answer leaves now: before the echo, before background work
             finally:
                 self._answered(started)
         except TimeoutError as exc:
             self.log_error("Request timed out: %r", exc)
             self.close_connection = True
+        finally:
+            api.turns.leave(turn)  # when the request never got as far as being answered
 
     def parse_request(self) -> bool:
         """BaseHTTPRequestHandler.parse_request with the same rules and answers, but headers read straight
