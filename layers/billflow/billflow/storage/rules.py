@@ -37,7 +37,13 @@ class RuleStore:
         return sorted(rules, key=lambda r: (r.source, r.object, r.order, r.id))
 
     def get(self, tenant: str, rule_id: str) -> Rule | None:
-        return next((r for r in self.all_rules(tenant) if r.id == rule_id), None)
+        """One rule by id: the tenant index is keyed (tenant, sk), so this reads one item, not all."""
+        items = self._query(
+            IndexName=TENANT_INDEX,
+            KeyConditionExpression="tenant = :t AND sk = :sk",
+            ExpressionAttributeValues={":t": {"S": tenant}, ":sk": {"S": keys.rule_sk(rule_id)}},
+        )
+        return Rule.model_validate_json(items[0]["document"]["S"]) if items else None
 
     def put(self, rule: Rule) -> None:
         if not rule.tenant:
