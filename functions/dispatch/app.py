@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from billflow.logic.run import dispatch
-from billflow.logic.workflow import RunState
+from billflow.models.run import RunState
 from billflow.observability import logger
 from billflow.storage.idempotency import register_lambda_context
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from billflow.logic.run import decide, plan_next, resume
-from billflow.logic.workflow import RunState
+from billflow.models.run import RunState
 from billflow.observability import logger
 
 _TASKS = {"decide": decide, "resume": resume}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from billflow.logic.run import lookup
-from billflow.logic.workflow import RunState
+from billflow.models.run import RunState
 from billflow.observability import logger
 
 

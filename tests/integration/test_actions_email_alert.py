@@ -72,6 +72,7 @@ def test_an_html_alert(ses: Any) -> None:
 
 def test_an_unverified_sender_is_refused_by_ses(ses: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SES_FROM_ADDRESS", "nobody@unverified.example.com")
+    billflow.settings.get_settings.cache_clear()
     with pytest.raises(TargetRejected, match="SES refused the email: MessageRejected"):
         send({"subject": "s", "text": "t", "to": ["sales@billflow.example.com"]})
     assert ses.sent_messages == []

@@ -41,6 +41,7 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
                            Targets=[{"Id": "queue", "Arn": arn["bus-notifications"]}])
         topic = sns.create_topic(Name="billflow-notifications")["TopicArn"]
         monkeypatch.setenv("NOTIFICATION_TOPIC_ARN", topic)
+        billflow.settings.get_settings.cache_clear()
         # Subscribers route with filter policies on the message attributes.
         sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn["finance-notifications"],
                       Attributes={"FilterPolicy": json.dumps({"tenant": ["acme"], "level": ["success", "error"]}),
@@ -91,6 +92,7 @@ def test_the_filter_policy_sees_the_level(aws: dict[str, str]) -> None:
 
 def test_a_missing_topic_is_a_configuration_error(aws: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("NOTIFICATION_TOPIC_ARN")
+    billflow.settings.get_settings.cache_clear()
     with pytest.raises(ConfigurationError, match="NOTIFICATION_TOPIC_ARN"):
         notify({"message": "m"})
     assert received(aws["bus-notifications"]) == []  # nothing half-sent

@@ -17,10 +17,12 @@ import pytest
 from billflow.aws import client
 from billflow.logic.filter import route_event
 from billflow.logic.limits import check_usage
-from billflow.logic.schedule import CHECKPOINT_PK, DUE_INDEX, get_due_index, parse_utc, run_scheduler, utc_text
-from billflow.logic.workflow import LogKeys, RunState
+from billflow.logic.schedule import run_scheduler
 from billflow.models.events import CrmEvent
 from billflow.models.rules import Rule, TenantSettings
+from billflow.models.run import LogKeys, RunState, parse_utc, utc_text
+from billflow.storage.counters import CHECKPOINT_PK
+from billflow.storage.due_index import DUE_INDEX, get_due_index
 from billflow.storage.execution_log import log_item
 from billflow.storage.records import get_record_store
 from billflow.storage.rules import get_rule_store

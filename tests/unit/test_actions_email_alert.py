@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import billflow.settings
 import pytest
 from billflow.actions import get_action_type
 from billflow.actions.email_alert import EmailAlertAction, addresses_in, field_value
@@ -19,6 +20,7 @@ SENDER = "billflow <billing@billflow.example.com>"
 def sender(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SES_FROM_ADDRESS", SENDER)
     monkeypatch.delenv("SES_CONFIGURATION_SET", raising=False)
+    billflow.settings.get_settings.cache_clear()
 
 
 def rendered(options: dict[str, Any], **state: Any) -> dict[str, Any]:
@@ -108,6 +110,7 @@ def test_a_body_is_required() -> None:
 
 def test_the_ses_request_in_a_dry_run(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SES_CONFIGURATION_SET", "billflow-events")
+    billflow.settings.get_settings.cache_clear()
     run = run_state({"type": "email_alert", "options": alert(recipient_fields=["contact.emails"], html="<p>hi</p>",
                                                              bcc=["audit@billflow.example.com"],
                                                              reply_to=["ap@billflow.example.com"])})
@@ -129,6 +132,7 @@ def test_the_ses_request_in_a_dry_run(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_no_sender_is_a_configuration_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SES_FROM_ADDRESS")
+    billflow.settings.get_settings.cache_clear()
     run = run_state({"type": "email_alert", "options": alert(to=["a@b.example.com"])})
     action = EmailAlertAction()
     request = action.render(run.actions[0], run)

@@ -6,11 +6,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import billflow.settings
 import pytest
 from billflow.actions import get_action_type
 from billflow.actions.expression import ExpressionAction, ExpressionError, _evaluate_all, evaluate, syntax_problem
 from billflow.errors import ConfigurationError
-from billflow.logic.templates import render
+from billflow.rules.templates import render
 
 from tests.unit.test_actions_placeholders import INVOICE_RESULT, RECORD, run_state
 
@@ -19,6 +20,7 @@ from tests.unit.test_actions_placeholders import INVOICE_RESULT, RECORD, run_sta
 def short_limits(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EXPRESSION_TIMEOUT_MS", "200")  # runaway tests stop after 0.2 s (+1 s for a kill)
     monkeypatch.setenv("EXPRESSION_MEMORY_MB", "64")
+    billflow.settings.get_settings.cache_clear()
 
 
 def rendered(options: dict[str, Any], **state: Any) -> dict[str, Any]:

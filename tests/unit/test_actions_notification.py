@@ -85,6 +85,7 @@ def test_the_requests_a_dry_run_shows() -> None:
 
 def test_a_fifo_topic_gets_a_group_and_a_deduplication_id(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NOTIFICATION_TOPIC_ARN", TOPIC + ".fifo")
+    billflow.settings.get_settings.cache_clear()
     run = run_state()
     action = NotificationAction()
     request = action.render(run.actions[0], run)
@@ -99,6 +100,7 @@ def test_a_missing_topic_or_bus_is_a_configuration_error(monkeypatch: pytest.Mon
     action = NotificationAction()
     request = action.render(run.actions[0], run)
     monkeypatch.delenv("NOTIFICATION_TOPIC_ARN")
+    billflow.settings.get_settings.cache_clear()
     with pytest.raises(ConfigurationError, match="NOTIFICATION_TOPIC_ARN"):
         action.preview(run.actions[0], request, run, "k")
     monkeypatch.setenv("EVENT_BUS_NAME", "")

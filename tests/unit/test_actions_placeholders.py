@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 from billflow.errors import ConfigurationError
-from billflow.logic.templates import placeholders, references, render, resolve_reference, text_of
-from billflow.logic.workflow import LogKeys, RunState
 from billflow.models.events import CrmEvent
 from billflow.models.rules import Rule
+from billflow.models.run import LogKeys, RunState
 from billflow.rules.paths import MISSING
+from billflow.rules.templates import placeholders, references, render, resolve_reference, text_of
 from billflow.rules.validation import validate_rule
 
 EVENTS = Path(__file__).resolve().parents[2] / "events" / "twenty"

@@ -29,7 +29,7 @@ def stack() -> Iterator[AdminStack]:
 
 def run_input(tenant: str = TENANT, name: str = NAME) -> dict[str, Any]:
     """A run's input as the filter writes it (a full RunState document)."""
-    from billflow.logic.workflow import RunState
+    from billflow.models.run import RunState
 
     event = {"event_id": "e1", "tenant": tenant, "source": "twenty", "object": "opportunity", "action": "updated",
              "record_id": "opp-1", "record": {"id": "opp-1"}, "occurred_at": "2026-01-01T00:00:00Z",

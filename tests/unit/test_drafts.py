@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
+from billflow.actions.drafts import draft_for
 from billflow.errors import ConfigurationError
-from billflow.logic.drafts import draft_for
 from billflow.models.rules import Action
 
 EVENTS = Path(__file__).resolve().parents[2] / "events" / "twenty"

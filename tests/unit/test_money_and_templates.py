@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 from billflow.errors import ConfigurationError
-from billflow.logic.templates import placeholders, render
 from billflow.money import micros_to_minor, minor_to_decimal
+from billflow.rules.templates import placeholders, render
 
 
 @pytest.mark.parametrize(

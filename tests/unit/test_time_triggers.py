@@ -9,19 +9,13 @@ from zoneinfo import ZoneInfo
 import pytest
 from billflow.logic.limits import alert_at, digest_instant
 from billflow.logic.run import decide, plan_next
-from billflow.logic.schedule import (
-    DueItem,
-    date_run_state,
-    due_hour,
-    index_record,
-    occurrence_after,
-    window,
-)
-from billflow.logic.workflow import RunState
+from billflow.logic.schedule import date_run_state, index_record, occurrence_after, window
 from billflow.models.events import CrmEvent
 from billflow.models.rules import DateTrigger, FailureDigest, Rule, TenantSettings
+from billflow.models.run import RunState
 from billflow.rules.engine import evaluate_rule
 from billflow.rules.validation import validate_rule
+from billflow.storage.due_index import DueItem, due_hour
 from pydantic import ValidationError
 
 PARIS = ZoneInfo("Europe/Paris")

@@ -1,53 +1,85 @@
-"""Environment, parsed once per cold start. Names match template.yaml's Globals and function variables."""
+"""Environment, parsed once per cold start into one model. Every variable billflow reads is a field here,
+named (alias) as template.yaml's Globals or a function's Environment sets it; tests check both ways."""
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections.abc import Mapping
 from functools import lru_cache
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from billflow.errors import ConfigurationError
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
 
 
-@dataclass(frozen=True)
-class Settings:
-    stage: str
-    rules_table: str
-    counters_table: str
-    idempotency_table: str
-    execution_log_table: str
-    records_table: str
-    event_bus_name: str
-    state_machine_arn: str
-    failure_topic_arn: str
-    secrets_prefix: str
-    max_body_bytes: int
-    signature_tolerance_seconds: int
-    default_daily_limit: int
-    log_retention_days: int
-    secrets_cache_seconds: int
+class Settings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+    stage: str = Field(default="dev", alias="STAGE")
+    # Tables, bus, state machine, topics: empty when the function's template entry does not set them;
+    # whatever needs one asks for it with required(), which names the variable.
+    rules_table: str = Field(default="", alias="RULES_TABLE")
+    counters_table: str = Field(default="", alias="COUNTERS_TABLE")
+    idempotency_table: str = Field(default="", alias="IDEMPOTENCY_TABLE")
+    execution_log_table: str = Field(default="", alias="EXECUTION_LOG_TABLE")
+    records_table: str = Field(default="", alias="RECORDS_TABLE")
+    event_bus_name: str = Field(default="", alias="EVENT_BUS_NAME")
+    state_machine_arn: str = Field(default="", alias="STATE_MACHINE_ARN")
+    failure_topic_arn: str = Field(default="", alias="FAILURE_TOPIC_ARN")
+    notification_topic_arn: str = Field(default="", alias="NOTIFICATION_TOPIC_ARN")
+    # Email alerts and usage/digest emails: a verified SES identity; without it no email is sent.
+    ses_from_address: str = Field(default="", alias="SES_FROM_ADDRESS")
+    ses_configuration_set: str = Field(default="", alias="SES_CONFIGURATION_SET")
+    secrets_prefix: str = Field(default="billflow/dev", alias="SECRETS_PREFIX")
+    secrets_cache_seconds: int = Field(default=300, ge=0, alias="SECRETS_CACHE_SECONDS")
+    max_body_bytes: int = Field(default=256 * 1024, alias="MAX_BODY_BYTES")
+    signature_tolerance_seconds: int = Field(default=300, alias="SIGNATURE_TOLERANCE_SECONDS")
+    default_daily_limit: int = Field(default=500, alias="DEFAULT_DAILY_LIMIT")
+    log_retention_days: int = Field(default=90, alias="LOG_RETENTION_DAYS")
+    # Rehearse production's port rule (80 and 443 only) on another stage.
+    webhook_restrict_ports: bool = Field(default=False, alias="WEBHOOK_RESTRICT_PORTS")
+    expression_timeout_ms: int = Field(default=1000, gt=0, alias="EXPRESSION_TIMEOUT_MS")
+    expression_memory_mb: int = Field(default=128, gt=0, alias="EXPRESSION_MEMORY_MB")
+
+    @field_validator("webhook_restrict_ports", mode="before")
+    @classmethod
+    def _switch(cls, value: Any) -> bool:
+        """On for 1/true/yes/on (any case), off for anything else: a typo never turns a guard on by accident
+        nor fails the function."""
+        return value if isinstance(value, bool) else str(value).strip().lower() in _TRUE
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str]) -> Settings:
+        """The settings the variables give; an empty number means its default. ConfigurationError names the
+        variable whose value does not fit."""
+        numbers = {f.alias for f in cls.model_fields.values() if f.annotation is int}
+        values = {name: value for name, value in environ.items()
+                  if name in variable_names() and not (name in numbers and value == "")}
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+            raise ConfigurationError(f"environment variable {problems}") from None
+
+    def required(self, field: str) -> str:
+        """A setting that must not be empty where it is used: its value, or ConfigurationError naming the
+        variable (the function's template entry lacks it)."""
+        value = getattr(self, field)
+        if value in ("", None):
+            variable = type(self).model_fields[field].alias
+            raise ConfigurationError(f"{variable} is not set for this function (template.yaml Environment)")
+        return str(value)
 
 
-def _int(name: str, default: int) -> int:
-    raw = os.environ.get(name)
-    return default if raw in (None, "") else int(raw)
+@lru_cache(maxsize=1)
+def variable_names() -> frozenset[str]:
+    """Every environment variable billflow reads."""
+    return frozenset(str(f.alias) for f in Settings.model_fields.values())
 
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    env = os.environ.get
-    return Settings(
-        stage=env("STAGE", "dev"),
-        rules_table=env("RULES_TABLE", ""),
-        counters_table=env("COUNTERS_TABLE", ""),
-        idempotency_table=env("IDEMPOTENCY_TABLE", ""),
-        execution_log_table=env("EXECUTION_LOG_TABLE", ""),
-        records_table=env("RECORDS_TABLE", ""),
-        event_bus_name=env("EVENT_BUS_NAME", ""),
-        state_machine_arn=env("STATE_MACHINE_ARN", ""),
-        failure_topic_arn=env("FAILURE_TOPIC_ARN", ""),
-        secrets_prefix=env("SECRETS_PREFIX", "billflow/dev"),
-        max_body_bytes=_int("MAX_BODY_BYTES", 256 * 1024),
-        signature_tolerance_seconds=_int("SIGNATURE_TOLERANCE_SECONDS", 300),
-        default_daily_limit=_int("DEFAULT_DAILY_LIMIT", 500),
-        log_retention_days=_int("LOG_RETENTION_DAYS", 90),
-        secrets_cache_seconds=_int("SECRETS_CACHE_SECONDS", 300),
-    )
+    return Settings.from_environment(os.environ)

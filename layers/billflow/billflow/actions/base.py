@@ -5,9 +5,9 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any
 
-from billflow.logic.workflow import RunState
 from billflow.models.documents import DispatchResult
 from billflow.models.rules import Action
+from billflow.models.run import RunState
 
 
 class ActionType(ABC):

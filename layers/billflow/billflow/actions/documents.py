@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from billflow.actions.base import ActionType
+from billflow.actions.drafts import draft_for
 from billflow.connectors import get_connector
 from billflow.connectors.base import SendContext
 from billflow.errors import ConfigurationError
-from billflow.logic.drafts import draft_for
-from billflow.logic.workflow import RunState
 from billflow.models.documents import DispatchResult, InvoiceDraft
 from billflow.models.rules import Action
+from billflow.models.run import RunState
 from billflow.storage.secrets import Connection, get_secret_store
 
 

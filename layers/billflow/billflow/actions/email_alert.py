@@ -25,17 +25,18 @@ email alerts per rule (rules/validation.py).
 from __future__ import annotations
 
 import html
-import os
 import re
 from typing import Any
 
 from billflow.actions.base import ActionType
-from billflow.errors import ConfigurationError, TargetRejected, TransientError
-from billflow.logic.templates import PLACEHOLDER, REFERENCE, render, resolve_reference
-from billflow.logic.workflow import RunState
+from billflow.errors import ConfigurationError
 from billflow.models.documents import DispatchResult
 from billflow.models.rules import Action
+from billflow.models.run import RunState
 from billflow.rules.paths import MISSING, get_path
+from billflow.rules.templates import PLACEHOLDER, REFERENCE, render, resolve_reference
+from billflow.settings import get_settings
+from billflow.storage.email import send_email
 
 MAX_PER_RULE = 5
 MAX_EXTRA_RECIPIENTS = 10
@@ -45,14 +46,10 @@ EXTRA_LISTS = ("to", "cc", "bcc")
 # Pragmatic, not RFC 5322: one @, no spaces, a dot in the domain. SES rejects the rest anyway.
 ADDRESS = re.compile(r"^[^@\s<>(),;:\"]+@[^@\s<>(),;:\"]+\.[^@\s<>(),;:\"]+$")
 FIELD_PATH = re.compile(r"^[A-Za-z_][\w-]*(\.[\w-]+)*$")
-_TRANSIENT_SES_ERRORS = frozenset({
-    "TooManyRequestsException", "Throttling", "ThrottlingException", "LimitExceededException",
-    "InternalFailure", "ServiceUnavailable", "InternalServiceErrorException",
-})
 
 
 def from_address() -> str | None:
-    return os.environ.get("SES_FROM_ADDRESS") or None
+    return get_settings().ses_from_address or None
 
 
 def is_address(value: str) -> bool:
@@ -132,23 +129,9 @@ class EmailAlertAction(ActionType):
         return request
 
     def send(self, action: Action, request: dict[str, Any], state: RunState, key: str) -> DispatchResult:
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        from billflow.aws import client
-
-        params = self._ses_request(request, state)
-        try:
-            answer = client("sesv2").send_email(**params)
-        except ClientError as err:
-            code = err.response.get("Error", {}).get("Code", "")
-            message = err.response.get("Error", {}).get("Message", str(err))
-            if code in _TRANSIENT_SES_ERRORS:
-                raise TransientError(f"SES: {code}: {message}") from None
-            raise TargetRejected(f"SES refused the email: {code}: {message}") from None
-        except BotoCoreError as err:
-            raise TransientError(f"SES unreachable: {err}") from None
+        message_id = send_email(self._ses_request(request, state))
         recipients = len(request["to"]) + len(request["cc"]) + len(request["bcc"])
-        return DispatchResult(status="sent", external_id=answer.get("MessageId"),
+        return DispatchResult(status="sent", external_id=message_id,
                               details={"recipients": recipients})
 
     def preview(self, action: Action, request: dict[str, Any], state: RunState, key: str) -> list[dict[str, Any]]:
@@ -226,7 +209,7 @@ class EmailAlertAction(ActionType):
         }
         if request.get("reply_to"):
             params["ReplyToAddresses"] = request["reply_to"]
-        configuration_set = os.environ.get("SES_CONFIGURATION_SET")
+        configuration_set = get_settings().ses_configuration_set
         if configuration_set:
             params["ConfigurationSetName"] = configuration_set
         return params

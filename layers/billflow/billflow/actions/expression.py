@@ -42,9 +42,10 @@ from typing import Any
 from billflow.actions.base import ActionType
 from billflow.actions.field_update import fields_for
 from billflow.errors import ConfigurationError
-from billflow.logic.workflow import RunState
 from billflow.models.documents import DispatchResult
 from billflow.models.rules import Action
+from billflow.models.run import RunState
+from billflow.settings import get_settings
 
 OPTIONS = frozenset({"expression", "fields"})
 MAX_EXPRESSION_CHARS = 10_000
@@ -59,11 +60,11 @@ class ExpressionError(ConfigurationError):
 
 
 def _timeout_ms() -> int:
-    return int(os.environ.get("EXPRESSION_TIMEOUT_MS") or 1000)
+    return get_settings().expression_timeout_ms
 
 
 def _memory_bytes() -> int:
-    return int(os.environ.get("EXPRESSION_MEMORY_MB") or 128) * 1024 * 1024
+    return get_settings().expression_memory_mb * 1024 * 1024
 
 
 def _jsonata() -> Any:

@@ -17,10 +17,10 @@ from typing import Any
 from billflow.actions.base import ActionType
 from billflow.connectors import get_crm
 from billflow.errors import ConfigurationError
-from billflow.logic.templates import render
-from billflow.logic.workflow import RunState
 from billflow.models.documents import DispatchResult
 from billflow.models.rules import Action
+from billflow.models.run import RunState
+from billflow.rules.templates import render
 from billflow.storage.secrets import get_secret_store
 
 MAX_PER_RULE = 3

@@ -22,16 +22,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import unicodedata
 from typing import Any
 
 from billflow.actions.base import ActionType
-from billflow.errors import ConfigurationError, TransientError
-from billflow.logic.templates import render
-from billflow.logic.workflow import RunState
+from billflow.errors import ConfigurationError
 from billflow.models.documents import DispatchResult
 from billflow.models.rules import Action
+from billflow.models.run import RunState
+from billflow.rules.templates import render
+from billflow.settings import get_settings
+from billflow.storage.notifications import publish_notification
 
 SOURCE = "billflow.notifications"
 DETAIL_TYPE = "Notification"
@@ -41,7 +42,7 @@ MAX_MESSAGE_CHARS = 10_000  # an EventBridge entry is at most 256 KB; a notifica
 
 
 def topic_arn() -> str:
-    arn = os.environ.get("NOTIFICATION_TOPIC_ARN", "")
+    arn = get_settings().notification_topic_arn
     if not arn:
         raise ConfigurationError("notifications need NOTIFICATION_TOPIC_ARN (the SNS notifications topic)")
     return arn
@@ -71,29 +72,9 @@ class NotificationAction(ActionType):
         }
 
     def send(self, action: Action, request: dict[str, Any], state: RunState, key: str) -> DispatchResult:
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        from billflow.aws import client
-
         event, sns = self._requests(request, key)
-        try:
-            put = client("events").put_events(**event)
-            if put.get("FailedEntryCount"):
-                failure = (put.get("Entries") or [{}])[0]
-                raise TransientError(f"the event bus refused the notification: {failure.get('ErrorCode')}: "
-                                     f"{failure.get('ErrorMessage')}")
-            published = client("sns").publish(**sns)
-        except ClientError as err:
-            error = err.response.get("Error", {})
-            code = error.get("Code", "")
-            if code in ("NotFound", "NotFoundException", "ResourceNotFoundException", "InvalidParameter",
-                        "AuthorizationError", "AccessDeniedException"):
-                raise ConfigurationError(f"notification: {code}: {error.get('Message', err)}") from None
-            raise TransientError(f"notification: {code}: {error.get('Message', err)}") from None
-        except BotoCoreError as err:
-            raise TransientError(f"notification: {err}") from None
-        event_id = (put.get("Entries") or [{}])[0].get("EventId")
-        return DispatchResult(status="notified", external_id=published.get("MessageId"),
+        event_id, message_id = publish_notification(event, sns)
+        return DispatchResult(status="notified", external_id=message_id,
                               details={"event_id": event_id, "level": request["level"]})
 
     def preview(self, action: Action, request: dict[str, Any], state: RunState, key: str) -> list[dict[str, Any]]:
@@ -120,8 +101,6 @@ class NotificationAction(ActionType):
 
     # --- the two requests ----------------------------------------------------------------------------
     def _requests(self, request: dict[str, Any], key: str) -> tuple[dict[str, Any], dict[str, Any]]:
-        from billflow.settings import get_settings
-
         bus = get_settings().event_bus_name
         if not bus:
             raise ConfigurationError("notifications need EVENT_BUS_NAME (the billflow bus)")

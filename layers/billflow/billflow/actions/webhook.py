@@ -42,10 +42,10 @@ from typing import Any
 from billflow.actions.base import ActionType
 from billflow.connectors.webhook import check_url
 from billflow.errors import ConfigurationError
-from billflow.logic.templates import PLACEHOLDER, REFERENCE, render, text_of
-from billflow.logic.workflow import RunState
 from billflow.models.documents import DispatchResult
 from billflow.models.rules import Action
+from billflow.models.run import RunState
+from billflow.rules.templates import PLACEHOLDER, REFERENCE, render, text_of
 from billflow.signing import (
     BILLFLOW_SIGNATURE_HEADER,
     BILLFLOW_TIMESTAMP_HEADER,

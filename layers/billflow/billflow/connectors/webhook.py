@@ -9,7 +9,6 @@ asks for this one.
 from __future__ import annotations
 
 import json
-import os
 import time
 import urllib.parse
 from typing import Any
@@ -30,14 +29,13 @@ __all__ = ["SIGNATURE_HEADER", "TIMESTAMP_HEADER", "WebhookConnector", "check_ur
 # Seed 004: "Zoho Books only supports port numbers 80 and 443". billflow holds its production stage to that.
 ALLOWED_PORTS = frozenset({80, 443})
 PRODUCTION_STAGES = frozenset({"prod", "production"})
-_TRUE = frozenset({"1", "true", "yes", "on"})
 
 
 def ports_restricted() -> bool:
     """Production always; any other stage when WEBHOOK_RESTRICT_PORTS is set (to rehearse production)."""
     if get_settings().stage.lower() in PRODUCTION_STAGES:
         return True
-    return os.environ.get("WEBHOOK_RESTRICT_PORTS", "").strip().lower() in _TRUE
+    return get_settings().webhook_restrict_ports
 
 
 def check_url(url: str, target: str = "webhook") -> urllib.parse.SplitResult:

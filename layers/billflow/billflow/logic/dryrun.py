@@ -356,7 +356,7 @@ def _lookup(event: CrmEvent, rules: list[Rule], request: DryRunRequest) -> tuple
 
 def _stand_ins(rules: list[Rule]) -> dict[str, Any]:
     """{company: {name: "{company.name}"}, ...}: every lookup value the rules' placeholders read."""
-    from billflow.logic.templates import placeholders
+    from billflow.rules.templates import placeholders
 
     paths = {"company.name"}  # the customer's name on every billing document
     for rule in rules:

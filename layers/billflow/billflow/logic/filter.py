@@ -12,24 +12,22 @@ date makes them due (logic/schedule.py).
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from billflow.aws import client
 from billflow.logic.observe import mark_fired, observe_changes
-from billflow.logic.workflow import LogKeys, RunState
-from billflow.models.events import CrmEvent
+from billflow.logic.schedule import index_record, plan_timed
+from billflow.models.events import GENERIC_SOURCES, CrmEvent
 from billflow.models.rules import Rule, UsageAlert
-from billflow.observability import logger
+from billflow.models.run import LogKeys, RunState, utc_text
 from billflow.rules.engine import Clock, RuleVerdict, evaluate_rule, transition_held
 from billflow.settings import get_settings
 from billflow.storage import keys
+from billflow.storage.due_index import DueIndex, get_due_index
+from billflow.storage.executions import Executions, get_executions
 from billflow.storage.records import RecordStateStore
 from billflow.storage.rules import RuleStore
-
-_NO_LOOKUP = frozenset({"generic"})  # as logic.run.GENERIC_SOURCES: sources with no CRM behind them
 
 
 @dataclass
@@ -62,24 +60,27 @@ def match_rules(
     watched = set().union(*(r.watched_paths() for r in rules))
     changes = observe_changes(record_store, event, watched)
     # A source without a CRM has nothing to look up: its company/contact criteria read the record.
-    lookup: dict[str, Any] | None = {} if event.source in _NO_LOOKUP else None
+    lookup: dict[str, Any] | None = {} if event.source in GENERIC_SOURCES else None
     verdicts = [evaluate_rule(rule, event, changes, clock=Clock.for_rule(rule, lookup=lookup)) for rule in rules]
     return rules, verdicts
 
 
-def route_event(event: CrmEvent, rule_store: RuleStore, record_store: RecordStateStore) -> FilterOutcome:
+def route_event(
+    event: CrmEvent, rule_store: RuleStore, record_store: RecordStateStore,
+    executions: Executions | None = None, due_index: DueIndex | None = None,
+) -> FilterOutcome:
+    """Match the event; start one named execution per matched rule; index its date rules' due times."""
     stored = [r for r in rule_store.rules_for(event.tenant, event.source, event.object) if r.active]
     _, verdicts = match_rules(event, rule_store, record_store, stored)
     outcome = FilterOutcome(rules_considered=len(stored), verdicts=verdicts)
     dated = [r for r in stored if r.is_date_triggered]
     if dated:
-        from billflow.logic.schedule import get_due_index, index_record
-
-        outcome.indexed = index_record(event, dated, get_due_index())
+        outcome.indexed = index_record(event, dated, due_index or get_due_index())
     matched = [v for v in verdicts if v.matched]
     if not matched:
         return outcome
     tenant_settings = rule_store.tenant_settings(event.tenant)
+    executions = executions or get_executions()
     for verdict in matched:
         rule = verdict.rule
         if rule.trigger.when == "first_edit" and not mark_fired(record_store, event, rule.id):
@@ -87,7 +88,7 @@ def route_event(event: CrmEvent, rule_store: RuleStore, record_store: RecordStat
             continue
         state = build_run_state(event, verdict, tenant_settings.daily_limits, tenant_settings.usage_alert)
         name = state.execution_name
-        if start_execution(name, state):
+        if executions.start_run(state):
             outcome.started.append(name)
         else:
             outcome.duplicates.append(name)
@@ -98,8 +99,6 @@ def build_run_state(
     event: CrmEvent, verdict: RuleVerdict, daily_limits: dict[str, int], usage_alert: UsageAlert | None = None,
 ) -> RunState:
     """The run of a matched rule: the blocks that run (or may, pending Lookup), placed in time."""
-    from billflow.logic.schedule import plan_timed, utc_text
-
     settings = get_settings()
     rule = verdict.rule
     record_key = keys.record_pk(event.tenant, event.source, event.object, event.record_id)
@@ -129,19 +128,3 @@ def build_run_state(
         trigger_at=utc_text(trigger_at),
         usage_alert=usage_alert,
     )
-
-
-def start_execution(name: str, state: RunState) -> bool:
-    """True if started; False if Step Functions already has an execution of that name (a duplicate)."""
-    sfn = client("stepfunctions")
-    try:
-        sfn.start_execution(
-            stateMachineArn=get_settings().state_machine_arn,
-            name=name,
-            input=json.dumps(state.model_dump(mode="json")),
-        )
-    except sfn.exceptions.ExecutionAlreadyExists:
-        logger.info("duplicate transition refused by Step Functions", extra={"execution": name})
-        return False
-    logger.info("execution started", extra={"execution": name, "rule": state.rule.id})
-    return True

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from billflow.errors import NotFound, PayloadTooLarge, Unauthorized
-from billflow.models.events import CrmEvent
+from billflow.models.events import TENANT_ID, CrmEvent
 from billflow.settings import get_settings
 from billflow.sources import get_source
 from billflow.storage.bus import publish_events
 from billflow.storage.secrets import get_secret_store
-
-TENANT_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 
 
 @dataclass(frozen=True)

@@ -17,23 +17,20 @@ the failed and limited runs of the execution log (its by-status index) since the
 from __future__ import annotations
 
 import math
-import os
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from billflow.aws import client
-from billflow.logic.workflow import RunState
 from billflow.models.rules import FailureDigest
+from billflow.models.run import RunState
 from billflow.observability import logger
-from billflow.settings import get_settings
-from billflow.storage import keys
+from billflow.storage.alerts import send_alert
+from billflow.storage.counters import Counters, get_counters
+from billflow.storage.execution_log import ExecutionLog, get_execution_log, log_time
+from billflow.storage.rules import RuleStore
 
-ALERT_TTL_SECONDS = 3 * 86400
 DIGEST_STATUSES = ("failed", "limited")
 DIGEST_MAX_LINES = 50
-DIGEST_MAX_ITEMS = 1000
-SETTINGS_INDEX = "sk-index"
 _WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 
 
@@ -69,7 +66,7 @@ def _usage_alert(state: RunState, step: dict[str, Any], count: int) -> bool:
     counter = step["counter"]
     action_type = str(step.get("action_type", ""))
     day = str(counter.get("day") or counter["pk"].rsplit("#", 1)[-1])
-    if not _claim(f"{state.tenant}#usage-alert#{action_type}#{day}"):
+    if not get_counters().claim(f"{state.tenant}#usage-alert#{action_type}#{day}"):
         return False
     limit = int(counter["limit"])
     percent = state.usage_alert.threshold_percent
@@ -77,49 +74,11 @@ def _usage_alert(state: RunState, step: dict[str, Any], count: int) -> bool:
     message = (f"Tenant {state.tenant}: {count} of {limit} {action_type} sends allowed on {day} (UTC) are used, "
                f"the {percent}% threshold. Once {limit} are sent, further runs are limited until the next day. "
                f"Raise the limit in the tenant settings (daily_limits.{action_type}) if this is expected.")
-    notify(state.tenant, subject, message, {"status": "usage_threshold", "action_type": action_type},
-           state.usage_alert.recipients)
+    send_alert(state.tenant, subject, message, {"status": "usage_threshold", "action_type": action_type},
+               state.usage_alert.recipients)
     logger.info("usage threshold reached", extra={"tenant": state.tenant, "action_type": action_type,
                                                    "count": count, "limit": limit})
     return True
-
-
-def _claim(pk: str) -> bool:
-    """A marker in the counters table, put only if absent: True for the one caller that put it."""
-    ddb = client("dynamodb")
-    try:
-        ddb.put_item(
-            TableName=get_settings().counters_table,
-            Item={"pk": {"S": pk}, "expires_at": {"N": str(int(datetime.now(UTC).timestamp()) + ALERT_TTL_SECONDS)}},
-            ConditionExpression="attribute_not_exists(pk)",
-        )
-    except ddb.exceptions.ConditionalCheckFailedException:
-        return False
-    return True
-
-
-# ------------------------------------------------------------------------------------------- notifying
-def notify(tenant: str, subject: str, message: str, attributes: dict[str, str], recipients: list[str]) -> None:
-    """The failure topic (for whoever subscribes), and an email to the recipients when SES is set up."""
-    topic = get_settings().failure_topic_arn
-    if topic:
-        client("sns").publish(
-            TopicArn=topic, Subject=_ascii(subject)[:100], Message=message,
-            MessageAttributes={name: {"DataType": "String", "StringValue": value}
-                               for name, value in {"tenant": tenant, **attributes}.items() if value},
-        )
-    sender = os.environ.get("SES_FROM_ADDRESS")
-    if recipients and sender:
-        client("sesv2").send_email(
-            FromEmailAddress=sender,
-            Destination={"ToAddresses": recipients},
-            Content={"Simple": {"Subject": {"Data": subject, "Charset": "UTF-8"},
-                                "Body": {"Text": {"Data": message, "Charset": "UTF-8"}}}},
-        )
-
-
-def _ascii(text: str) -> str:
-    return "".join(ch if 32 <= ord(ch) < 127 else "?" for ch in text)
 
 
 # ------------------------------------------------------------------------------------------- failure digest
@@ -141,86 +100,27 @@ def digest_period(digest: FailureDigest) -> timedelta:
     return timedelta(days=7 if digest.frequency == "weekly" else 1)
 
 
-def tenants_with_settings() -> list[str]:
-    """Every tenant that has stored settings (the rules table's settings items, through sk-index)."""
-    ddb = client("dynamodb")
-    tenants: list[str] = []
-    paging: dict[str, Any] = {}
-    suffix = keys.settings_pk("")
-    while True:
-        page = ddb.query(TableName=get_settings().rules_table, IndexName=SETTINGS_INDEX,
-                         KeyConditionExpression="sk = :s", ExpressionAttributeValues={":s": {"S": keys.SETTINGS_SK}},
-                         **paging)
-        tenants.extend(i["pk"]["S"].removesuffix(suffix) for i in page["Items"])
-        if "LastEvaluatedKey" not in page:
-            return sorted(tenants)
-        paging = {"ExclusiveStartKey": page["LastEvaluatedKey"]}
-
-
-def send_failure_digests(now: datetime, rule_store: Any) -> list[str]:
+def send_failure_digests(
+    now: datetime, rule_store: RuleStore, counters: Counters | None = None, log: ExecutionLog | None = None,
+) -> list[str]:
     """Each tenant's digest whose time has come and was not sent yet; the tenants sent one."""
     sent: list[str] = []
-    for tenant in tenants_with_settings():
+    for tenant in rule_store.tenants_with_settings():
         digest = rule_store.tenant_settings(tenant).failure_digest
         if digest is None:
             continue
         instant = digest_instant(digest, now)
-        previous = _claim_digest(tenant, instant, digest_period(digest))
+        counters = counters or get_counters()
+        previous = counters.claim_digest(tenant, instant, digest_period(digest))
         if previous is None:
             continue
-        items = failures_between(tenant, previous, instant)
+        log = log or get_execution_log()
+        items = log.between(tenant, DIGEST_STATUSES, previous, instant)
         if items:
             subject, message = digest_text(tenant, digest, previous, instant, items)
-            notify(tenant, subject, message, {"status": "failure_digest"}, digest.recipients)
+            send_alert(tenant, subject, message, {"status": "failure_digest"}, digest.recipients)
             sent.append(tenant)
     return sent
-
-
-def _claim_digest(tenant: str, instant: datetime, period: timedelta) -> datetime | None:
-    """Claim the digest due at `instant`: the previous digest's time (where this one starts), or None if
-    another scheduler run already sent it."""
-    ddb = client("dynamodb")
-    at = instant.strftime("%Y-%m-%dT%H:%M:%SZ")
-    try:
-        answer = ddb.update_item(
-            TableName=get_settings().counters_table, Key={"pk": {"S": f"{tenant}#failure-digest"}},
-            UpdateExpression="SET #last = :at",
-            ConditionExpression="attribute_not_exists(#last) OR #last < :at",
-            ExpressionAttributeNames={"#last": "last"},
-            ExpressionAttributeValues={":at": {"S": at}},
-            ReturnValues="UPDATED_OLD",
-        )
-    except ddb.exceptions.ConditionalCheckFailedException:
-        return None
-    old = (answer.get("Attributes") or {}).get("last", {}).get("S")
-    return datetime.fromisoformat(old) if old else instant - period
-
-
-def failures_between(tenant: str, since: datetime, until: datetime) -> list[dict[str, Any]]:
-    """Failed and limited runs logged in (since, until], oldest first (the log's by-status index)."""
-    ddb = client("dynamodb")
-    found: list[dict[str, Any]] = []
-    low, high = _log_time(since), _log_time(until)
-    for status in DIGEST_STATUSES:
-        paging: dict[str, Any] = {}
-        while len(found) < DIGEST_MAX_ITEMS:
-            page = ddb.query(
-                TableName=get_settings().execution_log_table, IndexName="by-status",
-                KeyConditionExpression="status_key = :k AND sk BETWEEN :low AND :high",
-                ExpressionAttributeValues={":k": {"S": keys.log_status_key(tenant, status)},
-                                           ":low": {"S": low}, ":high": {"S": high}},
-                **paging,
-            )
-            found.extend({k: next(iter(v.values())) for k, v in item.items()} for item in page["Items"])
-            if "LastEvaluatedKey" not in page:
-                break
-            paging = {"ExclusiveStartKey": page["LastEvaluatedKey"]}
-    return sorted((i for i in found if str(i.get("sk", "")) > low), key=lambda i: str(i.get("sk", "")))
-
-
-def _log_time(instant: datetime) -> str:
-    """The execution log's sort keys start with the time, as the state machine writes it (ms, Z)."""
-    return instant.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
 
 
 def digest_text(tenant: str, digest: FailureDigest, since: datetime, until: datetime,
@@ -228,8 +128,8 @@ def digest_text(tenant: str, digest: FailureDigest, since: datetime, until: date
     failed = sum(1 for i in items if i.get("status") == "failed")
     limited = len(items) - failed
     subject = f"billflow: {failed} failed and {limited} limited run(s) for {tenant}"
-    lines = [f"Tenant {tenant}, {digest.frequency} failure digest: runs from {_log_time(since)} to "
-             f"{_log_time(until)} (UTC).", f"{failed} failed, {limited} limited.", ""]
+    lines = [f"Tenant {tenant}, {digest.frequency} failure digest: runs from {log_time(since)} to "
+             f"{log_time(until)} (UTC).", f"{failed} failed, {limited} limited.", ""]
     for item in items[:DIGEST_MAX_LINES]:
         record = str(item.get("record_key", "")).removeprefix(f"{tenant}#").replace("#", ":")
         lines.append(f"- {item.get('at', '')} {item.get('status')}: rule {item.get('rule_id')}, record {record}, "

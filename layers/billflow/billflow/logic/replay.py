@@ -13,14 +13,14 @@ from __future__ import annotations
 import json
 import re
 import time
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from billflow.aws import client
-from billflow.errors import ConfigurationError, InvalidRequest, NotFound
+from billflow.errors import InvalidRequest, NotFound
 from billflow.logic.admin import Conflict
+from billflow.models.run import RunState
 from billflow.settings import get_settings
+from billflow.storage.executions import Executions, get_executions
 from billflow.storage.rules import RuleStore
 
 REPLAYABLE = frozenset({"FAILED", "TIMED_OUT", "ABORTED"})
@@ -39,23 +39,16 @@ class ReplayAnswer(BaseModel):
     execution_arn: str
 
 
-def execution_arn(state_machine_arn: str, name: str) -> str:
-    return f"{state_machine_arn.replace(':stateMachine:', ':execution:', 1)}:{name}"
-
-
 def original_name(name: str) -> str:
     """The first run's name: a replay's name is the original's plus -r<N>."""
     return _REPLAY_SUFFIX.sub("", name)
 
 
-def replay(tenant: str, name: str, rule_store: RuleStore) -> ReplayAnswer:
+def replay(tenant: str, name: str, rule_store: RuleStore, executions: Executions | None = None) -> ReplayAnswer:
     if not EXECUTION_NAME.match(name):
         raise InvalidRequest(f"{name!r} is not an execution name (as `billflow log` shows them)")
-    machine = get_settings().state_machine_arn
-    if not machine:
-        raise ConfigurationError("STATE_MACHINE_ARN is not set for the admin function")
-    sfn = client("stepfunctions")
-    described = _describe(sfn, execution_arn(machine, name))
+    executions = executions or get_executions()
+    described = executions.describe(name)
     run = json.loads(described.get("input") or "{}") if described else {}
     if described is None or run.get("tenant") != tenant:
         # Another tenant's run is as unknown as a missing one.
@@ -69,8 +62,6 @@ def replay(tenant: str, name: str, rule_store: RuleStore) -> ReplayAnswer:
     settings = get_settings()
     base = original_name(name)
     # Through the model: a run started by an older state machine gets every field the current one carries.
-    from billflow.logic.workflow import RunState
-
     run = RunState.model_validate(run).model_dump(mode="json")
     run["daily_limits"] = rule_store.tenant_settings(tenant).daily_limits
     run["default_daily_limit"] = settings.default_daily_limit
@@ -80,21 +71,11 @@ def replay(tenant: str, name: str, rule_store: RuleStore) -> ReplayAnswer:
         new_name = f"{base}-r{attempt}"
         if len(new_name) > 80:
             raise InvalidRequest(f"run {name}: no room for a replay suffix in an 80-character name")
-        if _describe(sfn, execution_arn(machine, new_name)) is not None:
+        if executions.describe(new_name) is not None:
             continue
         run["execution_name"] = new_name
-        try:
-            started = sfn.start_execution(stateMachineArn=machine, name=new_name, input=json.dumps(run))
-        except sfn.exceptions.ExecutionAlreadyExists:
+        if not executions.start(new_name, run):
             continue  # another replay took this number a moment ago
         return ReplayAnswer(execution=new_name, replay_of=name, original_status=status,
-                            original_error=described.get("error"), execution_arn=started["executionArn"])
+                            original_error=described.get("error"), execution_arn=executions.arn(new_name))
     raise Conflict(f"run {base} was replayed {MAX_REPLAYS} times already")
-
-
-def _describe(sfn: Any, arn: str) -> dict[str, Any] | None:
-    try:
-        answer: dict[str, Any] = sfn.describe_execution(executionArn=arn)
-    except sfn.exceptions.ExecutionDoesNotExist:
-        return None
-    return answer

@@ -24,17 +24,22 @@ from zoneinfo import ZoneInfo
 from billflow.actions import get_action_type
 from billflow.connectors import get_crm
 from billflow.errors import TransientError
-from billflow.logic.workflow import RunState
+from billflow.logic.limits import alert_at, check_usage
+from billflow.logic.schedule import RESCHEDULE_TOLERANCE, group_due, occurrence_after, plan_timed, trigger_zone
 from billflow.models.documents import DispatchResult
+from billflow.models.events import GENERIC_SOURCES
 from billflow.models.rules import DOCUMENT_ACTIONS, LOOKUP_ROOTS, Action, DateTrigger
+from billflow.models.run import RunState, parse_utc, utc_text
 from billflow.observability import logger
+from billflow.rules.engine import Clock, evaluate_block, evaluate_blocks
+from billflow.rules.paths import MISSING, get_path
 from billflow.storage import keys
 from billflow.storage.execution_log import log_item
+from billflow.storage.idempotency import once
 from billflow.storage.secrets import Connection, get_secret_store
 
 COUNTER_TTL_SECONDS = 3 * 86400
 MAX_RETRY_AFTER_ROUNDS = 5
-GENERIC_SOURCES = frozenset({"generic"})
 
 
 def crm_connection(state: RunState) -> Connection:
@@ -95,8 +100,6 @@ def plan_next(state: RunState, now: datetime | None = None) -> dict[str, Any]:
         },
     }
     if state.usage_alert is not None:
-        from billflow.logic.limits import alert_at
-
         step["counter"]["alert_at"] = str(alert_at(limit, state.usage_alert.threshold_percent))
     # Write-back stores the document id on the record and/or the matched customer on the company.
     if action.type in DOCUMENT_ACTIONS and (action.write_back_field or action.options.get("customer_id_field")):
@@ -136,10 +139,6 @@ def decide(state: RunState, now: datetime | None = None) -> dict[str, Any]:
     The whole run comes back, with its blocks, immediate and time-based actions chosen, and
     decision.matched; when none holds, decision.log_item says why (status not_matched) and the run ends.
     """
-    from billflow.logic.schedule import occurrence_after, parse_utc, plan_timed, trigger_zone, utc_text
-    from billflow.rules.engine import Clock, evaluate_blocks
-    from billflow.rules.paths import MISSING, get_path
-
     rule = state.rule
     if state.refresh_record and state.lookup.get("record") is None and "record" in state.lookup:
         return _not_matched(state, "the record no longer exists in the CRM")
@@ -179,9 +178,6 @@ def resume(state: RunState, now: datetime | None = None) -> dict[str, Any]:
     transition holds if the field still has the value it changed to); if they fail, its actions are
     skipped and logged so. The whole run comes back; resumed.log_item is what to log, if anything.
     """
-    from billflow.logic.schedule import RESCHEDULE_TOLERANCE, group_due, parse_utc, utc_text
-    from billflow.rules.engine import Clock, evaluate_block
-
     position = state.waited
     group = state.timed[position]
     rule = state.rule
@@ -236,8 +232,6 @@ def dispatch(
     key = f"{state.execution_key}:{step['index']}"
     attempt = int((previous or {}).get("attempt", 0)) + 1
     if counted and previous is None:
-        from billflow.logic.limits import check_usage
-
         check_usage(state, step, counted)
     try:
         result = send_once(state, action, step["request"], key)
@@ -258,8 +252,6 @@ def dispatch(
 
 def send_once(state: RunState, action: Action, request: dict[str, Any], key: str) -> DispatchResult:
     """The send, made idempotent by its key: a retried task returns the first answer, sends nothing."""
-    from billflow.storage.idempotency import once
-
     return once(key, lambda: get_action_type(action.type).send(action, request, state, key))
 
 

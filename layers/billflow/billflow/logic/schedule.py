@@ -19,8 +19,6 @@ past when the record is indexed does not fire.
 from __future__ import annotations
 
 import calendar
-import contextlib
-import json
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, tzinfo
@@ -28,35 +26,25 @@ from datetime import time as dt_time
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from billflow.aws import client
-from billflow.logic.workflow import LogKeys, RunState, TimedGroup
-from billflow.models.events import CrmEvent
+from billflow.logic.limits import send_failure_digests
+from billflow.models.events import GENERIC_SOURCES, CrmEvent
 from billflow.models.rules import MAX_WAIT_DAYS, DateTrigger, Rule, TenantSettings, TimeBasedActions
+from billflow.models.run import LogKeys, RunState, TimedGroup, utc_text
 from billflow.rules.comparators import field_moment, instant_of
 from billflow.rules.paths import MISSING, get_path
+from billflow.settings import get_settings
 from billflow.storage import keys
+from billflow.storage.counters import Checkpoint, get_checkpoint
+from billflow.storage.due_index import DueIndex, DueItem, get_due_index
+from billflow.storage.executions import Executions, get_executions
+from billflow.storage.rules import RuleStore, get_rule_store
 
-DUE_INDEX = "by-due"
-DUE_SHARDS = 4  # items due in one hour are spread over this many index partitions
-CHECKPOINT_PK = "scheduler#due"
 MAX_CATCH_UP = timedelta(days=31)  # a scheduler that was off longer catches up this far back at most
 FIRST_WINDOW = timedelta(hours=1)
-DUE_ITEM_TTL = timedelta(days=7)  # a fired once-only item lingers this long after its instant
-MAX_SNAPSHOT_BYTES = 64 * 1024  # the record kept for runs of sources without a CRM to fetch it from
 RESCHEDULE_TOLERANCE = timedelta(seconds=60)
 
 
 # ------------------------------------------------------------------------------------------- instants
-def utc_text(instant: datetime) -> str:
-    """The form Step Functions' Wait TimestampPath takes: UTC, whole seconds, Z."""
-    return instant.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_utc(text: str) -> datetime:
-    parsed = datetime.fromisoformat(text)
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
 def at_time_of_day(instant: datetime, at: str, zone: tzinfo) -> datetime:
     """The same local day as `instant` in `zone`, at HH:MM there (a time DST skips moves forward)."""
     hour, minute = (int(part) for part in at.split(":"))
@@ -153,123 +141,6 @@ def occurrence_after(trigger: DateTrigger, value: Any, zone: tzinfo, after: date
 
 
 # ------------------------------------------------------------------------------------------- the due index
-def due_pk(record_key: str, rule_id: str) -> str:
-    return f"{record_key}#due#{rule_id}"
-
-
-def due_hour(instant: datetime, pk: str) -> str:
-    """The index partition: the UTC hour, and a shard of the item's key."""
-    shard = sum(pk.encode()) % DUE_SHARDS
-    return f"{instant.astimezone(UTC).strftime('%Y-%m-%dT%H')}#{shard}"
-
-
-@dataclass(frozen=True)
-class DueItem:
-    pk: str
-    tenant: str
-    rule_id: str
-    source: str
-    object: str
-    record_id: str
-    field: str
-    value: Any
-    due: datetime
-    record: dict[str, Any]
-
-
-class DueIndex:
-    """Items of the records table saying when a (date rule, record) pair is next due."""
-
-    def __init__(self, table: str) -> None:
-        self._table = table
-
-    def put(self, event: CrmEvent, rule: Rule, due: datetime) -> None:
-        assert isinstance(rule.trigger, DateTrigger)
-        record_key = keys.record_pk(event.tenant, event.source, event.object, event.record_id)
-        pk = due_pk(record_key, rule.id)
-        snapshot = json.dumps(event.record, default=str)
-        item = {
-            "pk": {"S": pk},
-            "due_hour": {"S": due_hour(due, pk)},
-            "due_at": {"S": utc_text(due)},
-            "tenant": {"S": event.tenant},
-            "rule_id": {"S": rule.id},
-            "source": {"S": event.source},
-            "object": {"S": event.object},
-            "record_id": {"S": event.record_id},
-            "field": {"S": rule.trigger.field},
-            "value": {"S": json.dumps(get_path(event.record, rule.trigger.field), default=str)},
-            "expires_at": {"N": str(int((due + DUE_ITEM_TTL).timestamp()))},
-        }
-        if len(snapshot) <= MAX_SNAPSHOT_BYTES:
-            item["record"] = {"S": snapshot}
-        client("dynamodb").put_item(TableName=self._table, Item=item)
-
-    def remove(self, record_key: str, rule_id: str, only_if_due: datetime | None = None) -> None:
-        ddb = client("dynamodb")
-        kwargs: dict[str, Any] = {"TableName": self._table, "Key": {"pk": {"S": due_pk(record_key, rule_id)}}}
-        if only_if_due is not None:
-            kwargs["ConditionExpression"] = "due_at = :due"
-            kwargs["ExpressionAttributeValues"] = {":due": {"S": utc_text(only_if_due)}}
-        # ConditionalCheckFailed: re-indexed meanwhile, the new instant stands
-        with contextlib.suppress(ddb.exceptions.ConditionalCheckFailedException):
-            ddb.delete_item(**kwargs)
-
-    def move(self, item: DueItem, to: datetime) -> None:
-        """A repeating rule's item on to its next instant, unless an event re-indexed it meanwhile."""
-        ddb = client("dynamodb")
-        with contextlib.suppress(ddb.exceptions.ConditionalCheckFailedException):
-            ddb.update_item(
-                TableName=self._table, Key={"pk": {"S": item.pk}},
-                UpdateExpression="SET due_at = :to, due_hour = :hour, expires_at = :ttl",
-                ConditionExpression="due_at = :from",
-                ExpressionAttributeValues={
-                    ":to": {"S": utc_text(to)}, ":hour": {"S": due_hour(to, item.pk)},
-                    ":from": {"S": utc_text(item.due)}, ":ttl": {"N": str(int((to + DUE_ITEM_TTL).timestamp()))},
-                },
-            )
-
-    def due_between(self, since: datetime, until: datetime) -> list[DueItem]:
-        """Items due in (since, until], from the hour partitions that window touches."""
-        ddb = client("dynamodb")
-        start, end = utc_text(since + timedelta(seconds=1)), utc_text(until)
-        hour = since.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
-        found: list[DueItem] = []
-        while hour <= until:
-            for shard in range(DUE_SHARDS):
-                paging: dict[str, Any] = {}
-                while True:
-                    page = ddb.query(
-                        TableName=self._table, IndexName=DUE_INDEX,
-                        KeyConditionExpression="due_hour = :h AND due_at BETWEEN :from AND :to",
-                        ExpressionAttributeValues={":h": {"S": f"{hour.strftime('%Y-%m-%dT%H')}#{shard}"},
-                                                   ":from": {"S": start}, ":to": {"S": end}},
-                        **paging,
-                    )
-                    found.extend(_due_item(i) for i in page["Items"])
-                    if "LastEvaluatedKey" not in page:
-                        break
-                    paging = {"ExclusiveStartKey": page["LastEvaluatedKey"]}
-            hour += timedelta(hours=1)
-        return found
-
-
-def _due_item(item: dict[str, Any]) -> DueItem:
-    text = {k: v.get("S", "") for k, v in item.items()}
-    return DueItem(
-        pk=text["pk"], tenant=text["tenant"], rule_id=text["rule_id"], source=text["source"],
-        object=text["object"], record_id=text["record_id"], field=text["field"],
-        value=json.loads(text.get("value") or "null"), due=parse_utc(text["due_at"]),
-        record=json.loads(text["record"]) if text.get("record") else {},
-    )
-
-
-def get_due_index() -> DueIndex:
-    from billflow.settings import get_settings
-
-    return DueIndex(get_settings().records_table)
-
-
 def index_record(event: CrmEvent, rules: list[Rule], index: DueIndex, now: datetime | None = None) -> int:
     """Remember when each active date rule of the event's object is next due for its record; the count.
 
@@ -311,45 +182,21 @@ class SchedulerRun:
                 "errors": self.errors}
 
 
-class Checkpoint:
-    """Where the previous scheduler run stopped (an item of the counters table); it only moves forward."""
-
-    def __init__(self, table: str) -> None:
-        self._table = table
-
-    def read(self) -> datetime | None:
-        item = client("dynamodb").get_item(TableName=self._table, Key={"pk": {"S": CHECKPOINT_PK}},
-                                           ConsistentRead=True).get("Item")
-        return parse_utc(item["until"]["S"]) if item else None
-
-    def advance(self, until: datetime) -> None:
-        ddb = client("dynamodb")
-        # ConditionalCheckFailed: a later run already went further
-        with contextlib.suppress(ddb.exceptions.ConditionalCheckFailedException):
-            ddb.update_item(
-                TableName=self._table, Key={"pk": {"S": CHECKPOINT_PK}},
-                UpdateExpression="SET #until = :until",
-                ConditionExpression="attribute_not_exists(#until) OR #until < :until",
-                ExpressionAttributeNames={"#until": "until"},
-                ExpressionAttributeValues={":until": {"S": utc_text(until)}},
-            )
-
-
 def window(now: datetime, checkpoint: datetime | None) -> tuple[datetime, datetime]:
     since = checkpoint if checkpoint is not None else now - FIRST_WINDOW
     return max(since, now - MAX_CATCH_UP), now
 
 
-def run_scheduler(now: datetime, *, digests: bool = True) -> SchedulerRun:
+def run_scheduler(
+    now: datetime, *, digests: bool = True, rule_store: RuleStore | None = None, index: DueIndex | None = None,
+    executions: Executions | None = None, checkpoint: Checkpoint | None = None,
+) -> SchedulerRun:
     """Start the runs of date-triggered rules due since the previous run; then send failure digests."""
-    from billflow.settings import get_settings
-    from billflow.storage.rules import get_rule_store
-
-    checkpoint = Checkpoint(get_settings().counters_table)
+    checkpoint = checkpoint or get_checkpoint()
     since, until = window(now, checkpoint.read())
     run = SchedulerRun(since=utc_text(since), until=utc_text(until))
-    index = get_due_index()
-    rule_store = get_rule_store()
+    index = index or get_due_index()
+    rule_store = rule_store or get_rule_store()
     rules: dict[tuple[str, str, str], dict[str, Rule]] = {}
     tenants: dict[str, TenantSettings] = {}
     items = index.due_between(since, until)
@@ -361,12 +208,11 @@ def run_scheduler(now: datetime, *, digests: bool = True) -> SchedulerRun:
         if item.tenant not in tenants:
             tenants[item.tenant] = rule_store.tenant_settings(item.tenant)
         try:
-            fire(item, rules[scope].get(item.rule_id), tenants[item.tenant], index, (since, until), now, run)
+            fire(item, rules[scope].get(item.rule_id), tenants[item.tenant], index, (since, until), now, run,
+                 executions)
         except Exception as exc:  # one bad item must not hold up the others; the window is redone
             run.errors.append(f"{item.pk}: {type(exc).__name__}: {exc}")
     if digests:
-        from billflow.logic.limits import send_failure_digests
-
         try:
             run.digests = send_failure_digests(now, rule_store)
         except Exception as exc:
@@ -377,10 +223,9 @@ def run_scheduler(now: datetime, *, digests: bool = True) -> SchedulerRun:
 
 
 def fire(item: DueItem, rule: Rule | None, settings: TenantSettings, index: DueIndex,
-         window: tuple[datetime, datetime], now: datetime, run: SchedulerRun) -> None:
+         window: tuple[datetime, datetime], now: datetime, run: SchedulerRun,
+         executions: Executions | None = None) -> None:
     """Start the run of one due item (named after rule, record and instant), then move or drop the item."""
-    from billflow.logic.filter import start_execution
-
     since, until = window
     record_key = keys.record_pk(item.tenant, item.source, item.object, item.record_id)
     if rule is None or not rule.active or not isinstance(rule.trigger, DateTrigger) \
@@ -399,7 +244,7 @@ def fire(item: DueItem, rule: Rule | None, settings: TenantSettings, index: DueI
             index.move(item, following)
         return
     state = date_run_state(item, rule, due, settings, now)
-    if start_execution(state.execution_name, state):
+    if (executions or get_executions()).start_run(state):
         run.started.append(state.execution_name)
     else:
         run.duplicates.append(state.execution_name)
@@ -412,9 +257,6 @@ def fire(item: DueItem, rule: Rule | None, settings: TenantSettings, index: DueI
 
 def date_run_state(item: DueItem, rule: Rule, due: datetime, tenant: TenantSettings, now: datetime) -> RunState:
     """The run of a date-triggered rule: Lookup fetches the record, the criteria are decided on it."""
-    from billflow.logic.run import GENERIC_SOURCES
-    from billflow.settings import get_settings
-
     assert isinstance(rule.trigger, DateTrigger)
     settings = get_settings()
     due_text = utc_text(due)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any, Literal
 
@@ -12,6 +13,10 @@ RecordAction = Literal["created", "updated", "deleted"]
 # EventBridge attributes of a normalised event: the bus rule in template.yaml matches on these.
 EVENT_SOURCE = "billflow.ingest"
 EVENT_DETAIL_TYPE = "CrmEvent"
+# A tenant id names the tenant in webhook URLs, table keys and secret names: short, lower case, no slashes.
+TENANT_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+# Sources with no CRM behind them: nothing to look up or fetch again, criteria read the record itself.
+GENERIC_SOURCES = frozenset({"generic"})
 
 
 class CrmEvent(BaseModel):

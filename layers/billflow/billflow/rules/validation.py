@@ -8,12 +8,12 @@ from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ValidationError
 
-from billflow.logic.templates import normalise, placeholders, references
 from billflow.models.rules import DOCUMENT_ACTIONS, OTHER_ACTIONS, Action, Rule
 from billflow.rules import comparators
 from billflow.rules.pattern import PatternError, parse_pattern
+from billflow.rules.templates import normalise, placeholders, references
 
-# Where placeholders may read from (the run's context, see logic.workflow.RunState.context).
+# Where placeholders may read from (the run's context, see models.run.RunState.context).
 PLACEHOLDER_ROOTS = frozenset(
     {"record", "event", "company", "contact", "line_items", "results", "dispatch", "rule"}
 )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
+from functools import cache
 from typing import Any
 
 from billflow.aws import client
@@ -13,6 +14,7 @@ from billflow.storage import keys
 BY_RULE = "by-rule"
 BY_RECORD = "by-record"
 BY_STATUS = "by-status"
+DIGEST_MAX_ITEMS = 1000
 
 
 def log_item(
@@ -79,5 +81,38 @@ class ExecutionLog:
         return [_plain(i) for i in client("dynamodb").query(**kwargs)["Items"]]
 
 
+    def between(self, tenant: str, statuses: tuple[str, ...], since: datetime, until: datetime,
+                most: int = DIGEST_MAX_ITEMS) -> list[dict[str, Any]]:
+        """Items of these statuses logged in (since, until], oldest first (the by-status index)."""
+        ddb = client("dynamodb")
+        found: list[dict[str, Any]] = []
+        low, high = log_time(since), log_time(until)
+        for status in statuses:
+            paging: dict[str, Any] = {}
+            while len(found) < most:
+                page = ddb.query(
+                    TableName=self._table, IndexName=BY_STATUS,
+                    KeyConditionExpression="status_key = :k AND sk BETWEEN :low AND :high",
+                    ExpressionAttributeValues={":k": {"S": keys.log_status_key(tenant, status)},
+                                               ":low": {"S": low}, ":high": {"S": high}},
+                    **paging,
+                )
+                found.extend({k: next(iter(v.values())) for k, v in item.items()} for item in page["Items"])
+                if "LastEvaluatedKey" not in page:
+                    break
+                paging = {"ExclusiveStartKey": page["LastEvaluatedKey"]}
+        return sorted((i for i in found if str(i.get("sk", "")) > low), key=lambda i: str(i.get("sk", "")))
+
+
+def log_time(instant: datetime) -> str:
+    """The log's sort keys start with the time, as the state machine writes it (ms, Z)."""
+    return instant.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+
+@cache
+def _execution_log(table: str) -> ExecutionLog:
+    return ExecutionLog(table)
+
+
 def get_execution_log() -> ExecutionLog:
-    return ExecutionLog(get_settings().execution_log_table)
+    return _execution_log(get_settings().required("execution_log_table"))

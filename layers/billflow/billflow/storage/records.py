@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
 from billflow.aws import client
@@ -69,5 +70,10 @@ class RecordStateStore:
         return True
 
 
+@cache
+def _record_store(table: str) -> RecordStateStore:
+    return RecordStateStore(table)
+
+
 def get_record_store() -> RecordStateStore:
-    return RecordStateStore(get_settings().records_table)
+    return _record_store(get_settings().required("records_table"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from functools import cache
 from typing import Any
 
 from billflow.aws import client
@@ -11,6 +12,7 @@ from billflow.settings import get_settings
 from billflow.storage import keys
 
 TENANT_INDEX = "tenant-index"
+SETTINGS_INDEX = "sk-index"
 
 
 class RuleStore:
@@ -90,6 +92,13 @@ class RuleStore:
             },
         )
 
+    def tenants_with_settings(self) -> list[str]:
+        """Every tenant that has stored settings (the settings items, through sk-index)."""
+        suffix = keys.settings_pk("")
+        items = self._query(IndexName=SETTINGS_INDEX, KeyConditionExpression="sk = :s",
+                            ExpressionAttributeValues={":s": {"S": keys.SETTINGS_SK}})
+        return sorted(i["pk"]["S"].removesuffix(suffix) for i in items)
+
     def _query(self, **kwargs: Any) -> list[dict[str, Any]]:
         ddb = client("dynamodb")
         items: list[dict[str, Any]] = []
@@ -103,8 +112,13 @@ class RuleStore:
                 return items
 
 
+@cache
+def _rule_store(table: str) -> RuleStore:
+    return RuleStore(table)
+
+
 def get_rule_store() -> RuleStore:
-    return RuleStore(get_settings().rules_table)
+    return _rule_store(get_settings().required("rules_table"))
 
 
 def rule_document(rule: Rule) -> dict[str, Any]:

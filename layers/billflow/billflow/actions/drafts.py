@@ -6,10 +6,10 @@ from typing import Any
 
 from billflow.countries import country_code
 from billflow.errors import ConfigurationError
-from billflow.logic.templates import render
 from billflow.models.documents import Address, CustomerInfo, InvoiceDraft, LineItem
 from billflow.models.rules import Action
 from billflow.money import micros_to_minor
+from billflow.rules.templates import render
 
 # Options a rule may give a document action; the rest go to the connector untouched.
 _MAPPING_OPTIONS = {"description", "currency", "customer_id_field", "days_until_due", "memo", "reference"}

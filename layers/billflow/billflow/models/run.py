@@ -12,12 +12,23 @@ action is always number len(results) of that sequence. `waited` counts the group
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from billflow.models.events import CrmEvent
 from billflow.models.rules import Action, Rule, UsageAlert
+
+
+def utc_text(instant: datetime) -> str:
+    """The form Step Functions' Wait TimestampPath takes: UTC, whole seconds, Z."""
+    return instant.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_utc(text: str) -> datetime:
+    parsed = datetime.fromisoformat(text)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 class LogKeys(BaseModel):

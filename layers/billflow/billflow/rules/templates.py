@@ -29,6 +29,7 @@ from decimal import Decimal
 from typing import Any
 
 from billflow.errors import ConfigurationError
+from billflow.money import minor_unit_exponent
 from billflow.rules.paths import MISSING, get_path
 
 PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][\w.]*)\s*\}\}")
@@ -192,8 +193,6 @@ def _composite_text(value: Mapping[str, Any]) -> str | None:
 def _amount_text(micros: Any, currency: Any) -> str:
     if micros is None or isinstance(micros, bool):
         return ""
-    from billflow.money import minor_unit_exponent
-
     code = str(currency or "")
     exponent = minor_unit_exponent(code) if code else 2
     try:

@@ -1,0 +1,61 @@
+"""Step Functions executions of the billflow state machine: one per run, named after its transition, so
+Step Functions itself refuses a second run of one transition."""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from typing import Any
+
+from billflow.aws import client
+from billflow.models.run import RunState
+from billflow.observability import logger
+from billflow.settings import get_settings
+
+
+def execution_arn(state_machine_arn: str, name: str) -> str:
+    return f"{state_machine_arn.replace(':stateMachine:', ':execution:', 1)}:{name}"
+
+
+class Executions:
+    def __init__(self, state_machine_arn: str) -> None:
+        self.state_machine_arn = state_machine_arn
+
+    def arn(self, name: str) -> str:
+        return execution_arn(self.state_machine_arn, name)
+
+    def start(self, name: str, document: dict[str, Any]) -> bool:
+        """True if started; False if Step Functions already has an execution of that name."""
+        sfn = client("stepfunctions")
+        try:
+            sfn.start_execution(stateMachineArn=self.state_machine_arn, name=name, input=json.dumps(document))
+        except sfn.exceptions.ExecutionAlreadyExists:
+            return False
+        return True
+
+    def start_run(self, state: RunState) -> bool:
+        """Start the run under its execution name; False if that transition already has one (a duplicate)."""
+        name = state.execution_name
+        if not self.start(name, state.model_dump(mode="json")):
+            logger.info("duplicate transition refused by Step Functions", extra={"execution": name})
+            return False
+        logger.info("execution started", extra={"execution": name, "rule": state.rule.id})
+        return True
+
+    def describe(self, name: str) -> dict[str, Any] | None:
+        """DescribeExecution of the named run (status, input, error), or None when there is none."""
+        sfn = client("stepfunctions")
+        try:
+            answer: dict[str, Any] = sfn.describe_execution(executionArn=self.arn(name))
+        except sfn.exceptions.ExecutionDoesNotExist:
+            return None
+        return answer
+
+
+@cache
+def _executions(state_machine_arn: str) -> Executions:
+    return Executions(state_machine_arn)
+
+
+def get_executions() -> Executions:
+    return _executions(get_settings().required("state_machine_arn"))
