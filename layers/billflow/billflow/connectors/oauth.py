@@ -27,7 +27,6 @@ Connection settings: client_id, client_secret, refresh_token, access_token, acce
 from __future__ import annotations
 
 import base64
-import json
 import logging
 import threading
 import time
@@ -38,7 +37,8 @@ from urllib.parse import urlencode
 
 from billflow.connectors import http
 from billflow.errors import AuthorizationRevoked, ConfigurationError, TargetRejected, TransientError
-from billflow.storage.secrets import Connection
+from billflow.storage.locks import Lease
+from billflow.storage.secrets import Connection, read_secret, write_secret
 
 logger = logging.getLogger(__name__)
 
@@ -157,28 +157,17 @@ class SecretsManagerTokenStore(TokenStore):
         if pending is not None:
             self.write(connection, pending)  # a rotated token this process still holds is the newest
             return dict(pending)
-        from billflow.aws import client
-
-        sm = client("secretsmanager")
-        try:
-            raw = sm.get_secret_value(SecretId=secret_id)["SecretString"]
-        except sm.exceptions.ResourceNotFoundException:
-            raise ConfigurationError(f"connection {connection.name!r}: its secret is gone") from None
-        except sm.exceptions.InternalServiceError as exc:
-            raise TransientError("Secrets Manager is unavailable") from exc
-        doc = json.loads(raw)
+        doc = read_secret(secret_id)
+        if doc is None:
+            raise ConfigurationError(f"connection {connection.name!r}: its secret is gone")
         if not isinstance(doc, dict):
             raise ConfigurationError(f"connection {connection.name!r}: its secret is not a JSON object")
         return doc
 
     def write(self, connection: Connection, settings: Settings) -> None:
-        from billflow.aws import client
-        from billflow.storage.secrets import get_secret_store
-
         secret_id = self._secret_id(connection)
-        sm = client("secretsmanager")
         try:
-            sm.put_secret_value(SecretId=secret_id, SecretString=json.dumps(settings, sort_keys=True))
+            write_secret(secret_id, settings)  # the next SecretStore read sees the new tokens
         except Exception as exc:
             # Keep the refreshed tokens: a rotated refresh token exists nowhere else. The next read in
             # this process stores them again before anything else is tried.
@@ -190,14 +179,11 @@ class SecretsManagerTokenStore(TokenStore):
                 from exc
         with self._guard:
             self._unsaved.pop(secret_id, None)
-        get_secret_store().forget(secret_id)  # the next SecretStore read sees the new tokens
 
     def _refresh_exclusively(
         self, connection: Connection, needs_refresh: Callable[[Settings], bool],
         do_refresh: Callable[[Settings], Settings],
     ) -> Settings:
-        from billflow.storage.locks import Lease
-
         lease = Lease(self._secret_id(connection), ttl_seconds=self.lease_ttl_seconds)
         deadline = time.monotonic() + self.wait_seconds
         pause = self.poll_seconds

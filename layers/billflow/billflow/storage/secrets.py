@@ -1,4 +1,5 @@
-"""Connection credentials and signing secrets, from Secrets Manager, cached briefly per container.
+"""Connection credentials and signing secrets, from Secrets Manager, cached briefly per container
+(Powertools Parameters' cache).
 
 Names: {prefix}/{tenant}/source/{source} holds {"signing_secret": ...};
 {prefix}/{tenant}/connection/{name} holds {"type": "stripe", ...settings}.
@@ -8,9 +9,8 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from billflow.aws import client
 from billflow.errors import ConfigurationError, TransientError
@@ -33,18 +33,30 @@ class Connection:
         return value
 
 
+SecretKind = Literal["source", "connection"]
+
+
+def secret_name(tenant: str, kind: SecretKind, name: str, prefix: str | None = None) -> str:
+    """The one place a secret's name is built: {prefix}/{tenant}/{kind}/{name} (prefix: SECRETS_PREFIX)."""
+    base = (get_settings().secrets_prefix if prefix is None else prefix).rstrip("/")
+    return f"{base}/{tenant}/{kind}/{name}"
+
+
 class SecretStore:
+    """Secret documents through Powertools Parameters: one cache per container, shared with every other
+    Parameters call, each value kept for `cache_seconds` (SECRETS_CACHE_SECONDS)."""
+
     def __init__(self, prefix: str, cache_seconds: int) -> None:
         self._prefix = prefix.rstrip("/")
         self._cache_seconds = cache_seconds
-        self._cache: dict[str, tuple[float, dict[str, Any]]] = {}
+        self._stale: set[str] = set()  # forgotten: the next read goes to Secrets Manager
         self._lock = threading.Lock()
 
     def source_secret_id(self, tenant: str, source: str) -> str:
-        return f"{self._prefix}/{tenant}/source/{source}"
+        return secret_name(tenant, "source", source, self._prefix)
 
     def connection_secret_id(self, tenant: str, name: str) -> str:
-        return f"{self._prefix}/{tenant}/connection/{name}"
+        return secret_name(tenant, "connection", name, self._prefix)
 
     def signing_secret(self, tenant: str, source: str) -> str | None:
         doc = self._get(self.source_secret_id(tenant, source))
@@ -63,30 +75,70 @@ class SecretStore:
 
     def forget(self, secret_id: str) -> None:
         with self._lock:
-            self._cache.pop(secret_id, None)
+            self._stale.add(secret_id)
 
     def _get(self, secret_id: str) -> dict[str, Any] | None:
-        now = time.monotonic()
+        # deferred: Parameters imports boto3, which a function that reads no secret never needs
+        from aws_lambda_powertools.utilities.parameters import GetParameterError, get_secret
+
+        _use_billflow_client()
         with self._lock:
-            hit = self._cache.get(secret_id)
-        if hit and now - hit[0] < self._cache_seconds:
-            return hit[1]
-        sm = client("secretsmanager")
+            stale = secret_id in self._stale
+            self._stale.discard(secret_id)
         try:
-            raw = sm.get_secret_value(SecretId=secret_id)["SecretString"]
-        except sm.exceptions.ResourceNotFoundException:
-            return None
-        except sm.exceptions.InternalServiceError as exc:
-            raise TransientError("Secrets Manager is unavailable") from exc
+            raw = get_secret(secret_id, max_age=self._cache_seconds, force_fetch=stale)
+        except GetParameterError as exc:
+            code = _error_code(exc)
+            if code == "ResourceNotFoundException":
+                return None
+            if code == "InternalServiceError":
+                raise TransientError("Secrets Manager is unavailable") from exc
+            raise
         try:
             doc = json.loads(raw)
         except ValueError:
             raise ConfigurationError(f"secret {secret_id} is not a JSON object") from None
         if not isinstance(doc, dict):
             raise ConfigurationError(f"secret {secret_id} is not a JSON object")
-        with self._lock:
-            self._cache[secret_id] = (now, doc)
         return doc
+
+
+def read_secret(secret_id: str) -> Any:
+    """A secret's JSON value read now, past every cache (a rotating OAuth token); None when there is no such
+    secret. TransientError when Secrets Manager fails."""
+    sm = client("secretsmanager")
+    try:
+        raw = sm.get_secret_value(SecretId=secret_id)["SecretString"]
+    except sm.exceptions.ResourceNotFoundException:
+        return None
+    except sm.exceptions.InternalServiceError as exc:
+        raise TransientError("Secrets Manager is unavailable") from exc
+    return json.loads(raw)
+
+
+def write_secret(secret_id: str, document: dict[str, Any]) -> None:
+    """Store a new version of a secret document; the cached copy is dropped, so the next read sees it."""
+    client("secretsmanager").put_secret_value(SecretId=secret_id, SecretString=json.dumps(document, sort_keys=True))
+    get_secret_store().forget(secret_id)
+
+
+def _use_billflow_client() -> None:
+    """Parameters' shared Secrets Manager provider, on billflow's client (one client per container, and the
+    one the local runtime and tests point at moto)."""
+    from aws_lambda_powertools.utilities.parameters import SecretsProvider
+    from aws_lambda_powertools.utilities.parameters.base import DEFAULT_PROVIDERS
+
+    provider = DEFAULT_PROVIDERS.get("secrets")
+    current = client("secretsmanager")
+    if provider is None or getattr(provider, "client", None) is not current:
+        DEFAULT_PROVIDERS["secrets"] = SecretsProvider(boto3_client=current)
+
+
+def _error_code(exc: Exception) -> str:
+    """The AWS error code behind a Parameters error (it keeps the SDK's error as its context)."""
+    cause = exc.__cause__ or exc.__context__
+    response = getattr(cause, "response", None)
+    return str(response.get("Error", {}).get("Code", "")) if isinstance(response, dict) else ""
 
 
 _store: SecretStore | None = None
@@ -101,5 +153,9 @@ def get_secret_store() -> SecretStore:
 
 
 def reset_secret_store() -> None:
+    """Tests and the local runtime: forget the store and every cached secret (Parameters' shared cache)."""
     global _store
     _store = None
+    from aws_lambda_powertools.utilities.parameters.base import DEFAULT_PROVIDERS
+
+    DEFAULT_PROVIDERS.pop("secrets", None)
