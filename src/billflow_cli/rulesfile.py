@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 from billflow.models.rules import Rule
-from billflow.rules.validation import validate_rule
+from billflow.logic.validate import validate_rule
 
 
 class RulesLoader(yaml.SafeLoader):

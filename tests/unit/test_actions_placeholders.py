@@ -19,7 +19,7 @@ from billflow.models.rules import Rule
 from billflow.models.run import LogKeys, RunState
 from billflow.rules.paths import MISSING
 from billflow.rules.templates import placeholders, references, render, resolve_reference, text_of
-from billflow.rules.validation import validate_rule
+from billflow.logic.validate import validate_rule
 
 EVENTS = Path(__file__).resolve().parents[2] / "events" / "twenty"
 WON = json.loads((EVENTS / "opportunity-won.json").read_text())

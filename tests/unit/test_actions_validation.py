@@ -6,7 +6,8 @@ from typing import Any
 
 import billflow.settings
 import pytest
-from billflow.rules.validation import rule_actions, validate_rule
+from billflow.logic.validate import validate_rule
+from billflow.rules.validation import rule_actions
 
 CRITERIA = [{"field": "stage", "comparator": "changed_to", "value": "CUSTOMER"}]
 UPDATE = {"type": "field_update", "field": "note", "value": "x"}

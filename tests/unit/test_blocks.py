@@ -15,7 +15,7 @@ from billflow.models.run import RunState
 from billflow.rules.comparators import FieldChange
 from billflow.rules.engine import Clock, evaluate_rule, kleene
 from billflow.rules.pattern import parse_pattern
-from billflow.rules.validation import validate_rule
+from billflow.logic.validate import validate_rule
 from pydantic import ValidationError
 
 AT = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)

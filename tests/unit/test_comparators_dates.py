@@ -13,7 +13,7 @@ from billflow.rules import comparators
 from billflow.rules.comparators import DATE_COMPARATORS, is_date_value
 from billflow.rules.engine import Clock, evaluate_rule
 from billflow.rules.paths import MISSING
-from billflow.rules.validation import validate_rule
+from billflow.logic.validate import validate_rule
 
 PARIS = ZoneInfo("Europe/Paris")
 TOKYO = ZoneInfo("Asia/Tokyo")

@@ -16,7 +16,7 @@ from billflow.models.rules import Rule, TimeBasedActions, parse_duration
 from billflow.models.run import RunState
 from billflow.rules.comparators import FieldChange
 from billflow.rules.engine import evaluate_rule
-from billflow.rules.validation import validate_rule
+from billflow.logic.validate import validate_rule
 from pydantic import ValidationError
 
 PARIS = ZoneInfo("Europe/Paris")

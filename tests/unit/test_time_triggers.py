@@ -14,7 +14,7 @@ from billflow.models.events import CrmEvent
 from billflow.models.rules import DateTrigger, FailureDigest, Rule, TenantSettings
 from billflow.models.run import RunState
 from billflow.rules.engine import evaluate_rule
-from billflow.rules.validation import validate_rule
+from billflow.logic.validate import validate_rule
 from billflow.storage.due_index import DueItem, due_hour
 from pydantic import ValidationError
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from typing import Any
 
-from billflow.rules.validation import validate_rule
+from billflow.logic.validate import validate_rule
 
 GOOD: dict[str, Any] = {
     "id": "won-to-stripe",
@@ -55,3 +57,25 @@ def test_schema_errors_name_the_field() -> None:
 def test_document_action_needs_a_connection() -> None:
     found = problems({**GOOD, "actions": [{"type": "invoice"}]})
     assert found == ["rule won-to-stripe: blocks.0.actions.0: a document action needs a connection (or a system)"]
+
+
+def test_the_rules_engine_checks_actions_with_the_types_its_caller_gives() -> None:
+    """Given the rules engine alone, when a rule is validated with the caller's action types, then each
+    action is checked by the type the caller passed, and neither actions nor connectors are imported."""
+    script = f"""
+import sys
+from billflow.rules.validation import validate_rule
+
+class Strict:
+    def check(self, action):
+        return [("options", "checked by " + action.type)]
+
+rule, problems = validate_rule({GOOD!r}, lambda kind: Strict())
+assert rule is not None
+print(sorted(str(p) for p in problems))
+print(sorted(m for m in sys.modules if m.startswith(("billflow.actions", "billflow.connectors"))))
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    checked, loaded = out.splitlines()
+    assert "rule won-to-stripe: blocks.0.actions.1.options: checked by field_update" in checked
+    assert loaded == "[]"

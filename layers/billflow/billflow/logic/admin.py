@@ -159,7 +159,7 @@ def parse_rules(tenant: str, documents: list[Any]) -> list[Rule]:
 
 
 def check_documents(documents: list[Any]) -> tuple[list[Rule], list[str]]:
-    from billflow.rules.validation import validate_rule  # on first use: reads need no validator
+    from billflow.logic.validate import validate_rule  # deferred: cold start (reads need no validator)
 
     rules: list[Rule] = []
     problems: list[str] = []

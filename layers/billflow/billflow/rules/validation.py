@@ -1,14 +1,20 @@
-"""Checking rule documents before they are stored: every problem with its rule and field path."""
+"""Checking rule documents before they are stored: every problem with its rule and field path.
+
+Each action type checks its own options; the caller passes the action types in (`action_types`: a type's
+name to its handler, billflow.actions.get_action_type), so the rules engine never imports actions or the
+connectors behind them. billflow.logic.validate.validate_rule is the check with every action type.
+"""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ValidationError
 
-from billflow.models.rules import DOCUMENT_ACTIONS, OTHER_ACTIONS, Action, Rule
+from billflow.models.rules import DOCUMENT_ACTIONS, OTHER_ACTIONS, Action, DateTrigger, Rule, is_lookup_field
 from billflow.rules import comparators
 from billflow.rules.pattern import PatternError, parse_pattern
 from billflow.rules.templates import normalise, placeholders, references
@@ -20,6 +26,8 @@ PLACEHOLDER_ROOTS = frozenset(
 # Per rule, as in Zoho Books (seed 004): field updates, email alerts, webhooks. Every action of the rule
 # counts (all blocks, time-based and failure actions).
 ACTIONS_PER_RULE = {"field_update": 3, "email_alert": 5, "webhook": 1}
+# An action type's handler by its name (billflow.actions.get_action_type); those with check() are asked.
+ActionTypes = Callable[[str], object]
 _BLOCK_ACTION = re.compile(r"^blocks\.\d+\.actions\.\d+$")
 # Action types whose options are not templates (JSONata has its own syntax).
 UNTEMPLATED_OPTIONS = frozenset({"expression"})
@@ -35,7 +43,7 @@ class Problem:
         return f"rule {self.rule or '?'}: {self.field or '(document)'}: {self.message}"
 
 
-def validate_rule(document: Any) -> tuple[Rule | None, list[Problem]]:
+def validate_rule(document: Any, action_types: ActionTypes) -> tuple[Rule | None, list[Problem]]:
     rule_id = str(document.get("id", "")) if isinstance(document, dict) else ""
     if not isinstance(document, dict):
         return None, [Problem(rule_id, "", "a rule is a mapping of fields (id, source, object, ...)")]
@@ -45,10 +53,10 @@ def validate_rule(document: Any) -> tuple[Rule | None, list[Problem]]:
         return None, [
             Problem(rule_id, ".".join(str(p) for p in err["loc"]), err["msg"]) for err in exc.errors()
         ]
-    return rule, semantic_problems(rule)
+    return rule, semantic_problems(rule, action_types)
 
 
-def semantic_problems(rule: Rule) -> list[Problem]:
+def semantic_problems(rule: Rule, action_types: ActionTypes) -> list[Problem]:
     problems: list[Problem] = []
     if not rule.blocks:
         problems.append(Problem(rule.id, "blocks", "a rule needs at least one block (criteria and actions)"))
@@ -82,15 +90,13 @@ def semantic_problems(rule: Rule) -> list[Problem]:
                     roots = ", ".join(sorted(PLACEHOLDER_ROOTS))
                     message = f"unknown placeholder {{{{ {name} }}}}; placeholders start with one of {roots}"
                     problems.append(Problem(rule.id, path, message))
-    problems.extend(action_problems(rule))
+    problems.extend(action_problems(rule, action_types))
     problems.extend(time_problems(rule))
     return problems
 
 
 # --- dates, times, lookups: comparators, time-based actions, date triggers ----------------------------
 def time_problems(rule: Rule) -> list[Problem]:
-    from billflow.models.rules import DateTrigger, is_lookup_field
-
     problems: list[Problem] = []
     dated = isinstance(rule.trigger, DateTrigger)
     if isinstance(rule.trigger, DateTrigger) and is_lookup_field(rule.trigger.field):
@@ -151,9 +157,7 @@ def rule_actions(rule: Rule) -> list[tuple[str, Action]]:
     return found
 
 
-def action_problems(rule: Rule) -> list[Problem]:
-    from billflow.actions import get_action_type
-
+def action_problems(rule: Rule, action_types: ActionTypes) -> list[Problem]:
     problems: list[Problem] = []
     actions = rule_actions(rule)
     counts: dict[str, int] = {}
@@ -163,7 +167,7 @@ def action_problems(rule: Rule) -> list[Problem]:
         if limit is not None and counts[action.type] == limit + 1:
             problems.append(Problem(rule.id, path, f"a rule may have at most {limit} {action.type} action(s); "
                                                    f"this is one too many"))
-        handler = get_action_type(action.type)
+        handler = action_types(action.type)
         if isinstance(handler, _ChecksOptions):
             problems.extend(Problem(rule.id, f"{path}.{where}", message) for where, message in handler.check(action))
         if not _BLOCK_ACTION.match(path):  # blocks' actions had their {{ }} placeholders checked above
