@@ -1,9 +1,8 @@
 """Admin API (IAM-authorised in AWS): rules as code, the rule lifecycle, dry runs, the execution log, replays.
 
-The same operations as the `billflow` CLI, for tools. Requests and answers are pydantic models; Powertools
-validates them and generates the OpenAPI document from them (docs/admin-openapi.json, kept in step by
-`make openapi`). What dry runs, replays and the log need beyond their documents (the engine, sources,
-connectors, Step Functions) is imported on first use: a cold start loads the routes and models only.
+The same operations as the `billflow` CLI, for tools: routes only. The documents are in
+billflow/models/admin.py (Powertools validates them and generates the OpenAPI document, docs/admin-openapi.json,
+kept in step by `make openapi`); what each route does is in billflow/logic (admin, dryrun, replay).
 """
 
 from __future__ import annotations
@@ -13,26 +12,29 @@ from typing import Annotated, Any
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.event_handler.openapi.params import Body, Query
-from billflow.errors import BillflowError, InvalidRequest
+from billflow.errors import BillflowError
 from billflow.logic import admin
-from billflow.logic.admin import (
+from billflow.logic.replay import replay as start_replay
+from billflow.models.admin import (
     ApplyAnswer,
     CloneRequest,
     DeletedAnswer,
-    ErrorBody,
+    DryRunReport,
+    DryRunRequest,
     ExecutionsAnswer,
     PlanAnswer,
     ReorderRequest,
+    ReplayAnswer,
     RuleAnswer,
     RuleDocument,
     RulesAnswer,
     RulesRequest,
     ValidateAnswer,
     ValidateRequest,
+    error_responses,
 )
-from billflow.logic.dryrun import DryRunReport, DryRunRequest
-from billflow.logic.replay import ReplayAnswer
 from billflow.observability import logger
+from billflow.storage.execution_log import get_execution_log
 from billflow.storage.rules import get_rule_store
 
 TITLE = "billflow admin API"
@@ -47,49 +49,35 @@ app = APIGatewayHttpResolver(enable_validation=True)
 
 RULES = ["rules"]
 RUNS = ["runs"]
-FILTERED_PAGE = 1000  # log items read from one index before a second filter (rule, status) narrows them
-
-
-def _errors(*codes: int) -> dict[int, Any]:
-    """The answers of a route: 200 (its return model), the errors it may give (ErrorBody), 422 (added by
-    Powertools: a body that does not fit the request model)."""
-    what = {400: "The request is not valid (each problem says rule, field and why)",
-            404: "No such rule or run for this tenant", 409: "Conflicts with what is stored"}
-    answers: dict[int, Any] = {200: {"description": "Successful Response"}}
-    answers.update({code: {"description": what[code], "content": {"application/json": {"model": ErrorBody}}}
-                    for code in codes})
-    return answers
 
 
 # ------------------------------------------------------------------------------------------- rules as code
 @app.get("/admin/tenants/<tenant>/rules", tags=RULES, summary="Every stored rule (export)",
-         responses=_errors(400))
+         responses=error_responses(400))
 def list_rules(
     tenant: str,
     source: Annotated[str | None, Query(description="Only rules of this source")] = None,
     object_name: Annotated[str | None, Query(alias="object", description="Only rules of this object")] = None,
 ) -> RulesAnswer:
-    rules = get_rule_store().all_rules(tenant)
-    chosen = [r for r in rules if source in (None, r.source) and object_name in (None, r.object)]
-    return RulesAnswer(rules=[admin.as_document(r) for r in chosen])
+    return RulesAnswer(rules=admin.list_rules(get_rule_store(), tenant, source, object_name))
 
 
 @app.post("/admin/tenants/<tenant>/rules/validate", tags=RULES, summary="Check rule documents; stores nothing",
-          responses=_errors())
+          responses=error_responses())
 def validate(tenant: str, body: Annotated[ValidateRequest, Body()]) -> ValidateAnswer:
     rules, problems = admin.check_documents(body.rules)
     return ValidateAnswer(valid=not problems, rules=[r.id for r in rules], problems=problems)
 
 
 @app.post("/admin/tenants/<tenant>/rules/plan", tags=RULES, summary="What apply would change",
-          responses=_errors(400))
+          responses=error_responses(400))
 def plan(tenant: str, body: Annotated[RulesRequest, Body()]) -> PlanAnswer:
     rules = admin.parse_rules(tenant, list(body.rules))
     return PlanAnswer(plan=admin.plan_rules(get_rule_store(), tenant, rules, body.prune))
 
 
 @app.post("/admin/tenants/<tenant>/rules/apply", tags=RULES, summary="Store the rule documents",
-          responses=_errors(400))
+          responses=error_responses(400))
 def apply(tenant: str, body: Annotated[RulesRequest, Body()]) -> ApplyAnswer:
     rules = admin.parse_rules(tenant, list(body.rules))
     applied = admin.apply_rules(get_rule_store(), tenant, rules, body.prune)
@@ -98,7 +86,7 @@ def apply(tenant: str, body: Annotated[RulesRequest, Body()]) -> ApplyAnswer:
 
 
 @app.post("/admin/tenants/<tenant>/rules/reorder", tags=RULES, summary="Set the order of an object's rules",
-          responses=_errors(400, 404))
+          responses=error_responses(400, 404))
 def reorder(tenant: str, body: Annotated[ReorderRequest, Body()]) -> RulesAnswer:
     rules = admin.reorder_rules(get_rule_store(), tenant, body.source, body.object, body.rule_ids)
     logger.info("rules reordered", extra={"tenant": tenant, "rules": [r.id for r in rules]})
@@ -107,20 +95,20 @@ def reorder(tenant: str, body: Annotated[ReorderRequest, Body()]) -> RulesAnswer
 
 # ------------------------------------------------------------------------------------------- one rule
 @app.post("/admin/tenants/<tenant>/rules", tags=RULES, summary="Create a rule",
-          responses=_errors(400, 409))
+          responses=error_responses(400, 409))
 def create(tenant: str, body: Annotated[RuleDocument, Body()]) -> RuleAnswer:
     rule = admin.create_rule(get_rule_store(), tenant, admin.parse_rule(tenant, body))
     logger.info("rule created", extra={"tenant": tenant, "rule": rule.id})
     return RuleAnswer(rule=admin.as_document(rule))
 
 
-@app.get("/admin/tenants/<tenant>/rules/<rule_id>", tags=RULES, summary="One rule", responses=_errors(404))
+@app.get("/admin/tenants/<tenant>/rules/<rule_id>", tags=RULES, summary="One rule", responses=error_responses(404))
 def get_one(tenant: str, rule_id: str) -> RuleAnswer:
     return RuleAnswer(rule=admin.as_document(admin.get_rule(get_rule_store(), tenant, rule_id)))
 
 
 @app.put("/admin/tenants/<tenant>/rules/<rule_id>", tags=RULES, summary="Edit (replace) a rule",
-         responses=_errors(400, 404))
+         responses=error_responses(400, 404))
 def edit(tenant: str, rule_id: str, body: Annotated[RuleDocument, Body()]) -> RuleAnswer:
     rule = admin.edit_rule(get_rule_store(), tenant, rule_id, admin.parse_rule(tenant, body))
     logger.info("rule edited", extra={"tenant": tenant, "rule": rule.id, "version": rule.version})
@@ -128,7 +116,7 @@ def edit(tenant: str, rule_id: str, body: Annotated[RuleDocument, Body()]) -> Ru
 
 
 @app.delete("/admin/tenants/<tenant>/rules/<rule_id>", tags=RULES, summary="Delete a rule",
-            responses=_errors(404))
+            responses=error_responses(404))
 def delete(tenant: str, rule_id: str) -> DeletedAnswer:
     admin.delete_rule(get_rule_store(), tenant, rule_id)
     logger.info("rule deleted", extra={"tenant": tenant, "rule": rule_id})
@@ -136,7 +124,7 @@ def delete(tenant: str, rule_id: str) -> DeletedAnswer:
 
 
 @app.post("/admin/tenants/<tenant>/rules/<rule_id>/clone", tags=RULES,
-          summary="Copy a rule under a new id (inactive unless asked)", responses=_errors(400, 404, 409))
+          summary="Copy a rule under a new id (inactive unless asked)", responses=error_responses(400, 404, 409))
 def clone(tenant: str, rule_id: str, body: Annotated[CloneRequest, Body()]) -> RuleAnswer:
     rule = admin.clone_rule(get_rule_store(), tenant, rule_id, body.new_id, body.name, body.active)
     logger.info("rule cloned", extra={"tenant": tenant, "rule": rule.id, "from": rule_id})
@@ -144,13 +132,13 @@ def clone(tenant: str, rule_id: str, body: Annotated[CloneRequest, Body()]) -> R
 
 
 @app.post("/admin/tenants/<tenant>/rules/<rule_id>/activate", tags=RULES, summary="Mark a rule active",
-          responses=_errors(404))
+          responses=error_responses(404))
 def activate(tenant: str, rule_id: str) -> RuleAnswer:
     return RuleAnswer(rule=admin.as_document(admin.set_active(get_rule_store(), tenant, rule_id, True)))
 
 
 @app.post("/admin/tenants/<tenant>/rules/<rule_id>/deactivate", tags=RULES,
-          summary="Mark a rule inactive: kept, never runs", responses=_errors(404))
+          summary="Mark a rule inactive: kept, never runs", responses=error_responses(404))
 def deactivate(tenant: str, rule_id: str) -> RuleAnswer:
     return RuleAnswer(rule=admin.as_document(admin.set_active(get_rule_store(), tenant, rule_id, False)))
 
@@ -158,8 +146,9 @@ def deactivate(tenant: str, rule_id: str) -> RuleAnswer:
 # ------------------------------------------------------------------------------------------- dry run
 @app.post("/admin/tenants/<tenant>/dry-run", tags=RULES,
           summary="What the rules would do with a sample event; nothing is sent, counted or stored",
-          responses=_errors(400, 404))
+          responses=error_responses(400, 404))
 def dry_run(tenant: str, body: Annotated[DryRunRequest, Body()]) -> DryRunReport:
+    # deferred: the engine, sources and action types a dry run needs add ~30 ms that other routes never pay
     from billflow.logic.dryrun import dry_run as run_dry
 
     return run_dry(tenant, body, get_rule_store())
@@ -167,7 +156,7 @@ def dry_run(tenant: str, body: Annotated[DryRunRequest, Body()]) -> DryRunReport
 
 # ------------------------------------------------------------------------------------------- runs
 @app.get("/admin/tenants/<tenant>/executions", tags=RUNS, summary="The execution log, newest first",
-         responses=_errors(400))
+         responses=error_responses(400))
 def executions(
     tenant: str,
     rule: Annotated[str | None, Query(description="Only this rule's runs")] = None,
@@ -175,34 +164,14 @@ def executions(
     status: Annotated[str | None, Query(description="sent, succeeded, failed, limited...")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 20,
 ) -> ExecutionsAnswer:
-    from billflow.storage.execution_log import get_execution_log
-    from billflow.storage.keys import record_pk
-
-    log = get_execution_log()
-    if record:
-        source, _, rest = record.partition(":")
-        object_name, _, record_id = rest.partition(":")
-        if not (source and object_name and record_id):
-            raise InvalidRequest("record is source:object:id, e.g. twenty:opportunity:<uuid>")
-        # The record index is the narrowest; the other filters are applied to its items.
-        key = record_pk(tenant, source, object_name, record_id)
-        items = log.by_record(key, FILTERED_PAGE if rule or status else limit)
-    elif rule:
-        items = log.by_rule(tenant, rule, FILTERED_PAGE if status else limit)
-    elif status:
-        items = log.by_status(tenant, status, limit)
-    else:
-        items = log.recent(tenant, limit)
-    chosen = [i for i in items if rule in (None, i.get("rule_id")) and status in (None, i.get("status"))]
-    return ExecutionsAnswer(executions=chosen[:limit])
+    return ExecutionsAnswer(executions=admin.query_executions(get_execution_log(), tenant, rule, record, status,
+                                                              limit))
 
 
 @app.post("/admin/tenants/<tenant>/executions/<name>/replay", tags=RUNS,
           summary="Run a failed or limited run again with its original input (sends are not repeated)",
-          responses=_errors(400, 404, 409))
+          responses=error_responses(400, 404, 409))
 def replay(tenant: str, name: str) -> ReplayAnswer:
-    from billflow.logic.replay import replay as start_replay
-
     answer = start_replay(tenant, name, get_rule_store())
     logger.info("run replayed", extra={"tenant": tenant, **answer.model_dump()})
     return answer
@@ -225,27 +194,13 @@ def invalid_document(exc: RequestValidationError) -> Response[Any]:
         body = app.current_event.json_body
     except ValueError:
         body = None
-    problems = [_problem(e["loc"], e["msg"], body) for e in errors]
+    problems = [admin.request_problem(e["loc"], e["msg"], body) for e in errors]
     return Response(422, "application/json", {"detail": errors, "problems": problems})
-
-
-def _problem(loc: list[Any], message: str, body: Any) -> str:
-    """'rule ID: FIELD: message' for a rule document's field, as `billflow rules validate` says it."""
-    path = [str(p) for p in loc[1:]] if loc[:1] == ["body"] else [str(p) for p in loc]
-    rule_doc: Any = body
-    if len(path) >= 2 and path[0] == "rules" and path[1].isdigit() and isinstance(body, dict):
-        docs = body.get("rules")
-        index = int(path[1])
-        rule_doc = docs[index] if isinstance(docs, list) and index < len(docs) else None
-        path = path[2:]
-    rule_id = rule_doc.get("id") if isinstance(rule_doc, dict) else None
-    where = ".".join(path) or "(document)"
-    message = message.removeprefix("Value error, ")
-    return f"rule {rule_id}: {where}: {message}" if rule_id else f"{where}: {message}"
 
 
 def openapi_document() -> str:
     """The OpenAPI document of this API, as shipped in docs/admin-openapi.json (scripts/generate_openapi.py)."""
+    # deferred: ~100 ms of OpenAPI models that only the document's generator needs, never a cold start
     from aws_lambda_powertools.event_handler.openapi.models import APIKey, APIKeyIn
 
     sigv4 = APIKey.model_validate({

@@ -5,8 +5,8 @@ change, deactivate, delete), apply stores the difference, export writes the tabl
 operations (create, edit, clone, activate/deactivate, reorder, delete) change single rules in the table;
 an export brings such changes back into git. Inactive rules stay stored and never run.
 
-The pydantic models here are the admin API's request and answer documents: the API validates with them
-and its OpenAPI document (docs/admin-openapi.json) is generated from them.
+The admin API's request and answer documents are in models/admin.py; the execution log's queries and the
+wording of invalid requests are here, so functions/admin/app.py holds routes only.
 """
 
 from __future__ import annotations
@@ -14,139 +14,23 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-from pydantic.json_schema import SkipJsonSchema
+from pydantic import BaseModel
 
 from billflow.errors import BillflowError, InvalidRequest, NotFound
+from billflow.models.admin import PlanDocument, RuleDocument
 from billflow.models.rules import Rule
+from billflow.storage.execution_log import ExecutionLog
+from billflow.storage.keys import record_pk
 from billflow.storage.rules import RuleStore, rule_document
 
 ORDER_STEP = 10  # reorder numbers rules 10, 20, 30...: room to slot one in by hand in YAML
+FILTERED_PAGE = 1000  # log items read from one index before a second filter (rule, status) narrows them
 
 
 class Conflict(BillflowError):
     """The request contradicts what is stored (a rule id already used, a run still going)."""
 
     http_status = 409
-
-
-# ------------------------------------------------------------------------------------------- API documents
-class RuleDocument(Rule):
-    """A rule as written in YAML: every Rule field but the tenant, which the URL gives. The one-block
-    shorthand (criteria, pattern and actions at the top) is accepted too and stored as blocks."""
-
-    model_config = ConfigDict(defer_build=True)
-
-    tenant: SkipJsonSchema[str] = Field(default="", exclude=True)
-
-
-class ErrorBody(BaseModel):
-    model_config = ConfigDict(defer_build=True)
-
-    error: str = Field(description="InvalidRequest, NotFound, Conflict, ...")
-    message: str
-    details: dict[str, Any] | None = Field(
-        default=None, description="e.g. problems: every invalid rule field as 'rule ID: FIELD: message'"
-    )
-
-
-class RulesAnswer(BaseModel):
-    model_config = ConfigDict(defer_build=True)
-
-    rules: list[RuleDocument]
-
-
-class RuleAnswer(BaseModel):
-    model_config = ConfigDict(defer_build=True)
-
-    rule: RuleDocument
-
-
-class DeletedAnswer(BaseModel):
-    model_config = ConfigDict(defer_build=True)
-
-    deleted: str
-
-
-class RulesRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", defer_build=True)
-
-    rules: list[RuleDocument] = Field(description="Every rule document of the tenant, as kept in git")
-    prune: bool = Field(default=False, description="Delete stored rules the documents no longer have")
-
-
-class ValidateRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", defer_build=True)
-
-    rules: list[dict[str, Any]] = Field(description="Rule documents to check (see RuleDocument)")
-
-
-class ValidateAnswer(BaseModel):
-    model_config = ConfigDict(defer_build=True)
-
-    valid: bool
-    rules: list[str] = Field(description="Ids of the valid rules")
-    problems: list[str] = Field(description="'rule ID: FIELD: message', one per problem")
-
-
-class CloneRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", defer_build=True)
-
-    new_id: str
-    name: str | None = Field(default=None, description="Name of the copy (default: the original's + ' (copy)')")
-    active: bool = Field(default=False, description="Clones start inactive so a copy never doubles a run")
-
-
-class ReorderRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", defer_build=True)
-
-    source: str
-    object: str
-    rule_ids: list[str] = Field(
-        min_length=1,
-        description="These rules first, in this order; the object's other rules follow in their old order",
-    )
-
-
-class PlanDocument(BaseModel):
-    model_config = ConfigDict(defer_build=True)
-
-    create: list[str] = Field(default_factory=list, description="In the documents, not stored")
-    change: list[str] = Field(default_factory=list, description="Stored, and the document differs")
-    deactivate: list[str] = Field(default_factory=list, description="Stored active, the document is inactive")
-    delete: list[str] = Field(default_factory=list, description="Stored, not in the documents (with prune)")
-    unchanged: list[str] = Field(default_factory=list)
-    untracked: list[str] = Field(
-        default_factory=list, description="Stored, not in the documents, kept (prune would delete them)"
-    )
-    fields: dict[str, list[str]] = Field(
-        default_factory=dict, description="For each changed or deactivated rule: its fields that differ"
-    )
-
-    @property
-    def changes(self) -> int:
-        return len(self.create) + len(self.change) + len(self.deactivate) + len(self.delete)
-
-
-class PlanAnswer(BaseModel):
-    model_config = ConfigDict(defer_build=True)
-
-    plan: PlanDocument
-
-
-class ApplyAnswer(BaseModel):
-    model_config = ConfigDict(defer_build=True)
-
-    applied: PlanDocument
-
-
-class ExecutionsAnswer(BaseModel):
-    model_config = ConfigDict(defer_build=True)
-
-    executions: list[dict[str, Any]] = Field(
-        description="Execution log items, newest first: at, execution, rule_id, record_key, step, status, "
-                    "reason, external_id, action_type, transition"
-    )
 
 
 # ------------------------------------------------------------------------------------------- parsing
@@ -320,3 +204,48 @@ def delete_rule(store: RuleStore, tenant: str, rule_id: str) -> Rule:
     rule = get_rule(store, tenant, rule_id)
     store.delete(rule)
     return rule
+
+
+def list_rules(store: RuleStore, tenant: str, source: str | None, object_name: str | None) -> list[RuleDocument]:
+    """Every stored rule of the tenant (export), of one source and/or object when given."""
+    rules = store.all_rules(tenant)
+    return [as_document(r) for r in rules if source in (None, r.source) and object_name in (None, r.object)]
+
+
+# ------------------------------------------------------------------------------------------- the execution log
+def query_executions(
+    log: ExecutionLog, tenant: str, rule: str | None, record: str | None, status: str | None, limit: int,
+) -> list[dict[str, Any]]:
+    """Log items newest first, of one rule, record (source:object:id) and/or status."""
+    if record:
+        source, _, rest = record.partition(":")
+        object_name, _, record_id = rest.partition(":")
+        if not (source and object_name and record_id):
+            raise InvalidRequest("record is source:object:id, e.g. twenty:opportunity:<uuid>")
+        # The record index is the narrowest; the other filters are applied to its items.
+        key = record_pk(tenant, source, object_name, record_id)
+        items = log.by_record(key, FILTERED_PAGE if rule or status else limit)
+    elif rule:
+        items = log.by_rule(tenant, rule, FILTERED_PAGE if status else limit)
+    elif status:
+        items = log.by_status(tenant, status, limit)
+    else:
+        items = log.recent(tenant, limit)
+    chosen = [i for i in items if rule in (None, i.get("rule_id")) and status in (None, i.get("status"))]
+    return chosen[:limit]
+
+
+# ------------------------------------------------------------------------------------------- invalid requests
+def request_problem(loc: list[Any], message: str, body: Any) -> str:
+    """'rule ID: FIELD: message' for a rule document's field, as `billflow rules validate` says it."""
+    path = [str(p) for p in loc[1:]] if loc[:1] == ["body"] else [str(p) for p in loc]
+    rule_doc: Any = body
+    if len(path) >= 2 and path[0] == "rules" and path[1].isdigit() and isinstance(body, dict):
+        docs = body.get("rules")
+        index = int(path[1])
+        rule_doc = docs[index] if isinstance(docs, list) and index < len(docs) else None
+        path = path[2:]
+    rule_id = rule_doc.get("id") if isinstance(rule_doc, dict) else None
+    where = ".".join(path) or "(document)"
+    message = message.removeprefix("Value error, ")
+    return f"rule {rule_id}: {where}: {message}" if rule_id else f"{where}: {message}"

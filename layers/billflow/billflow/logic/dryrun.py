@@ -14,138 +14,36 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
+from billflow.actions import get_action_type
+from billflow.connectors import get_crm
 from billflow.errors import InvalidRequest
-from billflow.logic.admin import RuleDocument, get_rule, parse_rules
+from billflow.logic.admin import get_rule, parse_rules
+from billflow.logic.filter import build_run_state
+from billflow.logic.schedule import plan_timed
+from billflow.models.admin import (
+    ActionReport,
+    BlockReport,
+    ChangeReport,
+    CriterionReport,
+    DryRunReport,
+    DryRunRequest,
+    EventReport,
+    RuleReport,
+)
+from billflow.models.events import GENERIC_SOURCES, CrmEvent
 from billflow.models.rules import Rule
+from billflow.rules.comparators import FieldChange
+from billflow.rules.engine import Clock, RuleVerdict, evaluate_rule
+from billflow.rules.paths import MISSING, get_path
+from billflow.rules.templates import placeholders
+from billflow.sources import get_source, known_sources
 from billflow.storage.rules import RuleStore
-
-if TYPE_CHECKING:  # the event model is loaded when a dry run runs, not when the admin function starts
-    from billflow.models.events import CrmEvent
-    from billflow.rules.comparators import FieldChange
-    from billflow.rules.engine import RuleVerdict
+from billflow.storage.secrets import get_secret_store
 
 LOOKUP_ROOTS = ("company", "contact", "line_items")
-GENERIC_SOURCES = frozenset({"generic"})
 _CRM_EVENT_KEYS = frozenset({"event_id", "tenant", "source", "object", "action", "record_id", "record"})
-
-
-# ------------------------------------------------------------------------------------------- documents
-class DryRunRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", defer_build=True)
-
-    event: dict[str, Any] = Field(
-        description="The sample event: a CRM webhook body as the CRM posts it (e.g. events/twenty/*.json; "
-                    "no signature needed) or a normalised CrmEvent document"
-    )
-    source: str | None = Field(
-        default=None, description="Source adapter reading a webhook body (default: the one that accepts it)"
-    )
-    rule_id: str | None = Field(default=None, description="Only this stored rule (default: all of the object)")
-    rules: list[RuleDocument] | None = Field(
-        default=None, description="Try these rule documents instead of the stored rules (nothing is stored)"
-    )
-    previous: dict[str, Any] | None = Field(
-        default=None,
-        description="The record before the change; without it, the fields the event says changed "
-                    "(Twenty's updatedFields) changed, from an unknown value",
-    )
-    lookup: dict[str, Any] | None = Field(
-        default=None, description="What the CRM lookup would return (company, contact, line_items)"
-    )
-    fetch_lookup: bool = Field(
-        default=False, description="Read the company and contact from the CRM (GET requests only)"
-    )
-
-
-class ChangeReport(BaseModel):
-    model_config = ConfigDict(defer_build=True)
-
-    field: str
-    before: Any = None
-    after: Any = None
-
-
-class CriterionReport(BaseModel):
-    model_config = ConfigDict(defer_build=True)
-
-    number: int
-    field: str
-    comparator: str
-    value: Any = None
-    matched: bool
-    pending: bool = Field(default=False, description="Decided by the run after Lookup (company, contact)")
-    actual: Any = None
-    reason: str
-
-
-class BlockReport(BaseModel):
-    model_config = ConfigDict(defer_build=True)
-
-    index: int
-    pattern: str = Field(description="The block's pattern; all criteria joined by AND when it has none")
-    matched: bool
-    pending: bool = Field(default=False, description="May match once the lookup is known")
-    criteria: list[CriterionReport]
-
-
-class ActionReport(BaseModel):
-    model_config = ConfigDict(defer_build=True)
-
-    index: int
-    type: str
-    connection: str | None = None
-    when: str = Field(default="now", description="now, or when a time-based action would run")
-    idempotency_key: str = Field(description="The key the real send would carry")
-    request: Any = Field(default=None, description="What the action type rendered (what format stores)")
-    requests: list[dict[str, Any]] = Field(
-        default_factory=list, description="The HTTP requests the send would make, in order; none was made"
-    )
-    error: str | None = Field(default=None, description="Why this action could not be rendered or previewed")
-
-
-class RuleReport(BaseModel):
-    model_config = ConfigDict(defer_build=True)
-
-    rule_id: str
-    name: str
-    active: bool
-    order: int
-    matched: bool = Field(description="The trigger fires and a block's criteria hold")
-    runs: bool = Field(description="A real event would start a run: matched and the rule is active")
-    reason: str
-    transition: str = ""
-    execution_name: str = ""
-    blocks: list[BlockReport] = Field(default_factory=list)
-    actions: list[ActionReport] = Field(default_factory=list)
-    notes: list[str] = Field(default_factory=list)
-
-
-class EventReport(BaseModel):
-    model_config = ConfigDict(defer_build=True)
-
-    event_id: str
-    tenant: str
-    source: str
-    object: str
-    action: str
-    record_id: str
-    changed_fields: list[str] | None = None
-    changes_from: str = Field(description="Where the changes come from: the previous record or the event")
-    changes: list[ChangeReport]
-    lookup: str = Field(description="given, fetched from the CRM, or stand-ins")
-    rules: list[RuleReport]
-
-
-class DryRunReport(BaseModel):
-    model_config = ConfigDict(defer_build=True)
-
-    dry_run: bool = True
-    sent: int = Field(default=0, description="Requests sent: always 0")
-    events: list[EventReport]
 
 
 # ------------------------------------------------------------------------------------------- the run
@@ -166,9 +64,6 @@ def dry_run(tenant: str, request: DryRunRequest, store: RuleStore) -> DryRunRepo
 
 def read_events(tenant: str, body: dict[str, Any], source: str | None) -> list[CrmEvent]:
     """The sample as normalised events of this tenant: a CrmEvent document, or a webhook body."""
-    from billflow.models.events import CrmEvent
-    from billflow.sources import get_source, known_sources
-
     if source is None and body.keys() >= _CRM_EVENT_KEYS:
         try:
             event = CrmEvent.model_validate(body)
@@ -196,9 +91,6 @@ def observed_changes(
     With the previous record: every watched field whose value differs. Without: as the filter sees a record
     for the first time (logic.observe): the fields the CRM says changed, or every field of a created record.
     """
-    from billflow.rules.comparators import FieldChange
-    from billflow.rules.paths import MISSING, get_path
-
     if event.action == "deleted":
         return {}
     announced = {f.split(".")[0] for f in event.changed_fields or ()}
@@ -247,8 +139,6 @@ def _rule_report(
     rule: Rule, event: CrmEvent, changes: dict[str, FieldChange], lookup: dict[str, Any], lookup_known: bool,
     daily_limits: dict[str, int],
 ) -> RuleReport:
-    from billflow.rules.engine import Clock, evaluate_rule
-
     report = RuleReport(rule_id=rule.id, name=rule.name, active=rule.active, order=rule.order, matched=False,
                         runs=False, reason="")
     if (rule.source, rule.object) != (event.source, event.object):
@@ -295,9 +185,6 @@ def _action_reports(
 ) -> tuple[list[ActionReport], str]:
     """Every action of the run in its order (the immediate ones, then the time-based ones), rendered and
     previewed as dispatch would, with the key dispatch would give it."""
-    from billflow.actions import get_action_type
-    from billflow.logic.filter import build_run_state
-
     state = build_run_state(event, verdict, daily_limits)
     state = state.model_copy(update={"lookup": lookup, "dry_run": True})
     if not state.timed:
@@ -328,8 +215,6 @@ def _action_reports(
 
 def _timed(verdict: RuleVerdict, event: CrmEvent) -> list[Any]:
     """The time-based groups of the blocks that run, placed in time as if the rule fired now."""
-    from billflow.logic.schedule import plan_timed
-
     blocks = [b.index for b in verdict.matched_blocks]
     if not any(verdict.rule.blocks[b].time_based for b in blocks):
         return []
@@ -342,9 +227,6 @@ def _lookup(event: CrmEvent, rules: list[Rule], request: DryRunRequest) -> tuple
     if request.lookup is not None:
         return request.lookup, "given"
     if request.fetch_lookup:
-        from billflow.connectors import get_crm
-        from billflow.storage.secrets import get_secret_store
-
         connection = get_secret_store().connection(event.tenant, event.source)
         found = get_crm(connection.type).lookup(connection, event.object, event.record)
         return found, "fetched from the CRM (read only)"
@@ -356,8 +238,6 @@ def _lookup(event: CrmEvent, rules: list[Rule], request: DryRunRequest) -> tuple
 
 def _stand_ins(rules: list[Rule]) -> dict[str, Any]:
     """{company: {name: "{company.name}"}, ...}: every lookup value the rules' placeholders read."""
-    from billflow.rules.templates import placeholders
-
     paths = {"company.name"}  # the customer's name on every billing document
     for rule in rules:
         for block in rule.blocks:

@@ -14,10 +14,9 @@ import json
 import re
 import time
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from billflow.errors import InvalidRequest, NotFound
 from billflow.logic.admin import Conflict
+from billflow.models.admin import ReplayAnswer
 from billflow.models.run import RunState
 from billflow.settings import get_settings
 from billflow.storage.executions import Executions, get_executions
@@ -27,16 +26,6 @@ REPLAYABLE = frozenset({"FAILED", "TIMED_OUT", "ABORTED"})
 EXECUTION_NAME = re.compile(r"^[A-Za-z0-9_-]{1,80}$")
 _REPLAY_SUFFIX = re.compile(r"-r(\d+)$")
 MAX_REPLAYS = 99
-
-
-class ReplayAnswer(BaseModel):
-    model_config = ConfigDict(defer_build=True)
-
-    execution: str = Field(description="Name of the new execution")
-    replay_of: str = Field(description="The execution replayed")
-    original_status: str = Field(description="FAILED (a failed or limited run), TIMED_OUT or ABORTED")
-    original_error: str | None = Field(default=None, description="e.g. RunFailed, DailyLimitReached")
-    execution_arn: str
 
 
 def original_name(name: str) -> str:

@@ -8,8 +8,8 @@ connectors behind them. billflow.logic.validate.validate_rule is the check with 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ValidationError
