@@ -41,11 +41,18 @@ from typing import Any
 
 from billflow.actions.base import ActionType
 from billflow.actions.field_update import fields_for
+from billflow.connectors import get_crm
 from billflow.errors import ConfigurationError
 from billflow.models.documents import DispatchResult
 from billflow.models.rules import Action
 from billflow.models.run import RunState
 from billflow.settings import get_settings
+from billflow.storage.secrets import get_secret_store
+
+try:
+    import resource  # Unix only: without it the child's memory is not capped
+except ImportError:  # pragma: no cover - Windows
+    resource = None  # type: ignore[assignment]
 
 OPTIONS = frozenset({"expression", "fields"})
 MAX_EXPRESSION_CHARS = 10_000
@@ -69,6 +76,7 @@ def _memory_bytes() -> int:
 
 def _jsonata() -> Any:
     """jsonata-python, imported when an expression is first met (it has no type hints)."""
+    # deferred: cold start; a function that evaluates no expression never loads the JSONata parser
     import jsonata  # type: ignore[import-untyped]
 
     return jsonata
@@ -214,9 +222,9 @@ def _kill(pid: int) -> None:
 
 def _cap_memory(extra_bytes: int) -> None:
     """Cap the address space at its current size plus `extra_bytes` (Linux; elsewhere no cap)."""
+    if resource is None:
+        return
     try:
-        import resource
-
         with open("/proc/self/statm") as statm:
             current = int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
         limit = current + extra_bytes
@@ -224,7 +232,7 @@ def _cap_memory(extra_bytes: int) -> None:
         if hard != resource.RLIM_INFINITY:
             limit = min(limit, hard)
         resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
-    except (OSError, ValueError, ImportError):
+    except (OSError, ValueError):
         pass
 
 
@@ -257,9 +265,6 @@ class ExpressionAction(ActionType):
 
     def send(self, action: Action, request: dict[str, Any], state: RunState, key: str) -> DispatchResult:
         if request.get("fields"):
-            from billflow.connectors import get_crm
-            from billflow.storage.secrets import get_secret_store
-
             connection = get_secret_store().connection(state.tenant, state.event.source)
             get_crm(connection.type).update_record(
                 connection, state.event.object, state.event.record_id, request["fields"]

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from billflow.actions.base import ActionType
+from billflow.connectors import http
 from billflow.connectors.webhook import check_url
 from billflow.errors import ConfigurationError
 from billflow.models.documents import DispatchResult
@@ -54,7 +55,7 @@ from billflow.signing import (
     billflow_signature,
     sign_zoho,
 )
-from billflow.storage.secrets import Connection
+from billflow.storage.secrets import Connection, get_secret_store
 
 MAX_PER_RULE = 1
 METHODS = ("POST", "PUT", "DELETE")
@@ -104,8 +105,6 @@ class WebhookAction(ActionType):
 
     # --- send and preview: add the connection, encode, sign -----------------------------------------
     def send(self, action: Action, request: dict[str, Any], state: RunState, key: str) -> DispatchResult:
-        from billflow.connectors import http
-
         prepared = _prepare(request, _connection(action, state), key)
         answer = http.request(prepared.method, prepared.url, headers=prepared.headers, body=prepared.body,
                               timeout=prepared.timeout, target="webhook")
@@ -191,8 +190,6 @@ class _Prepared:
 def _connection(action: Action, state: RunState) -> Connection | None:
     if not action.connection:
         return None
-    from billflow.storage.secrets import get_secret_store
-
     connection = get_secret_store().connection(state.tenant, action.connection)
     if connection.type != "webhook":
         raise ConfigurationError(f"connection {connection.name!r} is {connection.type}, not a webhook")
@@ -200,8 +197,6 @@ def _connection(action: Action, state: RunState) -> Connection | None:
 
 
 def _prepare(request: dict[str, Any], connection: Connection | None, key: str) -> _Prepared:
-    from billflow.connectors.http import DEFAULT_TIMEOUT
-
     settings = connection.settings if connection else {}
     url = request.get("url") or (connection.require("url") if connection else None)
     if not url:
@@ -254,7 +249,7 @@ def _prepare(request: dict[str, Any], connection: Connection | None, key: str) -
     signature_headers = _signature(settings, connection, signed_pairs, raw_json, body)
     headers.update(signature_headers)
     shown_headers = {k: (MASK if k in secret_headers else v) for k, v in headers.items()}
-    timeout = float(settings.get("timeout_seconds") or DEFAULT_TIMEOUT)
+    timeout = float(settings.get("timeout_seconds") or http.DEFAULT_TIMEOUT)
     return _Prepared(request["method"], final_url, shown_url, headers, shown_headers, body, timeout)
 
 

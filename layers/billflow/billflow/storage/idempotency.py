@@ -6,25 +6,26 @@ from collections.abc import Callable
 from functools import cache
 from typing import Any
 
+from billflow.aws import client
 from billflow.models.documents import DispatchResult
 from billflow.settings import get_settings
 
 RECORD_TTL_SECONDS = 7 * 86400
 
 
+# The Powertools idempotency utility is imported on first send (deferred: cold start; it loads boto3 and
+# jmespath, which the lookup, format and write-back functions never need).
 @cache
 def _persistence() -> Any:
-    from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
+    from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer  # deferred: see above
 
-    from billflow.aws import client
-
-    table = get_settings().idempotency_table
+    table = get_settings().required("idempotency_table")
     return DynamoDBPersistenceLayer(table_name=table, boto3_client=client("dynamodb"))
 
 
 @cache
 def _config() -> Any:
-    from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig
+    from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig  # deferred: cold start
 
     return IdempotencyConfig(event_key_jmespath="key", expires_after_seconds=RECORD_TTL_SECONDS)
 
@@ -36,7 +37,7 @@ def register_lambda_context(context: Any) -> None:
 
 @cache
 def _idempotent_send() -> Callable[..., dict[str, Any]]:
-    from aws_lambda_powertools.utilities.idempotency import idempotent_function
+    from aws_lambda_powertools.utilities.idempotency import idempotent_function  # deferred: cold start
 
     config = _config()
 

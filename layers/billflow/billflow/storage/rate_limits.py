@@ -31,14 +31,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
 
 from billflow.aws import client
 from billflow.errors import ConfigurationError, TransientError
 from billflow.settings import get_settings
-
-if TYPE_CHECKING:
-    from billflow.storage.locks import Lease
+from billflow.storage.locks import Lease
 
 KEY_PREFIX = "rate#"
 WINDOW_SECONDS = 60
@@ -149,8 +146,6 @@ class RateLimiter:
 
     def acquire_slot(self, system: str, scope: str, concurrent: int) -> Lease:
         """A held Lease on one of the `concurrent` slots; TransientError when all are taken."""
-        from billflow.storage.locks import Lease
-
         first = random.randrange(concurrent)  # spread contenders over the slots
         for offset in range(concurrent):
             lease = Lease(slot_name(system, scope, (first + offset) % concurrent),

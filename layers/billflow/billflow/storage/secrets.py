@@ -8,8 +8,10 @@ Names: {prefix}/{tenant}/source/{source} holds {"signing_secret": ...};
 from __future__ import annotations
 
 import json
+import sys
 import threading
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Any, Literal
 
 from billflow.aws import client
@@ -78,16 +80,13 @@ class SecretStore:
             self._stale.add(secret_id)
 
     def _get(self, secret_id: str) -> dict[str, Any] | None:
-        # deferred: Parameters imports boto3, which a function that reads no secret never needs
-        from aws_lambda_powertools.utilities.parameters import GetParameterError, get_secret
-
-        _use_billflow_client()
+        parameters = _parameters()
         with self._lock:
             stale = secret_id in self._stale
             self._stale.discard(secret_id)
         try:
-            raw = get_secret(secret_id, max_age=self._cache_seconds, force_fetch=stale)
-        except GetParameterError as exc:
+            raw = parameters.get_secret(secret_id, max_age=self._cache_seconds, force_fetch=stale)
+        except parameters.GetParameterError as exc:
             code = _error_code(exc)
             if code == "ResourceNotFoundException":
                 return None
@@ -122,16 +121,17 @@ def write_secret(secret_id: str, document: dict[str, Any]) -> None:
     get_secret_store().forget(secret_id)
 
 
-def _use_billflow_client() -> None:
-    """Parameters' shared Secrets Manager provider, on billflow's client (one client per container, and the
-    one the local runtime and tests point at moto)."""
-    from aws_lambda_powertools.utilities.parameters import SecretsProvider
-    from aws_lambda_powertools.utilities.parameters.base import DEFAULT_PROVIDERS
+def _parameters() -> ModuleType:
+    """Powertools Parameters, its shared Secrets Manager provider on billflow's client (one client per
+    container, the one the local runtime and tests point at moto)."""
+    # deferred: cold start; Parameters imports boto3 (~120 ms), which a function reading no secret never needs
+    from aws_lambda_powertools.utilities import parameters
 
-    provider = DEFAULT_PROVIDERS.get("secrets")
+    provider = parameters.base.DEFAULT_PROVIDERS.get("secrets")
     current = client("secretsmanager")
     if provider is None or getattr(provider, "client", None) is not current:
-        DEFAULT_PROVIDERS["secrets"] = SecretsProvider(boto3_client=current)
+        parameters.base.DEFAULT_PROVIDERS["secrets"] = parameters.SecretsProvider(boto3_client=current)
+    return parameters
 
 
 def _error_code(exc: Exception) -> str:
@@ -156,6 +156,6 @@ def reset_secret_store() -> None:
     """Tests and the local runtime: forget the store and every cached secret (Parameters' shared cache)."""
     global _store
     _store = None
-    from aws_lambda_powertools.utilities.parameters.base import DEFAULT_PROVIDERS
-
-    DEFAULT_PROVIDERS.pop("secrets", None)
+    base = sys.modules.get("aws_lambda_powertools.utilities.parameters.base")  # not imported: nothing cached
+    if base is not None:
+        base.DEFAULT_PROVIDERS.pop("secrets", None)
