@@ -34,25 +34,21 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import time
 import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
 from billflow.actions.base import ActionType
 from billflow.connectors import http
-from billflow.connectors.webhook import check_url
+from billflow.connectors.webhook import check_url, reply_id, signed_headers
 from billflow.errors import ConfigurationError
 from billflow.models.documents import DispatchResult
 from billflow.models.rules import Action
 from billflow.models.run import RunState
 from billflow.rules.templates import PLACEHOLDER, REFERENCE, render, text_of
 from billflow.signing import (
-    BILLFLOW_SIGNATURE_HEADER,
-    BILLFLOW_TIMESTAMP_HEADER,
     ZOHO_SIGNATURE_HEADER,
     Encoding,
-    billflow_signature,
     sign_zoho,
 )
 from billflow.storage.secrets import Connection, get_secret_store
@@ -108,15 +104,7 @@ class WebhookAction(ActionType):
         prepared = _prepare(request, _connection(action, state), key)
         answer = http.request(prepared.method, prepared.url, headers=prepared.headers, body=prepared.body,
                               timeout=prepared.timeout, target="webhook")
-        external_id: str | None = None
-        try:
-            reply = answer.json()
-        except ValueError:
-            reply = None
-        if isinstance(reply, dict):
-            found = reply.get("id") or reply.get("external_id")
-            external_id = str(found) if found is not None else None
-        return DispatchResult(status="sent", external_id=external_id or key,
+        return DispatchResult(status="sent", external_id=reply_id(answer) or key,
                               details={"status": answer.status, "method": prepared.method})
 
     def preview(self, action: Action, request: dict[str, Any], state: RunState, key: str) -> list[dict[str, Any]]:
@@ -276,9 +264,7 @@ def _signature(settings: dict[str, Any], connection: Connection | None, pairs: l
             hint = " (or set signature_scheme: billflow to sign by billflow's scheme only)" if scheme == "both" else ""
             raise ConfigurationError(f"connection {name!r}: {err.message}{hint}") from None
     if scheme in ("billflow", "both"):
-        timestamp = str(int(time.time()))
-        headers[BILLFLOW_TIMESTAMP_HEADER] = timestamp
-        headers[BILLFLOW_SIGNATURE_HEADER] = billflow_signature(str(secret), timestamp, body or b"")
+        headers.update(signed_headers(str(secret), body or b""))
     return headers
 
 

@@ -24,7 +24,8 @@ from billflow.signing import BILLFLOW_TIMESTAMP_HEADER as TIMESTAMP_HEADER
 from billflow.signing import billflow_signature as signature
 from billflow.storage.secrets import Connection
 
-__all__ = ["SIGNATURE_HEADER", "TIMESTAMP_HEADER", "WebhookConnector", "check_url", "ports_restricted", "signature"]
+__all__ = ["SIGNATURE_HEADER", "TIMESTAMP_HEADER", "WebhookConnector", "check_url", "ports_restricted", "reply_id",
+           "signature", "signed_headers"]
 
 # Seed 004: "Zoho Books only supports port numbers 80 and 443". billflow holds its production stage to that.
 ALLOWED_PORTS = frozenset({80, 443})
@@ -53,6 +54,23 @@ def check_url(url: str, target: str = "webhook") -> urllib.parse.SplitResult:
             f"(STAGE={get_settings().stage})"
         )
     return parts
+
+
+def signed_headers(secret: str, body: bytes) -> dict[str, str]:
+    """billflow's timestamped signature of a request body (billflow.signing): X-Billflow-Timestamp and
+    X-Billflow-Signature."""
+    timestamp = str(int(time.time()))
+    return {TIMESTAMP_HEADER: timestamp, SIGNATURE_HEADER: signature(secret, timestamp, body)}
+
+
+def reply_id(answer: http.HttpResponse) -> str | None:
+    """The id a webhook's receiver answered with ({"id": ...} or {"external_id": ...}), if any."""
+    try:
+        reply = answer.json()
+    except ValueError:
+        return None
+    found = (reply.get("id") or reply.get("external_id")) if isinstance(reply, dict) else None
+    return str(found) if found is not None else None
 
 
 class WebhookConnector(Connector):
@@ -87,18 +105,8 @@ class WebhookConnector(Connector):
         headers = {"Content-Type": "application/json", "Idempotency-Key": context.idempotency_key}
         secret = connection.settings.get("secret")
         if secret:
-            timestamp = str(int(time.time()))
-            headers[TIMESTAMP_HEADER] = timestamp
-            headers[SIGNATURE_HEADER] = signature(secret, timestamp, body)
+            headers.update(signed_headers(str(secret), body))
         answer = http.request("POST", url, headers=headers, body=body, target="webhook")
-        external_id: str | None = None
-        try:
-            reply = answer.json()
-        except ValueError:
-            reply = None
-        if isinstance(reply, dict):
-            found = reply.get("id") or reply.get("external_id")
-            external_id = str(found) if found is not None else None
         return DispatchResult(
-            external_id=external_id or context.idempotency_key, details={"status": answer.status}
+            external_id=reply_id(answer) or context.idempotency_key, details={"status": answer.status}
         )

@@ -126,11 +126,12 @@ def _parameters() -> ModuleType:
     container, the one the local runtime and tests point at moto)."""
     # deferred: cold start; Parameters imports boto3 (~120 ms), which a function reading no secret never needs
     from aws_lambda_powertools.utilities import parameters
+    from aws_lambda_powertools.utilities.parameters.constants import DEFAULT_PROVIDERS  # deferred: as above
 
-    provider = parameters.base.DEFAULT_PROVIDERS.get("secrets")
+    provider = DEFAULT_PROVIDERS.get("secrets")
     current = client("secretsmanager")
     if provider is None or getattr(provider, "client", None) is not current:
-        parameters.base.DEFAULT_PROVIDERS["secrets"] = parameters.SecretsProvider(boto3_client=current)
+        DEFAULT_PROVIDERS["secrets"] = parameters.SecretsProvider(boto3_client=current)
     return parameters
 
 
@@ -156,6 +157,6 @@ def reset_secret_store() -> None:
     """Tests and the local runtime: forget the store and every cached secret (Parameters' shared cache)."""
     global _store
     _store = None
-    base = sys.modules.get("aws_lambda_powertools.utilities.parameters.base")  # not imported: nothing cached
-    if base is not None:
-        base.DEFAULT_PROVIDERS.pop("secrets", None)
+    constants = sys.modules.get("aws_lambda_powertools.utilities.parameters.constants")  # absent: nothing cached
+    if constants is not None:
+        constants.DEFAULT_PROVIDERS.pop("secrets", None)
