@@ -34,6 +34,7 @@ from billflow.models.admin import (
     error_responses,
 )
 from billflow.observability import logger
+from billflow.settings import requires_settings
 from billflow.storage.execution_log import get_execution_log
 from billflow.storage.rules import get_rule_store
 
@@ -215,5 +216,6 @@ def openapi_document() -> str:
 
 
 @logger.inject_lambda_context(clear_state=True)
+@requires_settings("rules_table", "execution_log_table", "state_machine_arn")
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     return app.resolve(event, context)

@@ -9,9 +9,11 @@ from typing import Any
 from billflow.errors import BillflowError, InvalidRequest, TransientError
 from billflow.logic.ingest import WebhookDelivery, accept_webhook
 from billflow.observability import logger
+from billflow.settings import requires_settings
 
 
 @logger.inject_lambda_context(clear_state=True)
+@requires_settings("event_bus_name")
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     try:
         events = accept_webhook(_delivery(event))

@@ -11,11 +11,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from billflow.errors import TransientError
-from billflow.logic.schedule import parse_utc, run_scheduler
+from billflow.logic.schedule import run_scheduler
+from billflow.models.run import parse_utc
 from billflow.observability import logger
+from billflow.settings import requires_settings
 
 
 @logger.inject_lambda_context(clear_state=True)
+@requires_settings("rules_table", "records_table", "counters_table", "execution_log_table", "state_machine_arn")
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     when = event.get("time") if isinstance(event, dict) else None
     now = parse_utc(when) if isinstance(when, str) and when else datetime.now(UTC)

@@ -3,16 +3,18 @@ named (alias) as template.yaml's Globals or a function's Environment sets it; te
 
 from __future__ import annotations
 
+import functools
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from billflow.errors import ConfigurationError
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
+Handler = TypeVar("Handler", bound=Callable[..., Any])
 
 
 class Settings(BaseModel):
@@ -64,6 +66,13 @@ class Settings(BaseModel):
             problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
             raise ConfigurationError(f"environment variable {problems}") from None
 
+    def require(self, *fields: str) -> Settings:
+        """These settings, or ConfigurationError naming every variable among them that is empty."""
+        missing = [str(type(self).model_fields[f].alias) for f in fields if getattr(self, f) in ("", None)]
+        if missing:
+            raise ConfigurationError(f"{', '.join(missing)} not set for this function (template.yaml Environment)")
+        return self
+
     def required(self, field: str) -> str:
         """A setting that must not be empty where it is used: its value, or ConfigurationError naming the
         variable (the function's template entry lacks it)."""
@@ -72,6 +81,25 @@ class Settings(BaseModel):
             variable = type(self).model_fields[field].alias
             raise ConfigurationError(f"{variable} is not set for this function (template.yaml Environment)")
         return str(value)
+
+
+def requires_settings(*fields: str) -> Callable[[Handler], Handler]:
+    """A handler that fails fast, naming the variable, when a setting it needs is empty; the settings are
+    parsed on its first (cold) call. `required_settings` lists them (tests match them with template.yaml)."""
+    unknown = [f for f in fields if f not in Settings.model_fields]
+    if unknown:
+        raise ValueError(f"unknown settings: {', '.join(unknown)}")
+
+    def decorate(handler: Handler) -> Handler:
+        @functools.wraps(handler)
+        def checked(event: Any, context: Any) -> Any:
+            get_settings().require(*fields)
+            return handler(event, context)
+
+        checked.required_settings = fields  # type: ignore[attr-defined]
+        return checked  # type: ignore[return-value]
+
+    return decorate
 
 
 @lru_cache(maxsize=1)
