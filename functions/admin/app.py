@@ -38,14 +38,6 @@ from billflow.settings import requires_settings
 from billflow.storage.execution_log import get_execution_log
 from billflow.storage.rules import get_rule_store
 
-TITLE = "billflow admin API"
-VERSION = "1.0.0"
-DESCRIPTION = (
-    "Rules as code, the rule lifecycle, dry runs, the execution log and replays. In AWS every route is "
-    "IAM-authorised (sign requests with SigV4 for execute-api); the local runtime serves it unsigned on "
-    "127.0.0.1."
-)
-
 app = APIGatewayHttpResolver(enable_validation=True)
 
 RULES = ["rules"]
@@ -187,32 +179,11 @@ def domain_error(exc: BillflowError) -> Response[Any]:
 @app.exception_handler(RequestValidationError)  # type: ignore[untyped-decorator]
 def invalid_document(exc: RequestValidationError) -> Response[Any]:
     """422 as documented (HTTPValidationError), with each problem's message: admins fix rules from them."""
-    errors: list[dict[str, Any]] = [
-        {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
-        for e in exc.errors()
-    ]
     try:
         body = app.current_event.json_body
     except ValueError:
         body = None
-    problems = [admin.request_problem(e["loc"], e["msg"], body) for e in errors]
-    return Response(422, "application/json", {"detail": errors, "problems": problems})
-
-
-def openapi_document() -> str:
-    """The OpenAPI document of this API, as shipped in docs/admin-openapi.json (scripts/generate_openapi.py)."""
-    # deferred: ~100 ms of OpenAPI models that only the document's generator needs, never a cold start
-    from aws_lambda_powertools.event_handler.openapi.models import APIKey, APIKeyIn
-
-    sigv4 = APIKey.model_validate({
-        "type": "apiKey", "in": APIKeyIn.header, "name": "Authorization",
-        "description": "AWS Signature Version 4 for execute-api (IAM authorisation)",
-        "x-amazon-apigateway-authtype": "awsSigv4",
-    })
-    return app.get_openapi_json_schema(
-        title=TITLE, version=VERSION, description=DESCRIPTION,
-        security_schemes={"sigv4": sigv4}, security=[{"sigv4": []}],
-    )
+    return Response(422, "application/json", admin.invalid_request_answer(exc.errors(), body))
 
 
 @logger.inject_lambda_context(clear_state=True)

@@ -12,6 +12,7 @@ wording of invalid requests are here, so functions/admin/app.py holds routes onl
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from pydantic import BaseModel
@@ -236,6 +237,16 @@ def query_executions(
 
 
 # ------------------------------------------------------------------------------------------- invalid requests
+def invalid_request_answer(errors: Sequence[Any], body: Any) -> dict[str, Any]:
+    """The 422 body for pydantic's errors on a request `body`: Powertools' `detail` (HTTPValidationError) and
+    each error as `billflow rules validate` words it."""
+    detail: list[dict[str, Any]] = [
+        {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
+        for e in errors
+    ]
+    return {"detail": detail, "problems": [request_problem(e["loc"], e["msg"], body) for e in detail]}
+
+
 def request_problem(loc: list[Any], message: str, body: Any) -> str:
     """'rule ID: FIELD: message' for a rule document's field, as `billflow rules validate` says it."""
     path = [str(p) for p in loc[1:]] if loc[:1] == ["body"] else [str(p) for p in loc]

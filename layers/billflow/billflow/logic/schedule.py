@@ -227,32 +227,23 @@ def fire(item: DueItem, rule: Rule | None, settings: TenantSettings, index: DueI
          executions: Executions | None = None) -> None:
     """Start the run of one due item (named after rule, record and instant), then move or drop the item."""
     since, until = window
-    record_key = keys.record_pk(item.tenant, item.source, item.object, item.record_id)
     if rule is None or not rule.active or not isinstance(rule.trigger, DateTrigger) \
             or rule.trigger.field != item.field:
         run.stale.append(item.pk)
-        index.remove(record_key, item.rule_id, only_if_due=item.due)
+        index.advance(item, None)
         return
     zone = trigger_zone(rule)
     due = occurrence_after(rule.trigger, item.value, zone, item.due - timedelta(seconds=1))
     if due is None or not since < due <= until:  # the rule's offset or time changed since it was indexed
         run.stale.append(item.pk)
-        following = occurrence_after(rule.trigger, item.value, zone, until)
-        if following is None:
-            index.remove(record_key, rule.id, only_if_due=item.due)
-        else:
-            index.move(item, following)
+        index.advance(item, occurrence_after(rule.trigger, item.value, zone, until))
         return
     state = date_run_state(item, rule, due, settings, now)
     if (executions or get_executions()).start_run(state):
         run.started.append(state.execution_name)
     else:
         run.duplicates.append(state.execution_name)
-    following = occurrence_after(rule.trigger, item.value, zone, due)
-    if following is None:
-        index.remove(record_key, rule.id, only_if_due=item.due)
-    else:
-        index.move(item, following)
+    index.advance(item, occurrence_after(rule.trigger, item.value, zone, due))
 
 
 def date_run_state(item: DueItem, rule: Rule, due: datetime, tenant: TenantSettings, now: datetime) -> RunState:

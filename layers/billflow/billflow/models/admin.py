@@ -11,6 +11,14 @@ from pydantic.json_schema import SkipJsonSchema
 
 from billflow.models.rules import Rule
 
+API_TITLE = "billflow admin API"
+API_VERSION = "1.0.0"
+API_DESCRIPTION = (
+    "Rules as code, the rule lifecycle, dry runs, the execution log and replays. In AWS every route is "
+    "IAM-authorised (sign requests with SigV4 for execute-api); the local runtime serves it unsigned on "
+    "127.0.0.1."
+)
+
 
 # ------------------------------------------------------------------------------------------- rules
 class RuleDocument(Rule):

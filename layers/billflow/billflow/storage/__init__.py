@@ -1,1 +1,2 @@
-"""Data access: the only modules that talk to DynamoDB, Secrets Manager and EventBridge."""
+"""Data access: the only modules that call AWS (DynamoDB, Secrets Manager, EventBridge, Step Functions, SNS,
+SES), one per table or service, each behind a small class or function with a cached factory."""

@@ -77,14 +77,7 @@ class DueIndex:
         client("dynamodb").put_item(TableName=self._table, Item=item)
 
     def remove(self, record_key: str, rule_id: str, only_if_due: datetime | None = None) -> None:
-        ddb = client("dynamodb")
-        kwargs: dict[str, Any] = {"TableName": self._table, "Key": {"pk": {"S": due_pk(record_key, rule_id)}}}
-        if only_if_due is not None:
-            kwargs["ConditionExpression"] = "due_at = :due"
-            kwargs["ExpressionAttributeValues"] = {":due": {"S": utc_text(only_if_due)}}
-        # ConditionalCheckFailed: re-indexed meanwhile, the new instant stands
-        with contextlib.suppress(ddb.exceptions.ConditionalCheckFailedException):
-            ddb.delete_item(**kwargs)
+        self._delete(due_pk(record_key, rule_id), only_if_due)
 
     def move(self, item: DueItem, to: datetime) -> None:
         """A repeating rule's item on to its next instant, unless an event re-indexed it meanwhile."""
@@ -99,6 +92,24 @@ class DueIndex:
                     ":from": {"S": utc_text(item.due)}, ":ttl": {"N": str(int((to + DUE_ITEM_TTL).timestamp()))},
                 },
             )
+
+    def advance(self, item: DueItem, to: datetime | None) -> None:
+        """A fired or stale item on to its next instant, or removed when there is none; either only if no
+        event re-indexed it meanwhile."""
+        if to is None:
+            self._delete(item.pk, only_if_due=item.due)
+        else:
+            self.move(item, to)
+
+    def _delete(self, pk: str, only_if_due: datetime | None) -> None:
+        ddb = client("dynamodb")
+        kwargs: dict[str, Any] = {"TableName": self._table, "Key": {"pk": {"S": pk}}}
+        if only_if_due is not None:
+            kwargs["ConditionExpression"] = "due_at = :due"
+            kwargs["ExpressionAttributeValues"] = {":due": {"S": utc_text(only_if_due)}}
+        # ConditionalCheckFailed: re-indexed meanwhile, the new instant stands
+        with contextlib.suppress(ddb.exceptions.ConditionalCheckFailedException):
+            ddb.delete_item(**kwargs)
 
     def due_between(self, since: datetime, until: datetime) -> list[DueItem]:
         """Items due in (since, until], from the hour partitions that window touches."""
