@@ -193,7 +193,7 @@ def _prepare(request: dict[str, Any], connection: Connection | None, key: str) -
     parts = check_url(url)
     # Every query pair, decoded: the URL's own, the rule's, then the connection's (secret) ones.
     own = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
-    secret_query = [(str(k), text_of(v)) for k, v in _settings_mapping(settings, "query").items()]
+    secret_query = [(str(k), text_of(v)) for k, v in _mapping(settings, "query", "webhook connection").items()]
     query = [*own, *[(k, v) for k, v in request["query"]], *secret_query]
     base = urllib.parse.urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
     encoded = urllib.parse.urlencode(query, quote_via=urllib.parse.quote)
@@ -229,7 +229,8 @@ def _prepare(request: dict[str, Any], connection: Connection | None, key: str) -
 
     headers: dict[str, str] = {"User-Agent": "billflow-webhook", "Idempotency-Key": key}
     headers.update(request["headers"])
-    secret_headers = {str(k): _header_value(k, text_of(v)) for k, v in _settings_mapping(settings, "headers").items()}
+    secret_headers = {str(k): _header_value(k, text_of(v))
+                      for k, v in _mapping(settings, "headers", "webhook connection").items()}
     headers.update(secret_headers)
     if body_format == "form_data" or not any(h.lower() == "content-type" for h in headers):
         headers = {k: v for k, v in headers.items() if k.lower() != "content-type"}
@@ -298,21 +299,13 @@ def _body_format(options: dict[str, Any]) -> str:
     return str(given)
 
 
-def _mapping(options: dict[str, Any], name: str) -> dict[str, Any]:
+def _mapping(options: dict[str, Any], name: str, owner: str = "webhook") -> dict[str, Any]:
+    """A rule's (or, owner "webhook connection", a connection's) headers, query or body mapping."""
     value = options.get(name)
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise ConfigurationError(f"webhook {name}: a mapping of names to values")
-    return value
-
-
-def _settings_mapping(settings: dict[str, Any], name: str) -> dict[str, Any]:
-    value = settings.get(name)
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise ConfigurationError(f"webhook connection {name}: a mapping of names to values")
+        raise ConfigurationError(f"{owner} {name}: a mapping of names to values")
     return value
 
 

@@ -7,7 +7,7 @@ from datetime import timedelta
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 RULE_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 NAME_SEGMENT = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -56,6 +56,10 @@ def check_time_of_day(value: str) -> str:
     return value
 
 
+TimeOfDay = Annotated[str, AfterValidator(check_time_of_day)]  # HH:MM
+TimeZoneName = Annotated[str, AfterValidator(check_timezone)]  # IANA: Europe/Paris, UTC
+
+
 class Criterion(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -89,21 +93,11 @@ class DateTrigger(BaseModel):
     field: str = Field(min_length=1, description="The record's date or date-time field, e.g. closeDate")
     offset_days: int = Field(default=0, ge=-MAX_WAIT_DAYS, le=MAX_WAIT_DAYS,
                              description="Days after (negative: before) the field's date")
-    at: str = Field(default="00:00", description="Time of day (HH:MM) in the trigger's time zone")
-    timezone: str | None = Field(default=None, description="IANA time zone; default: the rule's")
+    at: TimeOfDay = Field(default="00:00", description="Time of day (HH:MM) in the trigger's time zone")
+    timezone: TimeZoneName | None = Field(default=None, description="IANA time zone; default: the rule's")
     repeat: Literal["once", "monthly", "yearly"] = Field(
         default="once", description="once, or again every month / year on the same day (renewals)"
     )
-
-    @field_validator("at")
-    @classmethod
-    def _time(cls, value: str) -> str:
-        return check_time_of_day(value)
-
-    @field_validator("timezone")
-    @classmethod
-    def _zone(cls, value: str | None) -> str | None:
-        return None if value is None else check_timezone(value)
 
     # What code written for event triggers reads from any trigger.
     @property
@@ -172,7 +166,7 @@ class TimeBasedActions(BaseModel):
     after: str | None = Field(default=None, description="Duration after the trigger or the field's date")
     before: str | None = Field(default=None, description="Duration before the field's date (needs field)")
     field: str | None = Field(default=None, description="Date field of the record the time is relative to")
-    at: str | None = Field(default=None, description="Time of day (HH:MM) in the rule's time zone")
+    at: TimeOfDay | None = Field(default=None, description="Time of day (HH:MM) in the rule's time zone")
     recheck_criteria: bool = Field(
         default=False, description="Check the block's criteria again, on the record as it is then"
     )
@@ -186,11 +180,6 @@ class TimeBasedActions(BaseModel):
         if parse_duration(value) > timedelta(days=MAX_WAIT_DAYS):
             raise ValueError(f"at most {MAX_WAIT_DAYS} days: a run waits at most a year")
         return value
-
-    @field_validator("at")
-    @classmethod
-    def _time(cls, value: str | None) -> str | None:
-        return None if value is None else check_time_of_day(value)
 
     @model_validator(mode="after")
     def _when_is_clear(self) -> TimeBasedActions:
@@ -248,7 +237,7 @@ class Rule(BaseModel):
     active: bool = True
     order: int = 0
     trigger: Annotated[Trigger | DateTrigger, Field(discriminator="type")] = Field(default_factory=Trigger)
-    timezone: str = Field(default="UTC", description="IANA time zone of dates in criteria and times of day")
+    timezone: TimeZoneName = Field(default="UTC", description="IANA time zone of dates in criteria and times of day")
     blocks_match: Literal["first", "every"] = Field(
         default="first",
         description="Blocks are evaluated in order: run only the first matching block (first, the default) "
@@ -289,11 +278,6 @@ class Rule(BaseModel):
             raise ValueError("letters, digits, '_', '.', '-' only")
         return value
 
-    @field_validator("timezone")
-    @classmethod
-    def _zone(cls, value: str) -> str:
-        return check_timezone(value)
-
     @property
     def is_date_triggered(self) -> bool:
         return isinstance(self.trigger, DateTrigger)
@@ -326,22 +310,12 @@ class FailureDigest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     frequency: Literal["daily", "weekly"] = "daily"
-    at: str = Field(default="08:00", description="HH:MM in timezone")
+    at: TimeOfDay = Field(default="08:00", description="HH:MM in timezone")
     weekday: Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"] = Field(
         default="monday", description="weekly digests: the day they are sent"
     )
-    timezone: str = "UTC"
+    timezone: TimeZoneName = "UTC"
     recipients: list[str] = Field(default_factory=list, max_length=10)
-
-    @field_validator("at")
-    @classmethod
-    def _time(cls, value: str) -> str:
-        return check_time_of_day(value)
-
-    @field_validator("timezone")
-    @classmethod
-    def _zone(cls, value: str) -> str:
-        return check_timezone(value)
 
 
 class TenantSettings(BaseModel):

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import contextlib
 from datetime import UTC, datetime, timedelta
-from functools import cache
 
 from billflow.aws import client
 from billflow.models.run import parse_utc, utc_text
 from billflow.settings import get_settings
+from billflow.storage import shared
 
 CHECKPOINT_PK = "scheduler#due"
 ALERT_TTL_SECONDS = 3 * 86400
@@ -77,13 +77,8 @@ class Checkpoint:
             )
 
 
-@cache
-def _counters(table: str) -> Counters:
-    return Counters(table)
-
-
 def get_counters() -> Counters:
-    return _counters(get_settings().required("counters_table"))
+    return shared(Counters, get_settings().required("counters_table"))
 
 
 def get_checkpoint() -> Checkpoint:

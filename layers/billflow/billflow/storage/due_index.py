@@ -7,7 +7,6 @@ import contextlib
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from functools import cache
 from typing import Any
 
 from billflow.aws import client
@@ -16,7 +15,7 @@ from billflow.models.rules import DateTrigger, Rule
 from billflow.models.run import parse_utc, utc_text
 from billflow.rules.paths import get_path
 from billflow.settings import get_settings
-from billflow.storage import keys
+from billflow.storage import keys, shared
 
 DUE_INDEX = "by-due"
 DUE_SHARDS = 4  # items due in one hour are spread over this many index partitions
@@ -146,10 +145,5 @@ def _due_item(item: dict[str, Any]) -> DueItem:
     )
 
 
-@cache
-def _due_index(table: str) -> DueIndex:
-    return DueIndex(table)
-
-
 def get_due_index() -> DueIndex:
-    return _due_index(get_settings().required("records_table"))
+    return shared(DueIndex, get_settings().required("records_table"))

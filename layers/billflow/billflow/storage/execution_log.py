@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
-from functools import cache
 from typing import Any
 
 from billflow.aws import client
 from billflow.settings import get_settings
-from billflow.storage import keys
+from billflow.storage import keys, shared
 
 BY_RULE = "by-rule"
 BY_RECORD = "by-record"
@@ -109,10 +108,5 @@ def log_time(instant: datetime) -> str:
     return instant.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
 
 
-@cache
-def _execution_log(table: str) -> ExecutionLog:
-    return ExecutionLog(table)
-
-
 def get_execution_log() -> ExecutionLog:
-    return _execution_log(get_settings().required("execution_log_table"))
+    return shared(ExecutionLog, get_settings().required("execution_log_table"))

@@ -4,13 +4,13 @@ Step Functions itself refuses a second run of one transition."""
 from __future__ import annotations
 
 import json
-from functools import cache
 from typing import Any
 
 from billflow.aws import client
 from billflow.models.run import RunState
 from billflow.observability import logger
 from billflow.settings import get_settings
+from billflow.storage import shared
 
 
 def execution_arn(state_machine_arn: str, name: str) -> str:
@@ -52,10 +52,5 @@ class Executions:
         return answer
 
 
-@cache
-def _executions(state_machine_arn: str) -> Executions:
-    return Executions(state_machine_arn)
-
-
 def get_executions() -> Executions:
-    return _executions(get_settings().required("state_machine_arn"))
+    return shared(Executions, get_settings().required("state_machine_arn"))

@@ -11,11 +11,11 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
-from functools import cache
 from typing import Any
 
 from billflow.aws import client
 from billflow.settings import get_settings
+from billflow.storage import shared
 
 RECORD_TTL_SECONDS = 400 * 24 * 3600
 
@@ -70,10 +70,5 @@ class RecordStateStore:
         return True
 
 
-@cache
-def _record_store(table: str) -> RecordStateStore:
-    return RecordStateStore(table)
-
-
 def get_record_store() -> RecordStateStore:
-    return _record_store(get_settings().required("records_table"))
+    return shared(RecordStateStore, get_settings().required("records_table"))

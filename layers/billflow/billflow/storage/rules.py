@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-from functools import cache
 from typing import Any
 
 from billflow.aws import client
 from billflow.models.rules import Rule, TenantSettings
 from billflow.settings import get_settings
-from billflow.storage import keys
+from billflow.storage import keys, shared
 
 TENANT_INDEX = "tenant-index"
 SETTINGS_INDEX = "sk-index"
@@ -112,13 +111,8 @@ class RuleStore:
                 return items
 
 
-@cache
-def _rule_store(table: str) -> RuleStore:
-    return RuleStore(table)
-
-
 def get_rule_store() -> RuleStore:
-    return _rule_store(get_settings().required("rules_table"))
+    return shared(RuleStore, get_settings().required("rules_table"))
 
 
 def rule_document(rule: Rule) -> dict[str, Any]:
