@@ -14,7 +14,6 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValida
 from aws_lambda_powertools.event_handler.openapi.params import Body, Query
 from billflow.errors import BillflowError
 from billflow.logic import admin
-from billflow.logic.replay import replay as start_replay
 from billflow.models.admin import (
     ApplyAnswer,
     CloneRequest,
@@ -165,6 +164,9 @@ def executions(
           summary="Run a failed or limited run again with its original input (sends are not repeated)",
           responses=error_responses(400, 404, 409))
 def replay(tenant: str, name: str) -> ReplayAnswer:
+    # deferred: run state and Step Functions access (~5 ms) that only replays need, never a cold start
+    from billflow.logic.replay import replay as start_replay
+
     answer = start_replay(tenant, name, get_rule_store())
     logger.info("run replayed", extra={"tenant": tenant, **answer.model_dump()})
     return answer
