@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from billflow.models.rules import Rule
 from billflow.logic.validate import validate_rule
+from billflow.models.rules import Rule
 
 
 class RulesLoader(yaml.SafeLoader):

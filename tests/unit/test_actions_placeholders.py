@@ -14,12 +14,12 @@ from typing import Any
 
 import pytest
 from billflow.errors import ConfigurationError
+from billflow.logic.validate import validate_rule
 from billflow.models.events import CrmEvent
 from billflow.models.rules import Rule
 from billflow.models.run import LogKeys, RunState
 from billflow.rules.paths import MISSING
 from billflow.rules.templates import placeholders, references, render, resolve_reference, text_of
-from billflow.logic.validate import validate_rule
 
 EVENTS = Path(__file__).resolve().parents[2] / "events" / "twenty"
 WON = json.loads((EVENTS / "opportunity-won.json").read_text())

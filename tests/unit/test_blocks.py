@@ -9,13 +9,13 @@ from typing import Any
 import pytest
 from billflow.logic.filter import build_run_state
 from billflow.logic.run import decide, plan_next
+from billflow.logic.validate import validate_rule
 from billflow.models.events import CrmEvent
 from billflow.models.rules import Rule
 from billflow.models.run import RunState
 from billflow.rules.comparators import FieldChange
 from billflow.rules.engine import Clock, evaluate_rule, kleene
 from billflow.rules.pattern import parse_pattern
-from billflow.logic.validate import validate_rule
 from pydantic import ValidationError
 
 AT = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)

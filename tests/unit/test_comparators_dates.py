@@ -7,13 +7,13 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from billflow.logic.validate import validate_rule
 from billflow.models.events import CrmEvent
 from billflow.models.rules import Rule
 from billflow.rules import comparators
 from billflow.rules.comparators import DATE_COMPARATORS, is_date_value
 from billflow.rules.engine import Clock, evaluate_rule
 from billflow.rules.paths import MISSING
-from billflow.logic.validate import validate_rule
 
 PARIS = ZoneInfo("Europe/Paris")
 TOKYO = ZoneInfo("Asia/Tokyo")

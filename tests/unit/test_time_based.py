@@ -11,12 +11,12 @@ import pytest
 from billflow.logic.filter import build_run_state
 from billflow.logic.run import plan_next, resume
 from billflow.logic.schedule import group_due, utc_text
+from billflow.logic.validate import validate_rule
 from billflow.models.events import CrmEvent
 from billflow.models.rules import Rule, TimeBasedActions, parse_duration
 from billflow.models.run import RunState
 from billflow.rules.comparators import FieldChange
 from billflow.rules.engine import evaluate_rule
-from billflow.logic.validate import validate_rule
 from pydantic import ValidationError
 
 PARIS = ZoneInfo("Europe/Paris")

@@ -10,11 +10,11 @@ import pytest
 from billflow.logic.limits import alert_at, digest_instant
 from billflow.logic.run import decide, plan_next
 from billflow.logic.schedule import date_run_state, index_record, occurrence_after, window
+from billflow.logic.validate import validate_rule
 from billflow.models.events import CrmEvent
 from billflow.models.rules import DateTrigger, FailureDigest, Rule, TenantSettings
 from billflow.models.run import RunState
 from billflow.rules.engine import evaluate_rule
-from billflow.logic.validate import validate_rule
 from billflow.storage.due_index import DueItem, due_hour
 from pydantic import ValidationError
 
