@@ -19,8 +19,7 @@ from typing import Any
 
 import pytest
 
-from billflow_local.runtime import _reset_billflow_caches as reset_billflow_caches
-from billflow_local.runtime import patched_environment
+from billflow_local.process import patched_environment, reset_billflow_caches
 from billflow_local.template import TABLE, Template
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -103,11 +103,38 @@ def test_validate_reports_every_problem_with_file_rule_and_field(
     (rules_dir / "unreadable.yml").write_text("id: [unclosed\n")
     err = fails(capsys, 2, "rules", "validate", str(rules_dir))
     broken = rules_dir / "broken.yaml"
-    assert f"{broken}: rule bad-one: blocks.0.criteria.0.comparator: unknown comparator 'sounds_like'" in err
-    assert f"{broken}: rule bad-one: blocks.0.actions: a block needs at least one action" in err
-    assert f"{broken}: rule bad-one: blocks.0.pattern:" in err
-    assert f"{rules_dir / 'opportunity.yaml'}: rule won-hook: id: already used in {broken}" in err
+    # The path as written (top-level criteria:, not blocks.0.criteria) and the line it is written on.
+    assert f"{broken}:4: rule bad-one: criteria.0.comparator: unknown comparator 'sounds_like'" in err
+    assert f"{broken}:6: rule bad-one: actions: a block needs at least one action" in err
+    assert f"{broken}:5: rule bad-one: pattern:" in err
+    assert "blocks.0" not in err
+    assert f"{rules_dir / 'opportunity.yaml'}:" in err
+    assert f": rule won-hook: id: already used in {broken}" in err
     assert f"{rules_dir / 'unreadable.yml'}:2:1: not valid YAML" in err
+
+
+def test_validate_reports_the_problems_behind_a_field_that_does_not_fit_the_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "id: two\nsource: twenty\nobject: opportunity\n"
+        "blocks:\n"
+        "  - criteria:\n"
+        "      - {field: stage, comparator: eq, value: CUSTOMER}\n"
+        "      - field: amount\n"
+        "        comparator: bogus\n"
+        "        value: 3\n"
+        "    actions:\n"
+        "      - type: webhook\n"
+        "        connection: hook\n"
+        "        colour: blue\n"
+    )
+    err = fails(capsys, 2, "rules", "validate", str(rules))
+    assert err.splitlines()[1:] == [
+        f"  {rules}:8: rule two: blocks.0.criteria.1.comparator: unknown comparator 'bogus'",
+        f"  {rules}:13: rule two: blocks.0.actions.0.colour: Extra inputs are not permitted",
+    ]
 
 
 def test_yaml_reads_on_and_no_as_strings(rules_dir: Path) -> None:
@@ -222,7 +249,7 @@ def test_edit_from_a_file_and_in_the_editor(
                       "p.write_text(p.read_text().replace('changed_to', 'turned_into'))\n")
     monkeypatch.setenv("VISUAL", f"{sys.executable} {editor}")
     err = fails(capsys, 2, "rules", "edit", "lost-hook", *T)
-    kept = Path(err.splitlines()[1].strip().split(": rule ")[0])
+    kept = Path(err.splitlines()[1].strip().split(": rule ")[0].rsplit(":", 1)[0])  # file:line: rule ...
     assert "unknown comparator 'turned_into'" in err
     assert kept.exists()  # the edit is not lost
     kept.unlink()

@@ -24,7 +24,8 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from billflow_local.runtime import BusTarget, LocalConfigError, LocalRuntime
+from billflow_local.bus import BusTarget
+from billflow_local.runtime import LocalConfigError, LocalRuntime
 from billflow_local.server import Turns
 from billflow_local.template import TABLE, Template, TemplateError
 from tests.fakes.base import FakeServer, Request, Response
@@ -258,19 +259,29 @@ class Recorder:
         return {"started": [], "duplicates": [], "not_matched": {}}
 
 
-def dead_letters(runtime: LocalRuntime, event_id: str) -> list[dict[str, Any]]:
-    """The dead-letter queue's messages for this event (left visible for other readers)."""
+def queue_messages(runtime: LocalRuntime, logical_id: str) -> list[dict[str, Any]]:
+    """Every message of a template queue (left visible for other readers)."""
     sqs = runtime.client("sqs")
-    name = runtime.template.get_att("FilterDeadLetterQueue", "QueueName")
-    url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
+    url = sqs.get_queue_url(QueueName=runtime.template.get_att(logical_id, "QueueName"))["QueueUrl"]
     found: dict[str, dict[str, Any]] = {}
     while True:
         messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, MessageAttributeNames=["All"],
                                        VisibilityTimeout=0, WaitTimeSeconds=0).get("Messages", [])
         new = {m["MessageId"]: m for m in messages if m["MessageId"] not in found}
         if not new:
-            return [m for m in found.values() if json.loads(m["Body"])["id"] == event_id]
+            return list(found.values())
         found.update(new)
+
+
+def dead_letters(runtime: LocalRuntime, event_id: str) -> list[dict[str, Any]]:
+    """The rule's dead-letter queue's messages for this event."""
+    return [m for m in queue_messages(runtime, "FilterDeadLetterQueue") if json.loads(m["Body"])["id"] == event_id]
+
+
+def failure_records(runtime: LocalRuntime, event_id: str) -> list[dict[str, Any]]:
+    """The filter's on-failure destination records for this event."""
+    records = [json.loads(m["Body"]) for m in queue_messages(runtime, "FilterFailureQueue")]
+    return [r for r in records if r["requestPayload"]["id"] == event_id]
 
 
 def filter_rule(runtime: LocalRuntime) -> dict[str, Any]:
@@ -353,28 +364,38 @@ def test_a_failing_delivery_is_retried_and_then_succeeds(runtime: LocalRuntime) 
     assert dead_letters(runtime, event_id) == []
 
 
-def test_after_the_last_retry_the_event_goes_to_the_rules_dead_letter_queue(runtime: LocalRuntime) -> None:
-    rule = filter_rule(runtime)
-    attempts = rule["RetryPolicy"]["MaximumRetryAttempts"] + 1
+def test_a_function_error_is_retried_by_lambda_twice_then_goes_to_the_on_failure_destination(
+    runtime: LocalRuntime,
+) -> None:
+    # EventBridge invokes asynchronously: its RetryPolicy and DLQ cover delivery, and Lambda accepts at once.
+    # A handler error is Lambda's to retry (EventInvokeConfig.MaximumRetryAttempts), then the destination's.
+    invoke_config = runtime.template.properties("FilterFunction")["EventInvokeConfig"]
+    attempts = invoke_config["MaximumRetryAttempts"] + 1
+    assert attempts == 3
     recorder = Recorder(failures=10**6)
     with runtime.functions.replaced("FilterFunction", recorder):
         answer = runtime.client("events").put_events(Entries=[crm_entry(runtime, {"doomed": True})])
         runtime.wait_idle(timeout=30)  # fast_retries: no backoff
 
     event_id = answer["Entries"][0]["EventId"]
-    assert [event["id"] for event in recorder.events] == [event_id] * attempts
-    [message] = dead_letters(runtime, event_id)
-    assert json.loads(message["Body"]) == recorder.events[0]
-    attributes = {name: value["StringValue"] for name, value in message["MessageAttributes"].items()}
-    assert rule["DeadLetterConfig"]["Arn"] == runtime.template.get_att("FilterDeadLetterQueue", "Arn")
-    assert attributes == {
-        "RULE_ARN": rule["RuleArn"], "TARGET_ARN": runtime.functions.specs["FilterFunction"].arn,
-        "ERROR_CODE": "RuntimeError", "ERROR_MESSAGE": f"attempt {attempts} failed",
-        "EXHAUSTED_RETRY_CONDITION": "MaximumRetryAttempts", "RETRY_ATTEMPTS": str(attempts - 1),
-    }
+    assert [event["id"] for event in recorder.events] == [event_id] * attempts  # not the rule's 21
+    assert dead_letters(runtime, event_id) == []  # the rule's DLQ is for delivery failures only
+    [record] = failure_records(runtime, event_id)
+    assert record["requestPayload"] == recorder.events[0]
+    assert record["version"] == "1.0"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", record["timestamp"])
+    context = record["requestContext"]
+    assert context["functionArn"] == f"{runtime.functions.specs['FilterFunction'].arn}:$LATEST"
+    assert (context["condition"], context["approximateInvokeCount"]) == ("RetriesExhausted", attempts)
+    assert record["responseContext"] == {"statusCode": 200, "executedVersion": "$LATEST",
+                                         "functionError": "Unhandled"}
+    assert record["responsePayload"]["errorType"] == "RuntimeError"
+    assert record["responsePayload"]["errorMessage"] == f"attempt {attempts} failed"
+    destination = invoke_config["DestinationConfig"]["OnFailure"]["Destination"]
+    assert runtime.template.resolve(destination) == runtime.template.get_att("FilterFailureQueue", "Arn")
 
 
-def test_retries_back_off_on_the_virtual_clock(runtime: LocalRuntime) -> None:
+def test_retries_back_off_as_lambda_does_on_the_virtual_clock(runtime: LocalRuntime) -> None:
     recorder = Recorder(failures=2)
     lines: list[str] = []
     runtime.echo, runtime.clock.fast_retries = lines.append, False
@@ -383,7 +404,10 @@ def test_retries_back_off_on_the_virtual_clock(runtime: LocalRuntime) -> None:
             runtime.client("events").put_events(Entries=[crm_entry(runtime, {"backoff": True})])
             # A delivery waiting for its retry is like an execution in a Wait state: idle unless included.
             runtime.wait_idle(timeout=10, include_waiting=False)
-            assert 1 <= len(recorder.events) < 3
+            assert len(recorder.events) == 1
+            runtime.advance_clock(59)
+            runtime.wait_idle(timeout=10, include_waiting=False)
+            assert len(recorder.events) == 1  # Lambda waits about a minute before the first retry
             while len(recorder.events) < 3:
                 runtime.advance_clock(1)
                 runtime.wait_idle(timeout=10, include_waiting=False)
@@ -391,10 +415,9 @@ def test_retries_back_off_on_the_virtual_clock(runtime: LocalRuntime) -> None:
     finally:
         runtime.echo, runtime.clock.fast_retries = None, True
 
-    attempts = filter_rule(runtime)["RetryPolicy"]["MaximumRetryAttempts"] + 1
-    retries = [line for line in lines if line.startswith("[bus] FilterFunction ✗")]
-    assert retries == [f"[bus] FilterFunction ✗ RuntimeError: attempt 1 failed — retry 2/{attempts} in 1s",
-                       f"[bus] FilterFunction ✗ RuntimeError: attempt 2 failed — retry 3/{attempts} in 2s"]
+    retries = [line for line in lines if line.startswith("[lambda] FilterFunction ✗")]
+    assert retries == ["[lambda] FilterFunction ✗ RuntimeError: attempt 1 failed — asynchronous retry 2/3 in 60s",
+                       "[lambda] FilterFunction ✗ RuntimeError: attempt 2 failed — asynchronous retry 3/3 in 120s"]
     assert lines[-1] == "[bus] CrmEvent → FilterFunction: 0 started, 0 duplicate(s), 0 not matched"
 
 

@@ -96,7 +96,7 @@ class FakeStripe(FakeServer):
         self.clock: Callable[[], int] = lambda: int(time.time())
         self._random = random.Random(seed)
         self.reset()
-        self._handlers = {
+        self._handlers: dict[str, Callable[..., Any]] = {
             "GetCustomers": self._list_customers,
             "PostCustomers": self._create_customer,
             "GetCustomersSearch": self._search_customers,
@@ -183,7 +183,7 @@ class FakeStripe(FakeServer):
             "state": None,
             "tax_type": None,
         }
-        self.tax_rates[rate["id"]] = rate
+        self.tax_rates[str(rate["id"])] = rate
         return copy.deepcopy(rate)
 
     def items_of(self, invoice_id: str) -> list[dict[str, Any]]:
@@ -339,7 +339,7 @@ class FakeStripe(FakeServer):
             "tax_exempt": params.get("tax_exempt") or "none",
             "test_clock": None,
         }
-        self.customers[customer["id"]] = customer
+        self.customers[str(customer["id"])] = customer
         return customer
 
     def _live_customers(self) -> list[dict[str, Any]]:

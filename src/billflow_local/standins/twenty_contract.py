@@ -1,8 +1,9 @@
 """Twenty's REST contract, checked with jsonschema against the trimmed official OpenAPI.
 
-contracts/twenty-openapi.trimmed.json (a copy of tests/contracts/twenty/openapi.trimmed.json) is the OpenAPI a Twenty workspace generates, trimmed to the calls
-billflow makes (see SOURCE.md there). A workspace's spec lists its own stages and custom fields, so a contract
-is built for a workspace: `stages` replaces the opportunity stage enum, `custom_fields` adds fields to an
+contracts/twenty-openapi.trimmed.json (a copy of tests/contracts/twenty/openapi.trimmed.json) is the OpenAPI
+a Twenty workspace generates, trimmed to the calls billflow makes (see SOURCE.md there). A workspace's spec
+lists its own stages and custom fields, so a contract is built for a workspace: `stages` replaces the opportunity
+stage enum, `custom_fields` adds fields to an
 object's ...ForUpdate and ...ForResponse schemas, as Twenty does when a field is created.
 
 Two readings of the spec, both deliberate and both documented in SOURCE.md:
