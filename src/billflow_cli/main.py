@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote
 
 from billflow_cli.api import AdminApi, ApiError, segment
+from billflow_cli.redrive import redrive, stack_outputs
 from billflow_cli.rulesfile import RulesFileError, dump_rules, load_rules
 
 DEFAULT_API = "http://127.0.0.1:3000"
@@ -147,6 +148,17 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("execution", metavar="EXECUTION_NAME", help="as `billflow log` shows it")
     _api_args(replay)
     replay.set_defaults(run=_replay)
+
+    redrive = commands.add_parser("redrive", help="put the filter's failed events (its on-failure queue) back on "
+                                                  "the bus, once the cause is fixed; safe to run again")
+    redrive.add_argument("--tenant", default=os.environ.get("BILLFLOW_TENANT") or None,
+                         help="only this tenant's events (default: $BILLFLOW_TENANT, else every tenant)")
+    found = redrive.add_mutually_exclusive_group(required=True)
+    found.add_argument("--stack", help="the deployed stack: its FilterFailureQueueUrl and EventBusName outputs")
+    found.add_argument("--queue-url", help="the failure queue's URL (with --event-bus)")
+    redrive.add_argument("--event-bus", help="the bus to put the events on (with --queue-url)")
+    redrive.add_argument("--region", help="AWS region (default: your AWS configuration's)")
+    redrive.set_defaults(run=_redrive)
 
     local = commands.add_parser("local", help="run the whole stack on this machine (see README)")
     local.add_argument("args", nargs=argparse.REMAINDER)
@@ -464,6 +476,27 @@ def _table(columns: tuple[str, ...], rows: list[list[str]]) -> str:
     lines = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip()]
     lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     return "\n".join(lines)
+
+
+def _redrive(args: argparse.Namespace) -> int:
+    import boto3  # only redrive talks to AWS directly; the other commands go through the admin API
+
+    if args.stack:
+        outputs = stack_outputs(args.stack, args.region)
+        queue_url, bus = outputs.get("FilterFailureQueueUrl"), outputs.get("EventBusName")
+        if not queue_url or not bus:
+            raise CliError(f"stack {args.stack}: no FilterFailureQueueUrl/EventBusName outputs; deploy this version")
+    else:
+        if not args.event_bus:
+            raise CliError("--queue-url needs --event-bus (the bus to put the events on)")
+        queue_url, bus = args.queue_url, args.event_bus
+    report = redrive(boto3.client("sqs", region_name=args.region), boto3.client("events", region_name=args.region),
+                     queue_url, bus, tenant=args.tenant)
+    print(f"redriven {len(report.redriven)} event(s) onto {bus}"
+          + (f"; {len(report.skipped)} of other tenants left in the queue" if report.skipped else ""))
+    for refused in report.refused:
+        print(f"  left in the queue (not an event, or refused by EventBridge): {refused}", file=sys.stderr)
+    return 1 if report.refused else 0
 
 
 def _local(args: argparse.Namespace) -> int:

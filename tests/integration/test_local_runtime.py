@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
+from billflow_cli.redrive import redrive
 from billflow_local.bus import BusTarget
 from billflow_local.runtime import LocalConfigError, LocalRuntime
 from billflow_local.server import Turns
@@ -393,6 +394,38 @@ def test_a_function_error_is_retried_by_lambda_twice_then_goes_to_the_on_failure
     assert record["responsePayload"]["errorMessage"] == f"attempt {attempts} failed"
     destination = invoke_config["DestinationConfig"]["OnFailure"]["Destination"]
     assert runtime.template.resolve(destination) == runtime.template.get_att("FilterFailureQueue", "Arn")
+
+
+def test_redrive_puts_failed_events_back_on_the_bus_once(runtime: LocalRuntime) -> None:
+    sqs, events = runtime.client("sqs"), runtime.client("events")
+    url = sqs.get_queue_url(QueueName=runtime.template.get_att("FilterFailureQueue", "QueueName"))["QueueUrl"]
+    bus = runtime.name_of("EventBus")
+    sqs.purge_queue(QueueUrl=url)  # what earlier tests of this runtime left
+    broken = Recorder(failures=10**6)
+    with runtime.functions.replaced("FilterFunction", broken):
+        answer = events.put_events(Entries=[
+            crm_entry(runtime, {"tenant": "acme", "n": 1}, Time=datetime(2026, 3, 18, 9, 30, tzinfo=UTC)),
+            crm_entry(runtime, {"tenant": "other", "n": 2}),
+        ])
+        runtime.wait_idle(timeout=30)
+    first, second = (entry["EventId"] for entry in answer["Entries"])
+    assert len(failure_records(runtime, first)) == len(failure_records(runtime, second)) == 1
+
+    fixed = Recorder()
+    with runtime.functions.replaced("FilterFunction", fixed):
+        report = redrive(sqs, events, url, bus, tenant="acme")
+        runtime.wait_idle(timeout=10)
+        again = redrive(sqs, events, url, bus, tenant="acme")  # nothing left of acme's: a no-op
+        runtime.wait_idle(timeout=10)
+
+    assert (report.redriven, report.skipped, report.refused) == ([first], [second], [])
+    assert (again.redriven, again.refused) == ([], [])
+    [delivered] = fixed.events  # the same event, put again: a new id, the same source, type, time and detail
+    original = broken.events[0]
+    assert {k: v for k, v in delivered.items() if k != "id"} == {k: v for k, v in original.items() if k != "id"}
+    counts = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    # Another tenant's event is left in the queue (hidden for the visibility timeout of the redrive's read).
+    assert (counts["ApproximateNumberOfMessages"], counts["ApproximateNumberOfMessagesNotVisible"]) == ("0", "1")
 
 
 def test_retries_back_off_as_lambda_does_on_the_virtual_clock(runtime: LocalRuntime) -> None:
