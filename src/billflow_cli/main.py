@@ -17,6 +17,8 @@ from urllib.parse import parse_qsl, unquote
 from billflow_cli.api import AdminApi, ApiError, segment
 from billflow_cli.redrive import redrive, stack_outputs
 from billflow_cli.rulesfile import RulesFileError, dump_rules, load_rules
+from billflow_local.tables import format_log
+from billflow_local.tables import table as _table
 
 DEFAULT_API = "http://127.0.0.1:3000"
 
@@ -142,6 +144,7 @@ def _parser() -> argparse.ArgumentParser:
     log.add_argument("--status", help="only runs with this status (sent, succeeded, failed, limited)")
     log.add_argument("--limit", type=int, default=20)
     log.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    log.add_argument("--wide", action="store_true", help="print reasons in full (default: cut at 60 characters)")
     log.set_defaults(run=_log)
 
     replay = commands.add_parser("replay", help="run a failed or limited run again (sends are not repeated)")
@@ -167,8 +170,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _api_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--tenant", required=True, help="the tenant (CRM workspace) id")
-    parser.add_argument("--api", default=DEFAULT_API, help=f"admin API base URL (default {DEFAULT_API})")
+    tenant = os.environ.get("BILLFLOW_TENANT") or None
+    parser.add_argument("--tenant", required=tenant is None, default=tenant,
+                        help="the tenant (CRM workspace) id (default: $BILLFLOW_TENANT)")
+    api = os.environ.get("BILLFLOW_API") or DEFAULT_API
+    parser.add_argument("--api", default=api, help=f"admin API base URL (default: $BILLFLOW_API, else {DEFAULT_API})")
 
 
 def _rules_path(args: argparse.Namespace, *rest: str) -> str:
@@ -451,16 +457,9 @@ def _log(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(items, indent=2))
         return 0
-    print(format_log(items))
+    filtered = bool(args.rule or args.record or args.status)
+    print(format_log(items, wide=args.wide, filtered=filtered))
     return 0
-
-
-def format_log(items: list[dict[str, Any]]) -> str:
-    if not items:
-        return "no runs yet"
-    columns = ("at", "execution", "rule_id", "step", "status", "external_id", "reason")
-    rows = [[str(item.get(c, ""))[:90 if c == "execution" else 60] for c in columns] for item in items]
-    return _table(columns, rows)
 
 
 def _replay(args: argparse.Namespace) -> int:
@@ -469,13 +468,6 @@ def _replay(args: argparse.Namespace) -> int:
     why = f", {answer['original_error']}" if answer.get("original_error") else ""
     print(f"replaying {answer['replay_of']} ({answer['original_status'].lower()}{why}) as {answer['execution']}")
     return 0
-
-
-def _table(columns: tuple[str, ...], rows: list[list[str]]) -> str:
-    widths = [max([len(c), *(len(r[i]) for r in rows)]) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip()]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in rows]
-    return "\n".join(lines)
 
 
 def _redrive(args: argparse.Namespace) -> int:

@@ -19,12 +19,12 @@ from typing import Any
 
 import yaml
 
-from billflow_cli.main import format_log
 from billflow_local.receiver import SignedWebhookReceiver
 from billflow_local.runtime import LocalRuntime
 from billflow_local.standins.signing import twenty_body, twenty_headers
 from billflow_local.standins.stripe_server import FakeStripe
 from billflow_local.standins.twenty_server import FakeTwenty, load_sample_workspace
+from billflow_local.tables import format_log
 
 ROOT = Path(__file__).resolve().parents[2]
 TENANT = "demo"

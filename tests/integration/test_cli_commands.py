@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -160,6 +161,7 @@ def test_plan_apply_export_apply_is_a_no_op(
     documents = list(yaml.safe_load_all(exported.read_text()))
     assert [d["id"] for d in documents] == ["won-hook", "lost-hook"]
     assert "'on': edited" in exported.read_text()  # readable by any YAML reader
+    assert "null" not in exported.read_text()  # unset fields are left out, as a person writes a rule
 
     before = stack.snapshot()
     out = ok(capsys, "rules", "plan", str(exported), *T, "--prune")
@@ -297,14 +299,42 @@ def test_log_prints_a_table(stack: AdminStack, capsys: pytest.CaptureFixture[str
 
     out = ok(capsys, "log", *T)
     assert out.strip() == "no runs yet"
+    reason = "TargetRejected: no; the wait ended at 2026-03-18T09:30:05+00:00 " + "and more detail " * 5
     get_execution_log().write(log_item(tenant="acme", execution="won-hook-abc", rule_id="won-hook", step="run",
-                                       status="failed", record_key="k", reason="TargetRejected: no"))
+                                       status="failed", record_key="k", reason=reason,
+                                       at=datetime(2026, 3, 18, 9, 31, 7, 250_000, tzinfo=UTC)))
     out = ok(capsys, "log", *T, "--status", "failed")
-    header, row = out.splitlines()
+    header, row, note = out.splitlines()
     assert header.split() == ["AT", "EXECUTION", "RULE_ID", "STEP", "STATUS", "EXTERNAL_ID", "REASON"]
-    assert row.split()[1:5] == ["won-hook-abc", "won-hook", "run", "failed"]
+    assert row.split()[:5] == ["2026-03-18T09:31:07Z", "won-hook-abc", "won-hook", "run", "failed"]
+    assert row.endswith("…") and "2026-03-18T09:30:05Z" in row and "+00:00" not in row
+    assert "--wide" in note
+    wide = ok(capsys, "log", *T, "--wide")
+    assert wide.splitlines()[1].endswith(reason.replace("+00:00", "Z").rstrip())
+    assert ok(capsys, "log", *T, "--status", "sent").strip() == "no runs match these filters"
     out = ok(capsys, "log", *T, "--rule", "won-hook", "--json")
     assert json.loads(out)[0]["execution"] == "won-hook-abc"
+
+
+def test_the_api_and_tenant_come_from_the_environment(
+    stack: AdminStack, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    called: list[str] = []
+    original = AdminApi._call
+
+    def recording(self: AdminApi, method: str, path: str, body: dict[str, Any] | None) -> Any:
+        called.append(f"{self.base_url} {path}")
+        return original(self, method, path, body)
+
+    monkeypatch.setattr(AdminApi, "_call", recording)
+    monkeypatch.setenv("BILLFLOW_API", "http://127.0.0.1:3999")
+    monkeypatch.setenv("BILLFLOW_TENANT", "acme")
+    assert ok(capsys, "rules", "list").strip() == "no rules stored"
+    assert called == ["http://127.0.0.1:3999 /admin/tenants/acme/rules"]
+    monkeypatch.delenv("BILLFLOW_TENANT")
+    with pytest.raises(SystemExit):
+        main(["rules", "list"])
+    assert "--tenant" in capsys.readouterr().err
 
 
 def test_an_unreachable_api_is_exit_1(capsys: pytest.CaptureFixture[str]) -> None:
