@@ -138,7 +138,9 @@ class LocalRuntime:
     def start(self) -> LocalRuntime:
         if self._exit_stack is not None:
             raise RuntimeError("the local runtime is already started")
+        listening = self.server.bind()  # a taken port is said now, not after provisioning
         stack = ExitStack()
+        stack.callback(listening.close)  # closed by the server once started; here when the start fails
         try:
             self._echo_lines.start()
             stack.callback(self._echo_lines.stop)  # last: every line said until the end is echoed
@@ -176,7 +178,7 @@ class LocalRuntime:
             if self.echo is not None:
                 self._spawn(self._follow_executions, "billflow-local-progress")
             stack.enter_context(startup_objects_frozen())
-            self.server.start()
+            self.server.start(listening)
             stack.callback(self.server.stop)
         except BaseException:
             stack.close()

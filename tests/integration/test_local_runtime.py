@@ -27,7 +27,7 @@ from botocore.exceptions import ClientError
 from billflow_cli.redrive import redrive
 from billflow_local.bus import BusTarget
 from billflow_local.runtime import LocalConfigError, LocalRuntime
-from billflow_local.server import Turns
+from billflow_local.server import MAX_BODY_BYTES, Turns
 from billflow_local.template import TABLE, Template, TemplateError
 from tests.fakes.base import FakeServer, Request, Response
 from tests.fakes.signing import signed_twenty_delivery
@@ -553,23 +553,66 @@ def test_many_concurrent_connections_are_all_answered(runtime: LocalRuntime) -> 
         assert list(pool.map(client, range(80))) == [[200, 200, 200]] * 80
 
 
-def test_malformed_requests_get_the_standard_librarys_answers(runtime: LocalRuntime) -> None:
-    def exchange(raw: bytes) -> bytes:
-        with socket.create_connection(("127.0.0.1", runtime.server.port), timeout=5) as connection:
-            connection.sendall(raw)
-            connection.shutdown(socket.SHUT_WR)
-            return b"".join(iter(lambda: connection.recv(65536), b""))
+def exchange(runtime: LocalRuntime, raw: bytes) -> bytes:
+    """Raw bytes in; what the server sent back until it closed or went quiet for a second (a keep-alive)."""
+    received = b""
+    with socket.create_connection(("127.0.0.1", runtime.server.port), timeout=5) as connection:
+        connection.sendall(raw)
+        try:
+            while chunk := connection.recv(65536):
+                received += chunk
+                connection.settimeout(1.0)
+        except TimeoutError:
+            assert received, "no answer: the server hangs"
+    return received
 
-    # No usable version: answered as to HTTP/0.9 (a body, no status line), as http.server does.
-    assert b"Error code: 400" in exchange(b"POST /_local/noop HTTP/x.y\r\n\r\n")
-    assert b"Error code: 505" in exchange(b"POST /_local/noop HTTP/2.0\r\n\r\n")
-    assert b"Error code: 400" in exchange(b"POST /_local/noop\r\n\r\n")  # HTTP/0.9 has only GET
-    assert exchange(b"BREW /_local/noop HTTP/1.1\r\nHost: x\r\n\r\n").startswith(b"HTTP/1.1 501 ")
-    # Two requests on one connection, headers in any case, a folded header line, then Connection: close.
-    answer = exchange(b"POST /_local/noop HTTP/1.1\r\ncontent-LENGTH: 2\r\nX-Long: a\r\n b\r\n\r\n{}"
-                      b"GET /_local/health HTTP/1.1\r\nConnection: close\r\n\r\n")
+
+def json_answer(raw: bytes) -> tuple[int, Any]:
+    head, _, body = raw.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    assert b"content-type: application/json" in head.lower(), head
+    return status, json.loads(body)
+
+
+@pytest.mark.parametrize(("raw", "status"), [
+    (b"BREW /_local/noop HTTP/1.1\r\nHost: x\r\n\r\n", 404),  # an unknown method: no route has it
+    (b"PURGE /webhooks/demo/twenty HTTP/1.1\r\nHost: x\r\n\r\n", 404),
+    (b"POST /_local/noop HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n{}", 400),
+    (b"POST /_local/noop HTTP/1.1\r\nHost: x\r\nContent-Length: two\r\n\r\n{}", 400),
+    (b"POST /_local/noop HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}", 400),
+    (b"POST /_local/noop HTTP/x.y\r\n\r\n", 400),
+    (b"POST /_local/noop\r\n\r\n", 400),
+    (b"POST /_local/noop HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n", 400),
+])
+def test_malformed_requests_get_api_gateways_json_answers_and_never_a_5xx(
+    runtime: LocalRuntime, raw: bytes, status: int
+) -> None:
+    answer = json_answer(exchange(runtime, raw))
+    assert answer[0] == status
+    assert answer[1] == {"message": "Not Found" if status == 404 else "Bad Request"}
+    assert post(runtime, "/_local/health", b"", method="GET")[0] == 200  # still up
+
+
+def test_an_http_2_request_line_is_not_a_5xx(runtime: LocalRuntime) -> None:
+    raw = exchange(runtime, b"POST /_local/noop HTTP/2.0\r\nHost: x\r\n\r\n")
+    assert int(raw.split(b" ", 2)[1]) < 500  # http.server answered 505 (a 5xx for what a client sent)
+
+
+def test_a_body_over_the_limit_is_413_before_it_is_read(runtime: LocalRuntime) -> None:
+    declared = MAX_BODY_BYTES + 1_000_000
+    # Only the headers and a first kilobyte are sent: the answer comes without the rest, and no hang.
+    raw = exchange(runtime, b"POST /webhooks/demo/twenty HTTP/1.1\r\nHost: x\r\n"
+                   + f"Content-Length: {declared}\r\n\r\n".encode() + b"x" * 1024)
+    assert json_answer(raw) == (413, {"message": "Request Entity Too Large"})
+    assert b"connection: close" in raw.lower()
+    assert post(runtime, "/_local/noop", b"{}") == (200, {"ok": True})
+
+
+def test_keep_alive_and_pipelined_requests_are_answered_in_order(runtime: LocalRuntime) -> None:
+    answer = exchange(runtime, b"POST /_local/noop HTTP/1.1\r\nHost: x\r\ncontent-LENGTH: 2\r\n\r\n{}"
+                      b"GET /_local/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert answer.count(b"HTTP/1.1 200 OK") == 2
-    assert b'{"ok":true}' in answer and b'"status": "ok"' in answer
+    assert answer.index(b'{"ok":true}') < answer.index(b'"status": "ok"')
 
 
 def test_requests_take_turns_in_arrival_order() -> None:
