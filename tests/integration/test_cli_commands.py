@@ -20,7 +20,7 @@ import yaml
 from billflow_cli.api import AdminApi, ApiError
 from billflow_cli.main import main
 from tests.fakes.signing import EVENTS_DIR
-from tests.integration.test_admin_api import AdminStack
+from tests.integration.conftest import AdminStack
 
 ROOT = Path(__file__).resolve().parents[2]
 T = ["--tenant", "acme"]
