@@ -114,6 +114,8 @@ class LocalRuntime:
         self._topic_work = threading.Event()  # something was published to a topic
         self._run_work = threading.Event()  # an execution may have started
         self._threads: list[threading.Thread] = []
+        self._progress_passes = threading.Condition()
+        self._progress_pass = 0  # passes of the progress loop completed
         self._exit_stack: ExitStack | None = None
         self._pool: ThreadPoolExecutor | None = None
 
@@ -314,6 +316,7 @@ class LocalRuntime:
             busy = self._busy(include_waiting)
             quiet_checks = 0 if busy else quiet_checks + 1
             if quiet_checks >= 2:  # twice in a row: nothing was between two hands
+                self._progress_caught_up()
                 self._echo_lines.flush()  # and what happened has been said
                 return
             if time.monotonic() > deadline:
@@ -541,6 +544,19 @@ class LocalRuntime:
                 if self._stop.is_set():
                     return
                 self._say(f"[progress] cannot read executions: {type(exc).__name__}: {exc}")
+            with self._progress_passes:
+                self._progress_pass += 1
+                self._progress_passes.notify_all()
+
+    def _progress_caught_up(self, timeout: float = 5.0) -> None:
+        """Wait for a whole pass of the progress loop begun after now: every state so far has been said
+        (so a demo's later sections do not print before the run's last progress lines)."""
+        if self.echo is None or not any(t.name == "billflow-local-progress" for t in self._threads):
+            return
+        with self._progress_passes:
+            target = self._progress_pass + 2  # the pass under way may have read the history before now
+            self._run_work.set()
+            self._progress_passes.wait_for(lambda: self._progress_pass >= target, timeout)
 
 
 # ------------------------------------------------------------------------------------------- progress lines
