@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from botocore.awsrequest import AWSResponse
+
 from billflow_local.echo import Echo
 from billflow_local.lambdas import RawBody, http_headers, request_id
 from billflow_local.template import ACCOUNT_ID, REGION
@@ -269,8 +271,6 @@ def now_text() -> str:
 
 
 def json_answer(params: Mapping[str, Any], status: int, document: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
-    from botocore.awsrequest import AWSResponse
-
     answer_id = request_id()
     body = json.dumps(document).encode()
     headers = {"x-amzn-requestid": answer_id, "content-type": "application/x-amz-json-1.1",

@@ -14,10 +14,12 @@ import signal
 import sys
 import threading
 import urllib.request
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import yaml
+from billflow.storage.execution_log import ExecutionLog
 
 from billflow_local.receiver import SignedWebhookReceiver
 from billflow_local.runtime import LocalRuntime
@@ -64,8 +66,6 @@ def main(argv: list[str] | None = None) -> int:
         runtime.wait_idle(120)
         _show_arrivals(stripe, twenty, receiver)
         _section("Execution log")
-        from billflow.storage.execution_log import ExecutionLog
-
         print(format_log(ExecutionLog(runtime.name_of("ExecutionLogTable")).recent(TENANT, 20)))
         problems = stripe.violations + twenty.violations + receiver.violations
         if problems:
@@ -118,8 +118,6 @@ def _show_arrivals(stripe: Any, twenty: Any, receiver: Any) -> None:
 
 
 def _date(epoch: int | None) -> str:
-    from datetime import UTC, datetime
-
     return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d") if epoch else "on receipt"
 
 

@@ -17,6 +17,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from moto.core.botocore_stubber import BotocoreStubber
+
 
 @dataclass(frozen=True)
 class MotoPatch:
@@ -41,8 +43,6 @@ def serialised_moto(
     already answers (`answered_elsewhere`) must not also run in moto, where they would fail, slowly.
     `answered(request)` is told of every request moto answered, after it did (outside the lock).
     """
-    from moto.core.botocore_stubber import BotocoreStubber
-
     original = BotocoreStubber.__call__
 
     def locked_call(self: Any, event_name: str, request: Any, **kwargs: Any) -> Any:

@@ -8,6 +8,9 @@ import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
+from billflow import aws, settings
+from billflow.storage import idempotency, secrets
+
 from billflow_local.template import REGION
 
 FAKE_AWS_ENVIRONMENT = {
@@ -59,9 +62,6 @@ def patched_environment(values: Mapping[str, str], unset: tuple[str, ...] = ()) 
 
 def reset_billflow_caches() -> None:
     """billflow caches settings, clients and secrets per container; a new stack means a new container."""
-    from billflow import aws, settings
-    from billflow.storage import idempotency, secrets
-
     settings.get_settings.cache_clear()
     aws.reset_clients()
     secrets.reset_secret_store()
