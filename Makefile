@@ -13,8 +13,9 @@ export AWS_DEFAULT_REGION ?= us-east-1
 .DEFAULT_GOAL := help
 .PHONY: help install run local test test-fast lint typecheck template validate build bench deploy clean openapi
 
-help: ## list the targets
-	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
+help: ## list the targets (coloured on a terminal only)
+	@if [ -t 1 ]; then on=$$'\033[36m'; off=$$'\033[0m'; else on=; off=; fi; \
+	grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -v on="$$on" -v off="$$off" 'BEGIN {FS = ":.*?## "}; {printf "  %s%-12s%s %s\n", on, $$1, off, $$2}'
 
 $(BIN)/.installed: pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,10 +30,12 @@ $(SAM).installed:
 
 install: $(BIN)/.installed ## create .venv and install billflow with its dev tools
 
-run: install ## start the local stack with example rules, send a signed won deal through it, keep serving
+run: install ## start the local stack with example rules and Stripe/Twenty stand-ins, send a won deal, keep serving
+	@echo "CLI: export BILLFLOW_API=http://127.0.0.1:$(PORT) BILLFLOW_TENANT=demo"
 	$(BIN)/python -m billflow_local.demo --port $(PORT)
 
-local: install ## start the local stack only: RULES=folder CONNECTIONS=file PORT=3000
+local: install ## start the local stack only (no stand-ins: see README): RULES=folder CONNECTIONS=file PORT=3000
+	@echo "CLI: export BILLFLOW_API=http://127.0.0.1:$(PORT) BILLFLOW_TENANT=demo"
 	$(BIN)/python -m billflow_local --port $(PORT) --rules $${RULES:-examples/rules} --connections $${CONNECTIONS:-examples/local-connections.yaml}
 
 test: install lint typecheck template ## everything CI runs: lint, types, template checks, all tests

@@ -58,7 +58,6 @@ def idp(idp_style: str) -> Iterator[OAuthFake]:
     """The fake OAuth token endpoint, which must have seen no request the real one would refuse."""
     oauth.reset_token_stores()  # an access token cached by an earlier test would skip the refresh
     with OAuthFake(style=idp_style) as server:
-        assert isinstance(server, OAuthFake)
         yield server
         assert server.violations == []
     oauth.reset_token_stores()

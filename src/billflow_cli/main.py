@@ -15,7 +15,10 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote
 
 from billflow_cli.api import AdminApi, ApiError, segment
+from billflow_cli.redrive import redrive, stack_outputs
 from billflow_cli.rulesfile import RulesFileError, dump_rules, load_rules
+from billflow_local.tables import format_log
+from billflow_local.tables import table as _table
 
 DEFAULT_API = "http://127.0.0.1:3000"
 
@@ -141,12 +144,24 @@ def _parser() -> argparse.ArgumentParser:
     log.add_argument("--status", help="only runs with this status (sent, succeeded, failed, limited)")
     log.add_argument("--limit", type=int, default=20)
     log.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    log.add_argument("--wide", action="store_true", help="print reasons in full (default: cut at 60 characters)")
     log.set_defaults(run=_log)
 
     replay = commands.add_parser("replay", help="run a failed or limited run again (sends are not repeated)")
     replay.add_argument("execution", metavar="EXECUTION_NAME", help="as `billflow log` shows it")
     _api_args(replay)
     replay.set_defaults(run=_replay)
+
+    redrive = commands.add_parser("redrive", help="put the filter's failed events (its on-failure queue) back on "
+                                                  "the bus, once the cause is fixed; safe to run again")
+    redrive.add_argument("--tenant", default=os.environ.get("BILLFLOW_TENANT") or None,
+                         help="only this tenant's events (default: $BILLFLOW_TENANT, else every tenant)")
+    found = redrive.add_mutually_exclusive_group(required=True)
+    found.add_argument("--stack", help="the deployed stack: its FilterFailureQueueUrl and EventBusName outputs")
+    found.add_argument("--queue-url", help="the failure queue's URL (with --event-bus)")
+    redrive.add_argument("--event-bus", help="the bus to put the events on (with --queue-url)")
+    redrive.add_argument("--region", help="AWS region (default: your AWS configuration's)")
+    redrive.set_defaults(run=_redrive)
 
     local = commands.add_parser("local", help="run the whole stack on this machine (see README)")
     local.add_argument("args", nargs=argparse.REMAINDER)
@@ -155,8 +170,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _api_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--tenant", required=True, help="the tenant (CRM workspace) id")
-    parser.add_argument("--api", default=DEFAULT_API, help=f"admin API base URL (default {DEFAULT_API})")
+    tenant = os.environ.get("BILLFLOW_TENANT") or None
+    parser.add_argument("--tenant", required=tenant is None, default=tenant,
+                        help="the tenant (CRM workspace) id (default: $BILLFLOW_TENANT)")
+    api = os.environ.get("BILLFLOW_API") or DEFAULT_API
+    parser.add_argument("--api", default=api, help=f"admin API base URL (default: $BILLFLOW_API, else {DEFAULT_API})")
 
 
 def _rules_path(args: argparse.Namespace, *rest: str) -> str:
@@ -439,16 +457,9 @@ def _log(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(items, indent=2))
         return 0
-    print(format_log(items))
+    filtered = bool(args.rule or args.record or args.status)
+    print(format_log(items, wide=args.wide, filtered=filtered))
     return 0
-
-
-def format_log(items: list[dict[str, Any]]) -> str:
-    if not items:
-        return "no runs yet"
-    columns = ("at", "execution", "rule_id", "step", "status", "external_id", "reason")
-    rows = [[str(item.get(c, ""))[:90 if c == "execution" else 60] for c in columns] for item in items]
-    return _table(columns, rows)
 
 
 def _replay(args: argparse.Namespace) -> int:
@@ -459,11 +470,25 @@ def _replay(args: argparse.Namespace) -> int:
     return 0
 
 
-def _table(columns: tuple[str, ...], rows: list[list[str]]) -> str:
-    widths = [max([len(c), *(len(r[i]) for r in rows)]) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip()]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in rows]
-    return "\n".join(lines)
+def _redrive(args: argparse.Namespace) -> int:
+    import boto3  # only redrive talks to AWS directly; the other commands go through the admin API
+
+    if args.stack:
+        outputs = stack_outputs(args.stack, args.region)
+        queue_url, bus = outputs.get("FilterFailureQueueUrl"), outputs.get("EventBusName")
+        if not queue_url or not bus:
+            raise CliError(f"stack {args.stack}: no FilterFailureQueueUrl/EventBusName outputs; deploy this version")
+    else:
+        if not args.event_bus:
+            raise CliError("--queue-url needs --event-bus (the bus to put the events on)")
+        queue_url, bus = args.queue_url, args.event_bus
+    report = redrive(boto3.client("sqs", region_name=args.region), boto3.client("events", region_name=args.region),
+                     queue_url, bus, tenant=args.tenant)
+    print(f"redriven {len(report.redriven)} event(s) onto {bus}"
+          + (f"; {len(report.skipped)} of other tenants left in the queue" if report.skipped else ""))
+    for refused in report.refused:
+        print(f"  left in the queue (not an event, or refused by EventBridge): {refused}", file=sys.stderr)
+    return 1 if report.refused else 0
 
 
 def _local(args: argparse.Namespace) -> int:

@@ -14,13 +14,19 @@ import signal
 import sys
 import threading
 import urllib.request
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import yaml
+from billflow.storage.execution_log import ExecutionLog
 
-from billflow_cli.main import format_log
+from billflow_local.receiver import SignedWebhookReceiver
 from billflow_local.runtime import LocalRuntime
+from billflow_local.standins.signing import twenty_body, twenty_headers
+from billflow_local.standins.stripe_server import FakeStripe
+from billflow_local.standins.twenty_server import FakeTwenty, load_sample_workspace
+from billflow_local.tables import format_log
 
 ROOT = Path(__file__).resolve().parents[2]
 TENANT = "demo"
@@ -32,10 +38,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--once", action="store_true", help="exit after the demo instead of serving")
     args = parser.parse_args(argv)
 
-    sys.path.insert(0, str(ROOT))  # the contract-checked fakes live beside the tests
-    from billflow_local.receiver import SignedWebhookReceiver
-    from tests.fakes.stripe_server import FakeStripe
-    from tests.fakes.twenty_server import FakeTwenty, load_sample_workspace
 
     settings = yaml.safe_load((ROOT / "examples" / "local-connections.yaml").read_text())["tenants"][TENANT]
     stripe = FakeStripe().start()
@@ -64,8 +66,6 @@ def main(argv: list[str] | None = None) -> int:
         runtime.wait_idle(120)
         _show_arrivals(stripe, twenty, receiver)
         _section("Execution log")
-        from billflow.storage.execution_log import ExecutionLog
-
         print(format_log(ExecutionLog(runtime.name_of("ExecutionLogTable")).recent(TENANT, 20)))
         problems = stripe.violations + twenty.violations + receiver.violations
         if problems:
@@ -91,8 +91,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _post_signed(base_url: str, secret: str, event_file: Path) -> tuple[int, Any]:
-    from tests.fakes.signing import twenty_body, twenty_headers
-
     body = twenty_body(json.loads(event_file.read_text()))
     request = urllib.request.Request(  # noqa: S310 - our own local server
         f"{base_url}/webhooks/{TENANT}/twenty", data=body, method="POST",
@@ -120,8 +118,6 @@ def _show_arrivals(stripe: Any, twenty: Any, receiver: Any) -> None:
 
 
 def _date(epoch: int | None) -> str:
-    from datetime import UTC, datetime
-
     return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d") if epoch else "on receipt"
 
 

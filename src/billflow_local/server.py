@@ -1,34 +1,40 @@
-"""The template's HTTP API on localhost: every HttpApi route, API Gateway payload format 2.0.
+"""The template's HTTP API on localhost: every HttpApi route, API Gateway payload format 2.0, served by uvicorn.
 
-Requests become the event an HTTP API hands its Lambda integration (version 2.0) and the function runs
-in-process; its answer is read with 2.0 semantics (a dict with statusCode is a response; anything else is a
-200 JSON body). An unknown route is API Gateway's 404 {"message": "Not Found"}, a crash its 500.
+HTTP itself (parsing, keep-alive, chunked bodies, malformed requests) is uvicorn's and h11's. This module turns
+requests into the event an HTTP API hands its Lambda integration (version 2.0), runs the function in-process
+and reads its answer with 2.0 semantics (a dict with statusCode is a response; anything else is a 200 JSON
+body). It answers as API Gateway does where clients can tell: an unknown route or method is 404
+{"message":"Not Found"}, a malformed request (a Content-Length that is not a number...) 400 JSON, a body over
+the 10 MB payload limit 413 before it is read, a crashed function 500 {"message":"Internal Server Error"}.
 `POST /_local/noop` goes through the same request-to-event and invocation path with a handler that does
 nothing, so a benchmark can tell the cost of this plumbing from the cost of the ingest itself.
 
-Everything shares one interpreter, so the server is built for that: idle threads wait in accept()
-themselves (_Listener), requests are answered in arrival order a couple at a time (Turns) rather than all
-at once against each other for the GIL, and headers are parsed without the email package.
+Everything shares one interpreter: the event loop reads requests, and functions run on a small thread pool,
+answered in arrival order a couple at a time (Turns) rather than all at once against each other for the GIL.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import json
 import re
-import selectors
 import socket
 import threading
 import time
 import traceback
 from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, unquote
+
+import h11
+import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from billflow_local.lambdas import request_id as random_request_id
 from billflow_local.template import ACCOUNT_ID, Template
@@ -36,10 +42,14 @@ from billflow_local.template import ACCOUNT_ID, Template
 MAX_BODY_BYTES = 10 * 1024 * 1024  # HTTP API's payload limit
 TURN_SLOTS = 2  # requests answered at once (see Turns); two: one slow handler does not stop the queue
 STUCK_TURN_SECONDS = 5.0  # when no turn ended for this long, waiting requests go ahead (see Turns)
+HANDLER_THREADS = 8  # functions run here; more than TURN_SLOTS, so a stuck turn does not stop the rest
 HEALTH_PATH = "/_local/health"
 NOOP_PATH = "/_local/noop"
 
 Invoke = Callable[..., Any]  # (function, event, handler=None) -> result; raises what the handler raises
+Headers = list[tuple[str, str]]
+_JSON: Headers = [("Content-Type", "application/json")]
+_CLOSE: Headers = [*_JSON, ("Connection", "close")]
 
 
 @dataclass(frozen=True)
@@ -113,31 +123,62 @@ class LocalApiServer:
         self.turns = Turns(TURN_SLOTS, STUCK_TURN_SECONDS)
         self.requests_served = 0
         self._count_lock = threading.Lock()
-        self._listener: _Listener | None = None
-        self.watcher: _Watcher | None = None
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._socket: socket.socket | None = None
 
     @property
     def url(self) -> str:
         host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host  # noqa: S104 - display only
         return f"http://{host}:{self.port}"
 
-    def start(self) -> None:
-        server = self
+    def bind(self) -> socket.socket:
+        """The listening socket (OSError when the port is taken): taken before anything else starts."""
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((self.host, self.port))
+            sock.listen(1024)
+        except OSError:
+            sock.close()
+            raise
+        sock.set_inheritable(True)
+        return sock
 
-        class Handler(_RequestHandler):
-            api = server
-
-        self.watcher = _Watcher(self.turns)
-        self._listener = _Listener((self.host, self.port), Handler)
-        self.port = self._listener.port  # the real one when port 0 was asked for
+    def start(self, sock: socket.socket | None = None) -> None:
+        sock = sock or self.bind()
+        self.port = sock.getsockname()[1]  # the real one when port 0 was asked for
+        config = uvicorn.Config(self._asgi, http=_JsonErrorsH11, interface="asgi3", proxy_headers=False,
+                                lifespan="off", log_config=None,
+                                log_level="critical", access_log=False, server_header=False,
+                                timeout_keep_alive=75, h11_max_incomplete_event_size=64 * 1024)
+        self._server = uvicorn.Server(config)
+        self._pool = ThreadPoolExecutor(HANDLER_THREADS, thread_name_prefix="billflow-local-api")
+        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]}, daemon=True,
+                                        name="billflow-local-http")
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started and self._thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.005)
+        if not self._server.started:
+            self.stop()
+            raise OSError(f"the HTTP server did not start on {self.host}:{self.port}")
+        self._socket = sock  # uvicorn serves this one: closed when the server stops
 
     def stop(self) -> None:
-        if self._listener is not None:
-            self._listener.close()
-            self._listener = None
-        if self.watcher is not None:
-            self.watcher.close()
-            self.watcher = None
+        if self._server is not None:
+            self._server.should_exit = True
+            if self._thread is not None:
+                self._thread.join(timeout=5)
+            self._server = self._thread = None
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
 
     def match(self, method: str, path: str) -> tuple[Route, dict[str, str]] | None:
         for route in self.routes:
@@ -150,95 +191,217 @@ class LocalApiServer:
         if self.echo is not None:
             self.echo(line)
 
+    # ------------------------------------------------------------------------------------- ASGI
+    async def _asgi(self, scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
+        if scope["type"] != "http":
+            return
+        started = self.last_request_at = time.monotonic()
+        with self._count_lock:
+            self.in_flight += 1
+            if self.in_flight == 1:
+                self.quiet.clear()
+        request = _Request.of(scope)
+        status = 500
+        try:
+            refused = _refusal(request)
+            if refused is not None:
+                status = await _respond(send, request, *refused)
+                return
+            body = await _read_body(receive)
+            if body is None:
+                status = await _respond(send, request, 413, _CLOSE, b'{"message":"Request Entity Too Large"}')
+                return
+            request.body = body
+            assert self._pool is not None
+            answer = await asyncio.get_running_loop().run_in_executor(self._pool, self._answer_in_turn, request)
+            status = await _respond(send, request, *answer)
+        finally:
+            with self._count_lock:
+                self.in_flight -= 1
+                self.requests_served += 1
+                if self.in_flight == 0:
+                    self.quiet.set()
+            if not request.path.startswith("/_local/"):
+                elapsed = (time.monotonic() - started) * 1000
+                self._say(f"[api] {request.method} {request.path} → {status} ({elapsed:.0f} ms)")
 
-class _Listener:
-    """The listening socket and the threads that serve it, one connection (keep-alive) per thread.
+    def _answer_in_turn(self, request: _Request) -> tuple[int, Headers, bytes]:
+        with self.turns.turn():
+            return self._answer(request)
 
-    Every idle thread waits in accept() itself, so a burst of new connections is taken up in parallel,
-    one GIL hand-over each. (socketserver's single accepting thread would accept them one after another,
-    each accept and each thread start waiting its turn for the GIL behind every busy handler: under
-    50 concurrent clients, new connections waited hundreds of milliseconds for their first answer.)
-    A helper thread keeps SPARE_THREADS threads waiting, so a thread is never started on a request's path.
-    """
+    def _answer(self, request: _Request) -> tuple[int, Headers, bytes]:
+        if request.path == HEALTH_PATH and request.method == "GET":
+            doc: dict[str, Any] = {"status": "ok", "routes": [r.route_key for r in self.routes]}
+            if self.idle is not None:  # nothing queued or running: lets a benchmark separate its phases
+                doc["idle"] = self.idle()
+            return 200, _JSON, json.dumps(doc).encode()
+        if request.path == NOOP_PATH and request.method == "POST" and self.noop_function:
+            route = Route("POST", NOOP_PATH, self.noop_function, False, re.compile(re.escape(NOOP_PATH)))
+            return self._invoke(route, self._event(request, route, {}), _noop_handler)
+        found = self.match(request.method, request.path)
+        if found is None:  # API Gateway: an unknown route, or a method no route has, is 404
+            return 404, _JSON, b'{"message":"Not Found"}'
+        route, params = found
+        return self._invoke(route, self._event(request, route, params), None)
 
-    SPARE_THREADS = 32
-    MAX_THREADS = 1024
+    def _invoke(self, route: Route, event: dict[str, Any], handler: Any) -> tuple[int, Headers, bytes]:
+        request_id = event["requestContext"]["requestId"]
+        try:
+            result = self.invoke(route.function, event, handler=handler)
+            status, headers, payload = _http_response(result)
+        except Exception as exc:  # API Gateway hides a failed integration behind a plain 500
+            lines = traceback.format_exception(exc)
+            self._say(f"[api] {route.function} crashed on {route.route_key}: "
+                      f"{type(exc).__name__}: {exc}\n{''.join(lines).rstrip()}")
+            status, headers, payload = 500, _JSON, b'{"message":"Internal Server Error"}'
+        return status, [*headers, ("Apigw-Requestid", request_id)], payload
 
-    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
-        self.socket = socket.create_server(address, backlog=128)
-        self.port: int = self.socket.getsockname()[1]
-        self.handler = handler
-        self._condition = threading.Condition()
-        self._idle = 0  # threads waiting in accept()
-        self._threads = 0
-        self._closed = False
-        self._connections: set[socket.socket] = set()
-        self._spawner = threading.Thread(target=self._keep_spares, daemon=True, name="billflow-local-api")
-        self._spawner.start()
-
-    def close(self) -> None:
-        with self._condition:
-            self._closed = True
-            connections = list(self._connections)
-            idle = self._idle
-            self._condition.notify_all()
-        with contextlib.suppress(OSError):
-            self.socket.shutdown(socket.SHUT_RDWR)  # Linux: wakes every thread blocked in accept()
-        address = self.socket.getsockname()
-        for _ in range(idle):  # elsewhere, a connection each wakes them (here: refused at once)
-            with contextlib.suppress(OSError), socket.create_connection(address, timeout=0.2):
-                pass
-        self.socket.close()
-        for connection in connections:  # keep-alive connections: their threads end too
-            with contextlib.suppress(OSError):
-                connection.shutdown(socket.SHUT_RDWR)
-        self._spawner.join(timeout=5)
-
-    def _keep_spares(self) -> None:
-        while True:
-            with self._condition:
-                while not self._closed and (self._idle >= self.SPARE_THREADS or self._threads >= self.MAX_THREADS):
-                    self._condition.wait()
-                if self._closed:
-                    return
-                missing = min(self.SPARE_THREADS - self._idle, self.MAX_THREADS - self._threads)
-                self._threads += missing
-                self._idle += missing  # counted now: they are on their way to accept()
-            for _ in range(missing):
-                threading.Thread(target=self._serve_connections, daemon=True, name="billflow-local-api-conn").start()
-
-    def _serve_connections(self) -> None:
-        while True:
+    def _event(self, request: _Request, route: Route, params: dict[str, str]) -> dict[str, Any]:
+        """The HTTP API (payload format 2.0) event for this request."""
+        headers: dict[str, str] = {}
+        cookies: list[str] = []
+        query, body = request.query, request.body
+        for name, value in request.headers:
+            key = name.lower()
+            if key == "cookie":
+                cookies.extend(c.strip() for c in value.split(";") if c.strip())
+                continue
+            headers[key] = f"{headers[key]},{value}" if key in headers else value
+        client_ip = request.client_ip
+        headers.setdefault("x-forwarded-for", client_ip)
+        headers.setdefault("x-forwarded-port", str(self.port))
+        headers.setdefault("x-forwarded-proto", "http")
+        domain = headers.get("host") or f"{self.host}:{self.port}"
+        now = datetime.now(UTC)
+        request_id = random_request_id().replace("-", "")[:16]
+        route_key = route.route_key
+        context: dict[str, Any] = {
+            "accountId": ACCOUNT_ID,
+            "apiId": self.api_id,
+            "domainName": domain,
+            "domainPrefix": domain.split(".")[0].split(":")[0],
+            "http": {
+                "method": request.method,
+                "path": request.path,
+                "protocol": request.protocol,
+                "sourceIp": client_ip,
+                "userAgent": headers.get("user-agent", ""),
+            },
+            "requestId": request_id,
+            "routeKey": route_key,
+            "stage": "$default",
+            "time": now.strftime("%d/%b/%Y:%H:%M:%S +0000"),
+            "timeEpoch": int(now.timestamp() * 1000),
+        }
+        if route.iam_auth:
+            # Locally nobody signs admin calls (the server listens on localhost only); the shape is AWS's.
+            context["authorizer"] = {"iam": {
+                "accessKey": "LOCAL", "accountId": ACCOUNT_ID, "callerId": "LOCAL",
+                "cognitoIdentity": None, "principalOrgId": None,
+                "userArn": f"arn:aws:iam::{ACCOUNT_ID}:user/local", "userId": "LOCAL",
+            }}
+        event: dict[str, Any] = {
+            "version": "2.0",
+            "routeKey": route_key,
+            "rawPath": request.path,
+            "rawQueryString": query,
+            "headers": headers,
+            "requestContext": context,
+            "isBase64Encoded": False,
+        }
+        if cookies:
+            event["cookies"] = cookies
+        if query:
+            values: dict[str, str] = {}
+            for key, value in parse_qsl(query, keep_blank_values=True):
+                values[key] = f"{values[key]},{value}" if key in values else value
+            event["queryStringParameters"] = values
+        if params:
+            event["pathParameters"] = params
+        if body:
             try:
-                connection, client = self.socket.accept()
-            except OSError:  # closed
-                connection = None
-            with self._condition:
-                if connection is None or self._closed:
-                    self._idle -= 1
-                    self._threads -= 1
-                    if connection is not None:
-                        connection.close()
-                    return
-                self._idle -= 1
-                self._connections.add(connection)
-                if self._idle < self.SPARE_THREADS:
-                    self._condition.notify_all()
-            try:
-                self.handler(connection, client, self)  # type: ignore[arg-type]  # serves until the client closes
-            except Exception:  # noqa: S110 - a broken connection ends quietly, as in socketserver
-                pass
-            finally:
-                with self._condition:
-                    self._connections.discard(connection)
-                with contextlib.suppress(OSError):
-                    connection.shutdown(socket.SHUT_WR)
-                connection.close()
-            with self._condition:
-                if self._closed or self._idle >= 2 * self.SPARE_THREADS:
-                    self._threads -= 1
-                    return
-                self._idle += 1
+                event["body"] = body.decode("utf-8")
+            except UnicodeDecodeError:
+                event["body"] = base64.b64encode(body).decode()
+                event["isBase64Encoded"] = True
+        return event
+
+
+
+@dataclass
+class _Request:
+    method: str
+    path: str  # as sent (still percent-encoded), as API Gateway's rawPath
+    query: str
+    protocol: str
+    headers: Headers  # names as sent, in arrival order
+    client_ip: str
+    body: bytes = b""
+
+    @classmethod
+    def of(cls, scope: dict[str, Any]) -> _Request:
+        raw = scope.get("raw_path") or scope["path"].encode()
+        client = scope.get("client") or ("127.0.0.1", 0)
+        return cls(method=scope["method"], path=raw.decode("latin-1") or "/",
+                   query=scope.get("query_string", b"").decode("latin-1"),
+                   protocol=f"HTTP/{scope.get('http_version', '1.1')}",
+                   headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]],
+                   client_ip=str(client[0]))
+
+    def header(self, name: str) -> str | None:
+        return next((v for k, v in self.headers if k.lower() == name), None)
+
+
+def _refusal(request: _Request) -> tuple[int, Headers, bytes] | None:
+    """What API Gateway answers before the body is read: a declared length over the limit is 413 (the body is
+    not read: the connection closes after the answer)."""
+    length = request.header("content-length")
+    if length is not None and length.isdigit() and int(length) > MAX_BODY_BYTES:
+        return 413, _CLOSE, b'{"message":"Request Entity Too Large"}'
+    return None
+
+
+async def _read_body(receive: Callable[..., Any]) -> bytes | None:
+    """The whole body, or None once it passes the limit (a chunked body has no length to check first)."""
+    chunks: list[bytes] = []
+    total = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return b"".join(chunks)  # the client went away
+        chunk = message.get("body", b"")
+        total += len(chunk)
+        if total > MAX_BODY_BYTES:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body"):
+            return b"".join(chunks)
+
+
+async def _respond(send: Callable[..., Any], request: _Request, status: int, headers: Headers, payload: bytes) -> int:
+    raw = [(k.lower().encode("latin-1"), str(v).encode("latin-1")) for k, v in headers
+           if k.lower() not in ("content-length", "transfer-encoding")]
+    raw.append((b"content-length", str(len(payload)).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": b"" if request.method == "HEAD" else payload})
+    return status
+
+
+class _JsonErrorsH11(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol, answering a request it cannot parse (a Content-Length that is negative or
+    not a number, a malformed request line or header) with API Gateway's 400 JSON instead of plain text."""
+
+    def send_400_response(self, msg: str) -> None:
+        body = b'{"message":"Bad Request"}'
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                   (b"connection", b"close")]
+        try:
+            self.transport.write(self.conn.send(h11.Response(status_code=400, headers=headers, reason=b"Bad Request")))
+            self.transport.write(self.conn.send(h11.Data(data=body)))
+            self.transport.write(self.conn.send(h11.EndOfMessage()))
+        except h11.LocalProtocolError:  # a response had already begun: nothing more can be said
+            pass
+        self.transport.close()
 
 
 class _Ticket:
@@ -325,455 +488,6 @@ class Turns:
                 self._waiting.popleft().baton.release()  # straight to the longest waiting
             else:
                 self._free += 1
-
-
-class _Watcher:
-    """One thread watching the keep-alive connections between requests: as soon as one has a request, the
-    request joins the queue for a turn.
-
-    A thread blocked in recv() would first have to win the GIL, against the requests being answered, just to
-    join the queue: under load, in no particular order, which is the long tail Turns is there to prevent.
-    """
-
-    def __init__(self, turns: Turns) -> None:
-        self._turns = turns
-        self._selector = selectors.DefaultSelector()
-        self._wake, self._waker = socket.socketpair()
-        self._wake.setblocking(False)
-        self._selector.register(self._wake, selectors.EVENT_READ)
-        self._lock = threading.Lock()
-        self._added: list[tuple[socket.socket, _Ticket]] = []
-        self._closed = False
-        self._thread = threading.Thread(target=self._run, daemon=True, name="billflow-local-api-watch")
-        self._thread.start()
-
-    def watch(self, connection: socket.socket, ticket: _Ticket) -> None:
-        """The ticket joins the queue once the connection has something to read (a request, or its end)."""
-        with self._lock:
-            if not self._closed:
-                self._added.append((connection, ticket))
-                self._waker.send(b"\0")
-                return
-        self._turns.join(ticket)  # stopping: let it find out by reading
-
-    def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            self._waker.send(b"\0")
-        self._thread.join(timeout=5)
-        self._waker.close()
-
-    def _run(self) -> None:
-        while True:
-            ready: list[_Ticket] = []
-            for key, _ in self._selector.select():
-                if key.fileobj is not self._wake:
-                    self._selector.unregister(key.fileobj)
-                    ready.append(key.data)
-                    continue
-                with contextlib.suppress(BlockingIOError):
-                    while self._wake.recv(4096):
-                        pass
-                with self._lock:
-                    added, self._added, closed = self._added, [], self._closed
-                for connection, ticket in added:
-                    try:
-                        self._selector.register(connection, selectors.EVENT_READ, ticket)
-                    except (ValueError, OSError):  # already closed: its thread finds out by reading
-                        ready.append(ticket)
-                if closed:
-                    for watched in list(self._selector.get_map().values()):
-                        if watched.fileobj is not self._wake:
-                            self._selector.unregister(watched.fileobj)
-                            ready.append(watched.data)
-            for ticket in ready:
-                self._turns.join(ticket)
-            if self._closed and not self._added:
-                self._selector.close()
-                self._wake.close()
-                return
-
-
-class _SocketReader:
-    """The reading side of a connection, as BaseHTTPRequestHandler reads it (readline, read), knowing what
-    it already received: a request already here needs no watching (see _Watcher)."""
-
-    def __init__(self, connection: socket.socket) -> None:
-        self._connection = connection
-        self._buffer = bytearray()
-        self.closed = False
-
-    def buffered(self) -> bool:
-        return bool(self._buffer)
-
-    def _receive(self) -> bool:
-        chunk = self._connection.recv(65536)
-        self._buffer += chunk
-        return bool(chunk)
-
-    def readline(self, limit: int = -1) -> bytes:
-        """Up to and including the next newline, at most `limit` bytes; less at the end of the stream."""
-        searched = 0
-        while True:
-            end = self._buffer.find(b"\n", searched)
-            if end >= 0:
-                size = end + 1
-                break
-            if 0 <= limit <= len(self._buffer):
-                size = limit
-                break
-            searched = len(self._buffer)
-            if not self._receive():
-                size = len(self._buffer)
-                break
-        if 0 <= limit < size:
-            size = limit
-        line = bytes(self._buffer[:size])
-        del self._buffer[:size]
-        return line
-
-    def read(self, size: int = -1) -> bytes:
-        """`size` bytes (all until the end of the stream when negative); less at the end of the stream."""
-        while (size < 0 or len(self._buffer) < size) and self._receive():
-            pass
-        size = len(self._buffer) if size < 0 else min(size, len(self._buffer))
-        data = bytes(self._buffer[:size])
-        del self._buffer[:size]
-        return data
-
-    def close(self) -> None:
-        self.closed = True
-
-
-class _RequestHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive: every answer carries Content-Length
-    # Headers and body leave in one segment (wfile is buffered, flushed after each request), without
-    # Nagle: else a client's delayed ACK adds 40 ms to every answer.
-    wbufsize = 64 * 1024
-    disable_nagle_algorithm = True
-    server_version = "billflow-local"
-    api: LocalApiServer
-    raw_requestline: bytes  # set by handle_one_request
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass  # one progress line per request is echoed instead
-
-    def setup(self) -> None:
-        super().setup()
-        self.rfile.close()
-        self.rfile = _SocketReader(self.connection)  # type: ignore[assignment]
-
-    def handle_one_request(self) -> None:
-        """BaseHTTPRequestHandler's, with the request read and answered in its turn (Turns), taken when
-        it arrives (_Watcher); the answer is sent after."""
-        api = self.api
-        ticket = _Ticket()
-        watcher = api.watcher
-        if watcher is None or self.rfile.buffered():  # type: ignore[attr-defined]  # stopping; pipelined
-            api.turns.join(ticket)
-        else:
-            watcher.watch(self.connection, ticket)
-        turn = api.turns.wait(ticket)
-        try:
-            self.raw_requestline = self.rfile.readline(65537)
-            if len(self.raw_requestline) > 65536:
-                self.requestline = self.request_version = self.command = ""
-                self.send_error(414)
-                return
-            if not self.raw_requestline:
-                self.close_connection = True
-                return
-            started = api.last_request_at = time.monotonic()
-            with api._count_lock:
-                api.in_flight += 1
-                if api.in_flight == 1:
-                    api.quiet.clear()
-            self._status: int | None = None  # set by _serve
-            try:
-                try:
-                    if not self.parse_request():
-                        return  # the error answer is written
-                    handle = getattr(self, f"do_{self.command}", None)
-                    if handle is None:
-                        self.send_error(501, f"Unsupported method ({self.command!r})")
-                        return
-                    handle()
-                finally:
-                    api.turns.leave(turn)
-                    turn = False
-                    self.wfile.flush()  # the answer leaves now: before the echo, before background work
-            finally:
-                self._answered(started)
-        except TimeoutError as exc:
-            self.log_error("Request timed out: %r", exc)
-            self.close_connection = True
-        finally:
-            api.turns.leave(turn)  # when the request never got as far as being answered
-
-    def parse_request(self) -> bool:
-        """BaseHTTPRequestHandler.parse_request with the same rules and answers, but headers read straight
-        into _Headers: http.client.parse_headers goes through the email package, ~40 µs a request."""
-        self.command = None  # type: ignore[assignment]  # set in case of error on the first line
-        self.request_version = self.default_request_version
-        self.close_connection = True
-        requestline = str(self.raw_requestline, "iso-8859-1").rstrip("\r\n")
-        self.requestline = requestline
-        words = requestline.split()
-        if not words:
-            return False
-        if len(words) >= 3:  # enough to tell the protocol version
-            version = words[-1]
-            number = version[5:].split(".") if version.startswith("HTTP/") else []
-            if len(number) != 2 or not all(part.isdigit() and len(part) <= 10 for part in number):
-                self.send_error(400, f"Bad request version ({version!r})")
-                return False
-            major, minor = int(number[0]), int(number[1])
-            if (major, minor) >= (2, 0):
-                self.send_error(505, f"Invalid HTTP version ({version[5:]})")
-                return False
-            if (major, minor) >= (1, 1):
-                self.close_connection = False
-            self.request_version = version
-        if not 2 <= len(words) <= 3:
-            self.send_error(400, f"Bad request syntax ({requestline!r})")
-            return False
-        command, path = words[:2]
-        if len(words) == 2:
-            self.close_connection = True
-            if command != "GET":
-                self.send_error(400, f"Bad HTTP/0.9 request type ({command!r})")
-                return False
-        self.command, self.path = command, path
-        if self.path.startswith("//"):  # as the standard library: not a network path
-            self.path = "/" + self.path.lstrip("/")
-        lines: list[bytes] = []
-        while True:
-            line = self.rfile.readline(_MAX_HEADER_LINE + 1)
-            if len(line) > _MAX_HEADER_LINE:
-                self.send_error(431, "Line too long", "header line")
-                return False
-            if line in (b"\r\n", b"\n", b""):
-                break
-            lines.append(line)
-            if len(lines) > _MAX_HEADERS:
-                self.send_error(431, "Too many headers", f"got more than {_MAX_HEADERS} headers")
-                return False
-        self.headers = _Headers(lines)  # type: ignore[assignment]
-        connection = (self.headers.get("Connection") or "").lower()
-        if connection == "close":
-            self.close_connection = True
-        elif connection == "keep-alive":
-            self.close_connection = False
-        expect = (self.headers.get("Expect") or "").lower()
-        if expect == "100-continue" and self.request_version >= "HTTP/1.1":
-            return self.handle_expect_100()
-        return True
-
-    def _serve(self) -> None:
-        self._status = 500  # until answered
-        try:
-            body = self._read_body()
-        except _TooLarge:
-            self.close_connection = True
-            self._status = self._send(413, _JSON, b'{"message":"Request Entity Too Large"}')
-        else:
-            self._status = self._answer(body)
-
-    def _answered(self, started: float) -> None:
-        """Once the answer is sent: the request is no longer in flight, and its progress line is echoed."""
-        api = self.api
-        with api._count_lock:
-            api.in_flight -= 1
-            api.requests_served += 1
-            if api.in_flight == 0:
-                api.quiet.set()
-        if self._status is None:  # not a request a route was asked for (malformed, unknown method)
-            return
-        path = urlsplit(self.path).path
-        if not path.startswith("/_local/"):
-            elapsed = (time.monotonic() - started) * 1000
-            api._say(f"[api] {self.command} {path} → {self._status} ({elapsed:.0f} ms)")
-
-    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _serve
-
-    def _answer(self, body: bytes) -> int:
-        api = self.api
-        parts = urlsplit(self.path)
-        path = parts.path or "/"
-        if path == HEALTH_PATH and self.command == "GET":
-            doc: dict[str, Any] = {"status": "ok", "routes": [r.route_key for r in api.routes]}
-            if api.idle is not None:  # nothing queued or running: lets a benchmark separate its phases
-                doc["idle"] = api.idle()
-            return self._send(200, _JSON, json.dumps(doc).encode())
-        if path == NOOP_PATH and self.command == "POST" and api.noop_function:
-            route = Route("POST", NOOP_PATH, api.noop_function, False, re.compile(re.escape(NOOP_PATH)))
-            event = self._event(route, {}, parts.query, body)
-            return self._invoke(route, event, _noop_handler)
-        found = api.match(self.command, path)
-        if found is None:
-            return self._send(404, _JSON, b'{"message":"Not Found"}')
-        route, params = found
-        return self._invoke(route, self._event(route, params, parts.query, body), None)
-
-    def _invoke(self, route: Route, event: dict[str, Any], handler: Any) -> int:
-        request_id = event["requestContext"]["requestId"]
-        try:
-            result = self.api.invoke(route.function, event, handler=handler)
-            status, headers, payload = _http_response(result)
-        except Exception as exc:  # API Gateway hides a failed integration behind a plain 500
-            lines = traceback.format_exception(exc)
-            self.api._say(f"[api] {route.function} crashed on {route.route_key}: "
-                          f"{type(exc).__name__}: {exc}\n{''.join(lines).rstrip()}")
-            status, headers, payload = 500, _JSON, b'{"message":"Internal Server Error"}'
-        return self._send(status, [*headers, ("Apigw-Requestid", request_id)], payload)
-
-    def _event(self, route: Route, params: dict[str, str], query: str, body: bytes) -> dict[str, Any]:
-        """The HTTP API (payload format 2.0) event for this request."""
-        headers: dict[str, str] = {}
-        cookies: list[str] = []
-        for name, value in self.headers.items():
-            key = name.lower()
-            if key == "cookie":
-                cookies.extend(c.strip() for c in value.split(";") if c.strip())
-                continue
-            headers[key] = f"{headers[key]},{value}" if key in headers else value
-        client_ip = self.client_address[0]
-        headers.setdefault("x-forwarded-for", client_ip)
-        headers.setdefault("x-forwarded-port", str(self.api.port))
-        headers.setdefault("x-forwarded-proto", "http")
-        domain = headers.get("host") or f"{self.api.host}:{self.api.port}"
-        now = datetime.now(UTC)
-        request_id = random_request_id().replace("-", "")[:16]
-        route_key = route.route_key
-        context: dict[str, Any] = {
-            "accountId": ACCOUNT_ID,
-            "apiId": self.api.api_id,
-            "domainName": domain,
-            "domainPrefix": domain.split(".")[0].split(":")[0],
-            "http": {
-                "method": self.command,
-                "path": urlsplit(self.path).path,
-                "protocol": self.request_version,
-                "sourceIp": client_ip,
-                "userAgent": headers.get("user-agent", ""),
-            },
-            "requestId": request_id,
-            "routeKey": route_key,
-            "stage": "$default",
-            "time": now.strftime("%d/%b/%Y:%H:%M:%S +0000"),
-            "timeEpoch": int(now.timestamp() * 1000),
-        }
-        if route.iam_auth:
-            # Locally nobody signs admin calls (the server listens on localhost only); the shape is AWS's.
-            context["authorizer"] = {"iam": {
-                "accessKey": "LOCAL", "accountId": ACCOUNT_ID, "callerId": "LOCAL",
-                "cognitoIdentity": None, "principalOrgId": None,
-                "userArn": f"arn:aws:iam::{ACCOUNT_ID}:user/local", "userId": "LOCAL",
-            }}
-        event: dict[str, Any] = {
-            "version": "2.0",
-            "routeKey": route_key,
-            "rawPath": urlsplit(self.path).path,
-            "rawQueryString": query,
-            "headers": headers,
-            "requestContext": context,
-            "isBase64Encoded": False,
-        }
-        if cookies:
-            event["cookies"] = cookies
-        if query:
-            values: dict[str, str] = {}
-            for key, value in parse_qsl(query, keep_blank_values=True):
-                values[key] = f"{values[key]},{value}" if key in values else value
-            event["queryStringParameters"] = values
-        if params:
-            event["pathParameters"] = params
-        if body:
-            try:
-                event["body"] = body.decode("utf-8")
-            except UnicodeDecodeError:
-                event["body"] = base64.b64encode(body).decode()
-                event["isBase64Encoded"] = True
-        return event
-
-    def _read_body(self) -> bytes:
-        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
-            chunks = []
-            total = 0
-            while True:
-                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
-                if size == 0:
-                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                        pass  # trailers
-                    break
-                total += size
-                if total > MAX_BODY_BYTES:
-                    raise _TooLarge
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline()
-            return b"".join(chunks)
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > MAX_BODY_BYTES:
-            raise _TooLarge
-        return self.rfile.read(length) if length else b""
-
-    def _send(self, status: int, headers: list[tuple[str, str]], payload: bytes) -> int:
-        self.send_response(status)
-        for name, value in headers:
-            if name.lower() not in ("content-length", "connection", "transfer-encoding"):
-                self.send_header(name, value)
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(payload)
-        return status
-
-
-class _TooLarge(Exception):
-    pass
-
-
-_MAX_HEADER_LINE = 65536  # http.client's limits
-_MAX_HEADERS = 100
-
-
-class _Headers:
-    """A request's headers in arrival order; get() and [] are case-insensitive and give the first value,
-    as http.client's HTTPMessage does (a folded line continues the header before it)."""
-
-    def __init__(self, lines: list[bytes]) -> None:
-        self._items: list[tuple[str, str]] = []
-        for raw in lines:
-            line = raw.decode("iso-8859-1").rstrip("\r\n")
-            if line[:1] in (" ", "\t") and self._items:
-                name, value = self._items[-1]
-                self._items[-1] = (name, f"{value} {line.strip()}")
-                continue
-            name, colon, value = line.partition(":")
-            if colon and name and name == name.strip():
-                self._items.append((name, value.strip(" \t")))
-        self._first: dict[str, str] = {}
-        for name, value in self._items:
-            self._first.setdefault(name.lower(), value)
-
-    def get(self, name: str, default: str | None = None) -> str | None:
-        return self._first.get(name.lower(), default)
-
-    def __getitem__(self, name: str) -> str | None:
-        return self._first.get(name.lower())
-
-    def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and name.lower() in self._first
-
-    def items(self) -> list[tuple[str, str]]:
-        return list(self._items)
-
-    def get_all(self, name: str, failobj: Any = None) -> list[str] | Any:
-        found = [value for key, value in self._items if key.lower() == name.lower()]
-        return found or failobj
-
-
-_JSON = [("Content-Type", "application/json")]
 
 
 def _http_response(result: Any) -> tuple[int, list[tuple[str, str]], bytes]:

@@ -183,12 +183,9 @@ def test_the_parser_rejects(statement: str) -> None:
 
 @pytest.fixture
 def qbo() -> Iterator[tuple[QuickBooksFake, str]]:
-    with OAuthFake() as idp:
-        assert isinstance(idp, OAuthFake)
-        with QuickBooksFake(idp) as fake:
-            assert isinstance(fake, QuickBooksFake)
-            fake.add_realm("1")
-            yield fake, idp.issue_access_token(idp.grant())
+    with OAuthFake() as idp, QuickBooksFake(idp) as fake:
+        fake.add_realm("1")
+        yield fake, idp.issue_access_token(idp.grant())
 
 
 def _query(fake: QuickBooksFake, token: str, statement: str) -> tuple[int, Any]:

@@ -212,7 +212,6 @@ def test_error_answers_have_twentys_error_shape(contract: TwentyContract) -> Non
 @pytest.fixture
 def twenty() -> Iterator[FakeTwenty]:
     with FakeTwenty() as fake:
-        assert isinstance(fake, FakeTwenty)
         fake.seed(load_sample_workspace())
         yield fake
 

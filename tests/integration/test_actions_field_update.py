@@ -40,7 +40,6 @@ def twenty(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeTwenty]:
         monkeypatch.setenv(name, value)
     _reset()
     with mock_aws(), FakeTwenty(custom_fields=CUSTOM_FIELDS) as fake:
-        assert isinstance(fake, FakeTwenty)
         fake.seed(load_sample_workspace())
         billflow.aws.client("secretsmanager").create_secret(
             Name="billflow/test/acme/connection/twenty", SecretString=json.dumps(fake.connection_settings()))

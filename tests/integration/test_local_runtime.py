@@ -24,8 +24,10 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from billflow_local.runtime import BusTarget, LocalConfigError, LocalRuntime
-from billflow_local.server import Turns
+from billflow_cli.redrive import redrive
+from billflow_local.bus import BusTarget
+from billflow_local.runtime import LocalConfigError, LocalRuntime
+from billflow_local.server import MAX_BODY_BYTES, Turns
 from billflow_local.template import TABLE, Template, TemplateError
 from tests.fakes.base import FakeServer, Request, Response
 from tests.fakes.signing import signed_twenty_delivery
@@ -258,19 +260,29 @@ class Recorder:
         return {"started": [], "duplicates": [], "not_matched": {}}
 
 
-def dead_letters(runtime: LocalRuntime, event_id: str) -> list[dict[str, Any]]:
-    """The dead-letter queue's messages for this event (left visible for other readers)."""
+def queue_messages(runtime: LocalRuntime, logical_id: str) -> list[dict[str, Any]]:
+    """Every message of a template queue (left visible for other readers)."""
     sqs = runtime.client("sqs")
-    name = runtime.template.get_att("FilterDeadLetterQueue", "QueueName")
-    url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
+    url = sqs.get_queue_url(QueueName=runtime.template.get_att(logical_id, "QueueName"))["QueueUrl"]
     found: dict[str, dict[str, Any]] = {}
     while True:
         messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, MessageAttributeNames=["All"],
                                        VisibilityTimeout=0, WaitTimeSeconds=0).get("Messages", [])
         new = {m["MessageId"]: m for m in messages if m["MessageId"] not in found}
         if not new:
-            return [m for m in found.values() if json.loads(m["Body"])["id"] == event_id]
+            return list(found.values())
         found.update(new)
+
+
+def dead_letters(runtime: LocalRuntime, event_id: str) -> list[dict[str, Any]]:
+    """The rule's dead-letter queue's messages for this event."""
+    return [m for m in queue_messages(runtime, "FilterDeadLetterQueue") if json.loads(m["Body"])["id"] == event_id]
+
+
+def failure_records(runtime: LocalRuntime, event_id: str) -> list[dict[str, Any]]:
+    """The filter's on-failure destination records for this event."""
+    records = [json.loads(m["Body"]) for m in queue_messages(runtime, "FilterFailureQueue")]
+    return [r for r in records if r["requestPayload"]["id"] == event_id]
 
 
 def filter_rule(runtime: LocalRuntime) -> dict[str, Any]:
@@ -353,28 +365,70 @@ def test_a_failing_delivery_is_retried_and_then_succeeds(runtime: LocalRuntime) 
     assert dead_letters(runtime, event_id) == []
 
 
-def test_after_the_last_retry_the_event_goes_to_the_rules_dead_letter_queue(runtime: LocalRuntime) -> None:
-    rule = filter_rule(runtime)
-    attempts = rule["RetryPolicy"]["MaximumRetryAttempts"] + 1
+def test_a_function_error_is_retried_by_lambda_twice_then_goes_to_the_on_failure_destination(
+    runtime: LocalRuntime,
+) -> None:
+    # EventBridge invokes asynchronously: its RetryPolicy and DLQ cover delivery, and Lambda accepts at once.
+    # A handler error is Lambda's to retry (EventInvokeConfig.MaximumRetryAttempts), then the destination's.
+    invoke_config = runtime.template.properties("FilterFunction")["EventInvokeConfig"]
+    attempts = invoke_config["MaximumRetryAttempts"] + 1
+    assert attempts == 3
     recorder = Recorder(failures=10**6)
     with runtime.functions.replaced("FilterFunction", recorder):
         answer = runtime.client("events").put_events(Entries=[crm_entry(runtime, {"doomed": True})])
         runtime.wait_idle(timeout=30)  # fast_retries: no backoff
 
     event_id = answer["Entries"][0]["EventId"]
-    assert [event["id"] for event in recorder.events] == [event_id] * attempts
-    [message] = dead_letters(runtime, event_id)
-    assert json.loads(message["Body"]) == recorder.events[0]
-    attributes = {name: value["StringValue"] for name, value in message["MessageAttributes"].items()}
-    assert rule["DeadLetterConfig"]["Arn"] == runtime.template.get_att("FilterDeadLetterQueue", "Arn")
-    assert attributes == {
-        "RULE_ARN": rule["RuleArn"], "TARGET_ARN": runtime.functions.specs["FilterFunction"].arn,
-        "ERROR_CODE": "RuntimeError", "ERROR_MESSAGE": f"attempt {attempts} failed",
-        "EXHAUSTED_RETRY_CONDITION": "MaximumRetryAttempts", "RETRY_ATTEMPTS": str(attempts - 1),
-    }
+    assert [event["id"] for event in recorder.events] == [event_id] * attempts  # not the rule's 21
+    assert dead_letters(runtime, event_id) == []  # the rule's DLQ is for delivery failures only
+    [record] = failure_records(runtime, event_id)
+    assert record["requestPayload"] == recorder.events[0]
+    assert record["version"] == "1.0"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", record["timestamp"])
+    context = record["requestContext"]
+    assert context["functionArn"] == f"{runtime.functions.specs['FilterFunction'].arn}:$LATEST"
+    assert (context["condition"], context["approximateInvokeCount"]) == ("RetriesExhausted", attempts)
+    assert record["responseContext"] == {"statusCode": 200, "executedVersion": "$LATEST",
+                                         "functionError": "Unhandled"}
+    assert record["responsePayload"]["errorType"] == "RuntimeError"
+    assert record["responsePayload"]["errorMessage"] == f"attempt {attempts} failed"
+    destination = invoke_config["DestinationConfig"]["OnFailure"]["Destination"]
+    assert runtime.template.resolve(destination) == runtime.template.get_att("FilterFailureQueue", "Arn")
 
 
-def test_retries_back_off_on_the_virtual_clock(runtime: LocalRuntime) -> None:
+def test_redrive_puts_failed_events_back_on_the_bus_once(runtime: LocalRuntime) -> None:
+    sqs, events = runtime.client("sqs"), runtime.client("events")
+    url = sqs.get_queue_url(QueueName=runtime.template.get_att("FilterFailureQueue", "QueueName"))["QueueUrl"]
+    bus = runtime.name_of("EventBus")
+    sqs.purge_queue(QueueUrl=url)  # what earlier tests of this runtime left
+    broken = Recorder(failures=10**6)
+    with runtime.functions.replaced("FilterFunction", broken):
+        answer = events.put_events(Entries=[
+            crm_entry(runtime, {"tenant": "acme", "n": 1}, Time=datetime(2026, 3, 18, 9, 30, tzinfo=UTC)),
+            crm_entry(runtime, {"tenant": "other", "n": 2}),
+        ])
+        runtime.wait_idle(timeout=30)
+    first, second = (entry["EventId"] for entry in answer["Entries"])
+    assert len(failure_records(runtime, first)) == len(failure_records(runtime, second)) == 1
+
+    fixed = Recorder()
+    with runtime.functions.replaced("FilterFunction", fixed):
+        report = redrive(sqs, events, url, bus, tenant="acme")
+        runtime.wait_idle(timeout=10)
+        again = redrive(sqs, events, url, bus, tenant="acme")  # nothing left of acme's: a no-op
+        runtime.wait_idle(timeout=10)
+
+    assert (report.redriven, report.skipped, report.refused) == ([first], [second], [])
+    assert (again.redriven, again.refused) == ([], [])
+    [delivered] = fixed.events  # the same event, put again: a new id, the same source, type, time and detail
+    original = broken.events[0]
+    assert {k: v for k, v in delivered.items() if k != "id"} == {k: v for k, v in original.items() if k != "id"}
+    counts = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    # Another tenant's event is left in the queue (hidden for the visibility timeout of the redrive's read).
+    assert (counts["ApproximateNumberOfMessages"], counts["ApproximateNumberOfMessagesNotVisible"]) == ("0", "1")
+
+
+def test_retries_back_off_as_lambda_does_on_the_virtual_clock(runtime: LocalRuntime) -> None:
     recorder = Recorder(failures=2)
     lines: list[str] = []
     runtime.echo, runtime.clock.fast_retries = lines.append, False
@@ -383,7 +437,10 @@ def test_retries_back_off_on_the_virtual_clock(runtime: LocalRuntime) -> None:
             runtime.client("events").put_events(Entries=[crm_entry(runtime, {"backoff": True})])
             # A delivery waiting for its retry is like an execution in a Wait state: idle unless included.
             runtime.wait_idle(timeout=10, include_waiting=False)
-            assert 1 <= len(recorder.events) < 3
+            assert len(recorder.events) == 1
+            runtime.advance_clock(59)
+            runtime.wait_idle(timeout=10, include_waiting=False)
+            assert len(recorder.events) == 1  # Lambda waits about a minute before the first retry
             while len(recorder.events) < 3:
                 runtime.advance_clock(1)
                 runtime.wait_idle(timeout=10, include_waiting=False)
@@ -391,10 +448,9 @@ def test_retries_back_off_on_the_virtual_clock(runtime: LocalRuntime) -> None:
     finally:
         runtime.echo, runtime.clock.fast_retries = None, True
 
-    attempts = filter_rule(runtime)["RetryPolicy"]["MaximumRetryAttempts"] + 1
-    retries = [line for line in lines if line.startswith("[bus] FilterFunction ✗")]
-    assert retries == [f"[bus] FilterFunction ✗ RuntimeError: attempt 1 failed — retry 2/{attempts} in 1s",
-                       f"[bus] FilterFunction ✗ RuntimeError: attempt 2 failed — retry 3/{attempts} in 2s"]
+    retries = [line for line in lines if line.startswith("[lambda] FilterFunction ✗")]
+    assert retries == ["[lambda] FilterFunction ✗ RuntimeError: attempt 1 failed — asynchronous retry 2/3 in 60s",
+                       "[lambda] FilterFunction ✗ RuntimeError: attempt 2 failed — asynchronous retry 3/3 in 120s"]
     assert lines[-1] == "[bus] CrmEvent → FilterFunction: 0 started, 0 duplicate(s), 0 not matched"
 
 
@@ -497,23 +553,66 @@ def test_many_concurrent_connections_are_all_answered(runtime: LocalRuntime) -> 
         assert list(pool.map(client, range(80))) == [[200, 200, 200]] * 80
 
 
-def test_malformed_requests_get_the_standard_librarys_answers(runtime: LocalRuntime) -> None:
-    def exchange(raw: bytes) -> bytes:
-        with socket.create_connection(("127.0.0.1", runtime.server.port), timeout=5) as connection:
-            connection.sendall(raw)
-            connection.shutdown(socket.SHUT_WR)
-            return b"".join(iter(lambda: connection.recv(65536), b""))
+def exchange(runtime: LocalRuntime, raw: bytes) -> bytes:
+    """Raw bytes in; what the server sent back until it closed or went quiet for a second (a keep-alive)."""
+    received = b""
+    with socket.create_connection(("127.0.0.1", runtime.server.port), timeout=5) as connection:
+        connection.sendall(raw)
+        try:
+            while chunk := connection.recv(65536):
+                received += chunk
+                connection.settimeout(1.0)
+        except TimeoutError:
+            assert received, "no answer: the server hangs"
+    return received
 
-    # No usable version: answered as to HTTP/0.9 (a body, no status line), as http.server does.
-    assert b"Error code: 400" in exchange(b"POST /_local/noop HTTP/x.y\r\n\r\n")
-    assert b"Error code: 505" in exchange(b"POST /_local/noop HTTP/2.0\r\n\r\n")
-    assert b"Error code: 400" in exchange(b"POST /_local/noop\r\n\r\n")  # HTTP/0.9 has only GET
-    assert exchange(b"BREW /_local/noop HTTP/1.1\r\nHost: x\r\n\r\n").startswith(b"HTTP/1.1 501 ")
-    # Two requests on one connection, headers in any case, a folded header line, then Connection: close.
-    answer = exchange(b"POST /_local/noop HTTP/1.1\r\ncontent-LENGTH: 2\r\nX-Long: a\r\n b\r\n\r\n{}"
-                      b"GET /_local/health HTTP/1.1\r\nConnection: close\r\n\r\n")
+
+def json_answer(raw: bytes) -> tuple[int, Any]:
+    head, _, body = raw.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    assert b"content-type: application/json" in head.lower(), head
+    return status, json.loads(body)
+
+
+@pytest.mark.parametrize(("raw", "status"), [
+    (b"BREW /_local/noop HTTP/1.1\r\nHost: x\r\n\r\n", 404),  # an unknown method: no route has it
+    (b"PURGE /webhooks/demo/twenty HTTP/1.1\r\nHost: x\r\n\r\n", 404),
+    (b"POST /_local/noop HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n{}", 400),
+    (b"POST /_local/noop HTTP/1.1\r\nHost: x\r\nContent-Length: two\r\n\r\n{}", 400),
+    (b"POST /_local/noop HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}", 400),
+    (b"POST /_local/noop HTTP/x.y\r\n\r\n", 400),
+    (b"POST /_local/noop\r\n\r\n", 400),
+    (b"POST /_local/noop HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n", 400),
+])
+def test_malformed_requests_get_api_gateways_json_answers_and_never_a_5xx(
+    runtime: LocalRuntime, raw: bytes, status: int
+) -> None:
+    answer = json_answer(exchange(runtime, raw))
+    assert answer[0] == status
+    assert answer[1] == {"message": "Not Found" if status == 404 else "Bad Request"}
+    assert post(runtime, "/_local/health", b"", method="GET")[0] == 200  # still up
+
+
+def test_an_http_2_request_line_is_not_a_5xx(runtime: LocalRuntime) -> None:
+    raw = exchange(runtime, b"POST /_local/noop HTTP/2.0\r\nHost: x\r\n\r\n")
+    assert int(raw.split(b" ", 2)[1]) < 500  # http.server answered 505 (a 5xx for what a client sent)
+
+
+def test_a_body_over_the_limit_is_413_before_it_is_read(runtime: LocalRuntime) -> None:
+    declared = MAX_BODY_BYTES + 1_000_000
+    # Only the headers and a first kilobyte are sent: the answer comes without the rest, and no hang.
+    raw = exchange(runtime, b"POST /webhooks/demo/twenty HTTP/1.1\r\nHost: x\r\n"
+                   + f"Content-Length: {declared}\r\n\r\n".encode() + b"x" * 1024)
+    assert json_answer(raw) == (413, {"message": "Request Entity Too Large"})
+    assert b"connection: close" in raw.lower()
+    assert post(runtime, "/_local/noop", b"{}") == (200, {"ok": True})
+
+
+def test_keep_alive_and_pipelined_requests_are_answered_in_order(runtime: LocalRuntime) -> None:
+    answer = exchange(runtime, b"POST /_local/noop HTTP/1.1\r\nHost: x\r\ncontent-LENGTH: 2\r\n\r\n{}"
+                      b"GET /_local/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert answer.count(b"HTTP/1.1 200 OK") == 2
-    assert b'{"ok":true}' in answer and b'"status": "ok"' in answer
+    assert answer.index(b'{"ok":true}') < answer.index(b'"status": "ok"')
 
 
 def test_requests_take_turns_in_arrival_order() -> None:

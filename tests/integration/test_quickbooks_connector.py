@@ -47,7 +47,6 @@ def idp(idp: OAuthFake) -> Iterator[OAuthFake]:
 @pytest.fixture
 def qbo(idp: OAuthFake) -> Iterator[QuickBooksFake]:
     with QuickBooksFake(idp) as server:
-        assert isinstance(server, QuickBooksFake)
         server.add_realm(REALM)
         server.add_realm(UK_REALM, country="GB")
         yield server

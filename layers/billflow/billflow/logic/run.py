@@ -114,7 +114,10 @@ def _summary(state: RunState) -> str:
 
 
 def _last_external_id(state: RunState) -> str:
-    return next((str(r["external_id"]) for r in reversed(state.results) if r.get("external_id")), "")
+    """The run's document id (an invoice, not the delivery of a webhook after it); else the last action's."""
+    ids = [r for r in state.results if r.get("external_id")]
+    documents = [r for r in ids if r.get("action_type") in DOCUMENT_ACTIONS]
+    return str((documents or ids[::-1] or [{"external_id": ""}])[0]["external_id"])
 
 
 # ------------------------------------------------------------------------------------------- decide, resume

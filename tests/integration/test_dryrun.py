@@ -18,7 +18,7 @@ from tests.fakes.base import FakeServer, Request, Response
 from tests.fakes.signing import twenty_event
 from tests.fakes.stripe_server import FakeStripe
 from tests.fakes.twenty_server import FakeTwenty, load_sample_workspace
-from tests.unit.test_admin_api import AdminStack
+from tests.integration.conftest import AdminStack
 
 ROOT = Path(__file__).resolve().parents[2]
 TENANT = "demo"

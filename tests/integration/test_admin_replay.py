@@ -14,7 +14,7 @@ from typing import Any
 import boto3
 import pytest
 
-from tests.unit.test_admin_api import AdminStack
+from tests.integration.conftest import AdminStack
 
 TENANT = "acme"
 KEY = "0123456789abcdef0123456789abcdef01234567"

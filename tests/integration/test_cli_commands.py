@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -19,7 +20,7 @@ import yaml
 from billflow_cli.api import AdminApi, ApiError
 from billflow_cli.main import main
 from tests.fakes.signing import EVENTS_DIR
-from tests.unit.test_admin_api import AdminStack
+from tests.integration.conftest import AdminStack
 
 ROOT = Path(__file__).resolve().parents[2]
 T = ["--tenant", "acme"]
@@ -103,11 +104,38 @@ def test_validate_reports_every_problem_with_file_rule_and_field(
     (rules_dir / "unreadable.yml").write_text("id: [unclosed\n")
     err = fails(capsys, 2, "rules", "validate", str(rules_dir))
     broken = rules_dir / "broken.yaml"
-    assert f"{broken}: rule bad-one: blocks.0.criteria.0.comparator: unknown comparator 'sounds_like'" in err
-    assert f"{broken}: rule bad-one: blocks.0.actions: a block needs at least one action" in err
-    assert f"{broken}: rule bad-one: blocks.0.pattern:" in err
-    assert f"{rules_dir / 'opportunity.yaml'}: rule won-hook: id: already used in {broken}" in err
+    # The path as written (top-level criteria:, not blocks.0.criteria) and the line it is written on.
+    assert f"{broken}:4: rule bad-one: criteria.0.comparator: unknown comparator 'sounds_like'" in err
+    assert f"{broken}:6: rule bad-one: actions: a block needs at least one action" in err
+    assert f"{broken}:5: rule bad-one: pattern:" in err
+    assert "blocks.0" not in err
+    assert f"{rules_dir / 'opportunity.yaml'}:" in err
+    assert f": rule won-hook: id: already used in {broken}" in err
     assert f"{rules_dir / 'unreadable.yml'}:2:1: not valid YAML" in err
+
+
+def test_validate_reports_the_problems_behind_a_field_that_does_not_fit_the_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "id: two\nsource: twenty\nobject: opportunity\n"
+        "blocks:\n"
+        "  - criteria:\n"
+        "      - {field: stage, comparator: eq, value: CUSTOMER}\n"
+        "      - field: amount\n"
+        "        comparator: bogus\n"
+        "        value: 3\n"
+        "    actions:\n"
+        "      - type: webhook\n"
+        "        connection: hook\n"
+        "        colour: blue\n"
+    )
+    err = fails(capsys, 2, "rules", "validate", str(rules))
+    assert err.splitlines()[1:] == [
+        f"  {rules}:8: rule two: blocks.0.criteria.1.comparator: unknown comparator 'bogus'",
+        f"  {rules}:13: rule two: blocks.0.actions.0.colour: Extra inputs are not permitted",
+    ]
 
 
 def test_yaml_reads_on_and_no_as_strings(rules_dir: Path) -> None:
@@ -133,6 +161,7 @@ def test_plan_apply_export_apply_is_a_no_op(
     documents = list(yaml.safe_load_all(exported.read_text()))
     assert [d["id"] for d in documents] == ["won-hook", "lost-hook"]
     assert "'on': edited" in exported.read_text()  # readable by any YAML reader
+    assert "null" not in exported.read_text()  # unset fields are left out, as a person writes a rule
 
     before = stack.snapshot()
     out = ok(capsys, "rules", "plan", str(exported), *T, "--prune")
@@ -222,7 +251,7 @@ def test_edit_from_a_file_and_in_the_editor(
                       "p.write_text(p.read_text().replace('changed_to', 'turned_into'))\n")
     monkeypatch.setenv("VISUAL", f"{sys.executable} {editor}")
     err = fails(capsys, 2, "rules", "edit", "lost-hook", *T)
-    kept = Path(err.splitlines()[1].strip().split(": rule ")[0])
+    kept = Path(err.splitlines()[1].strip().split(": rule ")[0].rsplit(":", 1)[0])  # file:line: rule ...
     assert "unknown comparator 'turned_into'" in err
     assert kept.exists()  # the edit is not lost
     kept.unlink()
@@ -270,14 +299,42 @@ def test_log_prints_a_table(stack: AdminStack, capsys: pytest.CaptureFixture[str
 
     out = ok(capsys, "log", *T)
     assert out.strip() == "no runs yet"
+    reason = "TargetRejected: no; the wait ended at 2026-03-18T09:30:05+00:00 " + "and more detail " * 5
     get_execution_log().write(log_item(tenant="acme", execution="won-hook-abc", rule_id="won-hook", step="run",
-                                       status="failed", record_key="k", reason="TargetRejected: no"))
+                                       status="failed", record_key="k", reason=reason,
+                                       at=datetime(2026, 3, 18, 9, 31, 7, 250_000, tzinfo=UTC)))
     out = ok(capsys, "log", *T, "--status", "failed")
-    header, row = out.splitlines()
+    header, row, note = out.splitlines()
     assert header.split() == ["AT", "EXECUTION", "RULE_ID", "STEP", "STATUS", "EXTERNAL_ID", "REASON"]
-    assert row.split()[1:5] == ["won-hook-abc", "won-hook", "run", "failed"]
+    assert row.split()[:5] == ["2026-03-18T09:31:07Z", "won-hook-abc", "won-hook", "run", "failed"]
+    assert row.endswith("…") and "2026-03-18T09:30:05Z" in row and "+00:00" not in row
+    assert "--wide" in note
+    wide = ok(capsys, "log", *T, "--wide")
+    assert wide.splitlines()[1].endswith(reason.replace("+00:00", "Z").rstrip())
+    assert ok(capsys, "log", *T, "--status", "sent").strip() == "no runs match these filters"
     out = ok(capsys, "log", *T, "--rule", "won-hook", "--json")
     assert json.loads(out)[0]["execution"] == "won-hook-abc"
+
+
+def test_the_api_and_tenant_come_from_the_environment(
+    stack: AdminStack, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    called: list[str] = []
+    original = AdminApi._call
+
+    def recording(self: AdminApi, method: str, path: str, body: dict[str, Any] | None) -> Any:
+        called.append(f"{self.base_url} {path}")
+        return original(self, method, path, body)
+
+    monkeypatch.setattr(AdminApi, "_call", recording)
+    monkeypatch.setenv("BILLFLOW_API", "http://127.0.0.1:3999")
+    monkeypatch.setenv("BILLFLOW_TENANT", "acme")
+    assert ok(capsys, "rules", "list").strip() == "no rules stored"
+    assert called == ["http://127.0.0.1:3999 /admin/tenants/acme/rules"]
+    monkeypatch.delenv("BILLFLOW_TENANT")
+    with pytest.raises(SystemExit):
+        main(["rules", "list"])
+    assert "--tenant" in capsys.readouterr().err
 
 
 def test_an_unreachable_api_is_exit_1(capsys: pytest.CaptureFixture[str]) -> None:
