@@ -237,3 +237,13 @@ def test_state_written_before_per_field_history_still_recognises_its_redelivery(
         "pk": {"S": pk}, "revision": {"N": "4"}, "state": {"S": json.dumps(legacy)}})
 
     assert won_names([won]) == ["won:stage@3"]
+
+
+def test_long_values_are_remembered_by_digest_so_the_record_state_stays_small(tables: None) -> None:
+    record_id = str(uuid.uuid4())
+    events = [twenty_event(record_id, {"stage": "NEW", "amount": 5, "name": f"{i}" + "x" * 200_000}, ["name"],
+                           T0 + timedelta(minutes=i)) for i in range(15)]
+    for event in events:
+        match_rules(event, get_rule_store(), get_record_store(), RULES)  # 15 x 200 KB would not fit in an item
+    state = get_record_store().get(keys.record_pk("acme", "twenty", "opportunity", record_id))
+    assert len(state.fields["name"]) == 12 and all(set(o.value) == {"sha256"} for o in state.fields["name"])

@@ -26,7 +26,7 @@ from billflow.rules.comparators import FieldChange
 from billflow.rules.paths import MISSING, get_path
 from billflow.storage import keys
 from billflow.storage.execution_log import ExecutionLog, log_item
-from billflow.storage.records import HISTORY_PER_FIELD, Observation, RecordState, RecordStateStore
+from billflow.storage.records import HISTORY_PER_FIELD, Observation, RecordState, RecordStateStore, storable
 
 _ATTEMPTS = 8
 SKIPPED = "skipped"
@@ -92,22 +92,23 @@ def decide(state: RecordState, event: CrmEvent, paths: set[str]) -> tuple[Observ
         mine = next((o for o in history if o.event_id == event.event_id), None)
         if mine is not None:  # a redelivery: the same answer as the first time
             if mine.version is not None:
-                observed.changes[path] = FieldChange(path, _before(history, mine), mine.value, mine.version)
+                observed.changes[path] = FieldChange(path, _before(history, mine), new, mine.version)
             continue
-        this = Observation(at_ms, new, event.event_id)
+        kept = storable(new)
+        this = Observation(at_ms, kept, event.event_id)
         newest = history[-1] if history else None
         is_newest = newest is None or this.order() > newest.order()
         if event.action == "created" or path.split(".")[0] in announced:
             this.version = at_ms
-        elif not says and newest is not None and is_newest and new != newest.value:
+        elif not says and newest is not None and is_newest and kept != newest.value:
             this.version = at_ms  # the CRM never says what changed: a newer, different value is a change
         elif newest is None and first_seen and not says:
             observed.undecided[path] = (
-                f"first delivery of this record does not say what changed: {path} = {new!r} taken as the "
+                f"first delivery of this record does not say what changed: {path} = {_shown(new)} taken as the "
                 "starting value, no transition decided")
-        elif newest is not None and says and is_newest and new != newest.value:
+        elif newest is not None and says and is_newest and kept != newest.value:
             observed.undecided[path] = (
-                f"{path} is now {new!r} (was {newest.value!r}) but no delivery received so far announces "
+                f"{path} is now {_shown(new)} (was {_shown(newest.value)}) but no delivery received so far announces "
                 "that change: it was lost or is still on its way")
         bisect.insort(history, this, key=Observation.order)
         del history[:-HISTORY_PER_FIELD]
@@ -147,6 +148,11 @@ def _before(history: list[Observation], this: Observation) -> Any:
     """The value reported just before this one in time (None when none is known yet)."""
     earlier = [o for o in history if o.order() < this.order()]
     return earlier[-1].value if earlier else None
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 100 else text[:97] + "..."
 
 
 def _pk(event: CrmEvent) -> str:

@@ -10,6 +10,7 @@ both claim one change.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -21,6 +22,17 @@ from billflow.settings import get_settings
 
 RECORD_TTL_SECONDS = 400 * 24 * 3600
 HISTORY_PER_FIELD = 12  # observations kept per field: enough to place late deliveries, bounded item size
+# A value longer than this is remembered by its digest: equal values stay equal, and twelve observations
+# of a few watched fields stay far below DynamoDB's 400 KB item limit whatever the CRM sends.
+MAX_KEPT_VALUE_BYTES = 512
+
+
+def storable(value: Any) -> Any:
+    """The value as remembered: itself, or {"sha256": ...} of its JSON when it is long."""
+    text = json.dumps(value, sort_keys=True, default=str)
+    if len(text.encode()) <= MAX_KEPT_VALUE_BYTES:
+        return value
+    return {"sha256": hashlib.sha256(text.encode()).hexdigest()}
 
 
 @dataclass
