@@ -6,7 +6,7 @@ import json
 
 import pytest
 from billflow.errors import InvalidRequest
-from billflow.jsonbody import MAX_DEPTH, nesting_depth, parse_json_body
+from billflow.jsonbody import MAX_DEPTH, nesting_depth, parse_event_body, parse_json_body
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -22,6 +22,7 @@ def test_a_json_document_parses() -> None:
     (b"[" * 5000 + b"]" * 5000, "nested 5000 levels deep"),
     (b'{"a":' * 3000 + b"1" + b"}" * 3000, "nested 3000 levels deep"),
     (b'{"rules": ', "not JSON"),
+    (b'{"limit": ' + b"9" * 100_000 + b"}", "number too long"),
     (b"", "no body"),
 ])
 def test_bad_bodies_are_invalid_requests_that_say_why(body: bytes, reason: str) -> None:
@@ -45,3 +46,15 @@ def test_any_json_document_within_the_depth_parses_to_itself(value: object) -> N
     text = json.dumps(value)
     if nesting_depth(text) <= MAX_DEPTH:
         assert parse_json_body(text.encode()) == value
+
+
+def test_an_api_gateway_event_body_is_read_as_api_gateway_sends_it() -> None:
+    import base64
+
+    assert parse_event_body({"body": '{"a": 1}', "isBase64Encoded": False}) == {"a": 1}
+    assert parse_event_body({"body": base64.b64encode(b'{"a": 2}').decode(), "isBase64Encoded": True}) == {"a": 2}
+    assert parse_event_body({}) is None
+    with pytest.raises(InvalidRequest, match="not UTF-8"):
+        parse_event_body({"body": base64.b64encode(b"\xe9").decode(), "isBase64Encoded": True})
+    with pytest.raises(InvalidRequest, match="not valid base64"):
+        parse_event_body({"body": "!!", "isBase64Encoded": True})

@@ -1,9 +1,11 @@
 """Request bodies as JSON, refused with a 400 saying why when they are not UTF-8, not JSON, or nested
-deeper than any real document: the standard parser would otherwise raise UnicodeDecodeError or
-RecursionError, which a handler answers with a 500."""
+deeper than any real document, or carrying a number of thousands of digits: the standard parser would
+otherwise raise UnicodeDecodeError, RecursionError or ValueError, which a handler answers with a 500."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 from typing import Any
 
@@ -32,6 +34,8 @@ def parse_json_body(body: bytes | str | None, *, max_depth: int = MAX_DEPTH, req
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise InvalidRequest(f"the body is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except ValueError as exc:  # an integer of more than 4,300 digits (Python's guard against slow parsing)
+        raise InvalidRequest(f"the body has a number too long to read: {str(exc)[:80]}") from None
     except RecursionError:  # pragma: no cover - the depth check above refuses what could get here
         raise InvalidRequest("the body is nested too deep") from None
 
@@ -56,3 +60,16 @@ def nesting_depth(text: str) -> int:
         elif char in "]}":
             depth -= 1
     return deepest
+
+
+def parse_event_body(event: dict[str, Any], *, required: bool = False) -> Any:
+    """The JSON body of an API Gateway HTTP API event (payload 2.0; base64 when not UTF-8), checked as above."""
+    body = event.get("body")
+    if body is None:
+        return parse_json_body(None, required=required)
+    if event.get("isBase64Encoded"):
+        try:
+            return parse_json_body(base64.b64decode(body, validate=True), required=required)
+        except binascii.Error:
+            raise InvalidRequest("the body is not valid base64 although the request says it is") from None
+    return parse_json_body(str(body), required=required)
