@@ -1,11 +1,15 @@
 """A small HTTP client on urllib (no extra dependency in the layer) that classifies failures.
 
+Every outbound call of billflow goes through `request`: it connects only to addresses netguard allows
+(resolved once, checked, then connected to), follows no redirect, and uses no proxy.
+
 429, 5xx and network errors raise TransientError (the state machine retries, honouring Retry-After);
 other 4xx raise TargetRejected with the target's own message.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import urllib.error
 import urllib.parse
@@ -14,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from billflow.errors import TargetRejected, TransientError
+from billflow.netguard import check_static_url, guarded_create_connection
 
 DEFAULT_TIMEOUT = 10.0
 
@@ -31,11 +36,40 @@ class HttpResponse:
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None  # a redirect from a billing API is an error, not something to follow with credentials
+    def redirect_request(self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str) -> None:
+        # A redirect from a billing API is an error, not something to follow with credentials; and where it
+        # points is checked too, so an internal address never shows up as a mere redirect.
+        check_static_url(newurl, "redirect")
+        return None
 
 
-_opener = urllib.request.build_opener(_NoRedirect)
+class _GuardedHTTPConnection(http.client.HTTPConnection):
+    """Connects only to addresses netguard checked, from one DNS lookup."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._create_connection = guarded_create_connection
+
+
+class _GuardedHTTPSConnection(http.client.HTTPSConnection):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._create_connection = guarded_create_connection  # TLS still verifies the host name
+
+
+class _GuardedHTTPHandler(urllib.request.HTTPHandler):
+    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(_GuardedHTTPConnection, req)
+
+
+class _GuardedHTTPSHandler(urllib.request.HTTPSHandler):
+    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(_GuardedHTTPSConnection, req)
+
+
+# No proxy from the environment: the address checked must be the target's own.
+_opener = urllib.request.build_opener(
+    urllib.request.ProxyHandler({}), _NoRedirect, _GuardedHTTPHandler, _GuardedHTTPSHandler)
 
 
 def request(
