@@ -19,6 +19,7 @@ from typing import Any
 
 from billflow.errors import TargetRejected, TransientError
 from billflow.netguard import check_static_url, guarded_create_connection
+from billflow.observability import tracer
 
 DEFAULT_TIMEOUT = 10.0
 
@@ -76,17 +77,25 @@ def request(
     method: str, url: str, *, headers: dict[str, str] | None = None, body: bytes | None = None,
     timeout: float = DEFAULT_TIMEOUT, target: str = "target", raise_for_status: bool = True,
 ) -> HttpResponse:
-    scheme = urllib.parse.urlsplit(url).scheme
+    parts = urllib.parse.urlsplit(url)
+    scheme = parts.scheme
     if scheme not in ("http", "https"):
         raise TargetRejected(f"{target}: refusing to call a {scheme or 'relative'} URL")
     req = urllib.request.Request(url, data=body, method=method, headers=headers or {})  # noqa: S310
-    try:
-        with _opener.open(req, timeout=timeout) as resp:
-            answer = HttpResponse(resp.status, _lower(resp.headers.items()), resp.read(), url)
-    except urllib.error.HTTPError as err:
-        answer = HttpResponse(err.code, _lower(err.headers.items()), err.read(), url)
-    except (urllib.error.URLError, TimeoutError, ConnectionError) as err:
-        raise TransientError(f"{target} unreachable: {getattr(err, 'reason', err)}") from None
+    # One X-Ray subsegment per call: a slow CRM, target or token endpoint shows by name, not inside the
+    # function's one segment. Host and path only: a query string may carry a key.
+    with tracer.provider.in_subsegment(f"## {target}") as subsegment:
+        subsegment.put_annotation("target", target)
+        subsegment.put_metadata("request", {"method": method, "host": parts.hostname, "path": parts.path})
+        try:
+            with _opener.open(req, timeout=timeout) as resp:
+                answer = HttpResponse(resp.status, _lower(resp.headers.items()), resp.read(), url)
+        except urllib.error.HTTPError as err:
+            answer = HttpResponse(err.code, _lower(err.headers.items()), err.read(), url)
+        except (urllib.error.URLError, TimeoutError, ConnectionError) as err:
+            subsegment.put_annotation("outcome", "unreachable")
+            raise TransientError(f"{target} unreachable: {getattr(err, 'reason', err)}") from None
+        subsegment.put_annotation("status", str(answer.status))
     if raise_for_status:
         raise_for(answer, target)
     return answer
