@@ -32,3 +32,17 @@ def test_ten_first_seen_deals_with_their_edit_delivered_before_the_win_make_ten_
         assert item["amount"] == 1_250_000  # the amount of the won event's record, as in-order delivery
         assert [e["status"] for e in stack.executions_for(record_id)] == ["SUCCEEDED"]
     assert stack.stripe.violations == []
+
+
+def test_a_record_id_dynamodb_cannot_key_is_refused_at_ingest_not_accepted_and_lost(stack: Stack) -> None:
+    answers = []
+    for size in (1100, 3000):
+        event = stack.new_opportunity()
+        event["record"]["id"] = "r" * size
+        answers.append(stack.post_signed(event))
+    stack.runtime.wait_idle(30)
+
+    assert [status for status, _ in answers] == [400, 400]
+    assert all(a["error"] == "InvalidRequest" and "at most 1024 bytes" in a["message"] for _, a in answers)
+    assert [e for e in stack.runtime.executions() if (e["input"] or {}).get("event", {}).get(
+        "record_id", "").startswith("rrrr")] == []
