@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,6 +15,9 @@ from billflow.models.documents import InvoiceDraft
 from moto import mock_aws
 
 from tests.fakes.oauth_server import OAuthFake
+
+# Every fake a test starts listens on 127.0.0.1: allowed explicitly, as the local runtime does (netguard).
+os.environ.setdefault("ALLOW_LOOPBACK_TARGETS", "true")
 
 COUNTERS = "billflow-counters-test"
 SECRETS_PREFIX = "billflow/test"

@@ -91,13 +91,14 @@ class TimeStack:
         company = self.twenty.add_company(f"{name} SA", address={"addressCountry": country})
         return self.twenty.add_opportunity(name, stage=stage, company_id=company["id"], **fields)
 
-    def post_update(self, record: dict[str, Any], changed: list[str]) -> None:
+    def post_update(self, record: dict[str, Any], changed: list[str], at: str | None = None) -> str:
+        """Deliver the update as Twenty does, at `at` (now by default); the event's date."""
         payload = {
             "eventName": "opportunity.updated",
             "objectMetadata": {"id": "5b1c6a8e-0b7e-4a52-9d0f-6f0c1e1e2a01", "nameSingular": "opportunity"},
             "workspaceId": "3b8e6458-5fc1-4e63-8563-008ccddaa6db",
             "webhookId": "c2a9f1f4-9f3b-4b7e-a7c4-0d1b2e3f4a5b",
-            "eventDate": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "eventDate": at or datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
             "record": record,
             "updatedFields": changed,
         }
@@ -106,6 +107,7 @@ class TimeStack:
                                          headers=headers, method="POST")
         with urllib.request.urlopen(request, timeout=10) as answer:
             assert answer.status == 202
+        return str(payload["eventDate"])
 
     def notes(self, text: str) -> list[str]:
         """The messages of in-app notifications (the SNS document's message) containing `text`."""
@@ -222,7 +224,7 @@ def test_company_criteria_are_decided_after_lookup(stack: TimeStack) -> None:
     french = stack.opportunity("Paris Robotics", "MEETING", country="France")
     german = stack.opportunity("Berlin Robotics", "MEETING", country="Germany")
     stack.post_update(french, ["stage"])
-    stack.post_update(german, ["stage"])
+    german_at = stack.post_update(german, ["stage"])
     stack.runtime.wait_idle(30)
 
     assert stack.notes(f"meeting {french['id']}") == [f"meeting {french['id']} with Paris Robotics SA"]
@@ -233,8 +235,8 @@ def test_company_criteria_are_decided_after_lookup(stack: TimeStack) -> None:
     [ended] = stack.log(german["id"])
     assert ended["status"] == "not_matched"
     assert "company.address.addressCountry is 'Germany'" in str(ended["reason"])
-    # The transition still names the run: a redelivery starts nothing new.
-    stack.post_update(german, ["stage"])
+    # The transition still names the run: a redelivery (the same event, signed again) starts nothing new.
+    stack.post_update(german, ["stage"], at=german_at)
     stack.runtime.wait_idle(30)
     assert len(stack.runs(german["id"])) == 1
 

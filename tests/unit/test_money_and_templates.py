@@ -15,6 +15,17 @@ def test_micros_become_the_smallest_unit(micros: int, currency: str, minor: int)
     assert micros_to_minor(micros, currency) == minor
 
 
+@pytest.mark.parametrize("micros", [10**34, "1e34", 1e34, -(10**22), "Infinity", "NaN", "12 EUR"])
+def test_an_amount_no_billing_system_accepts_is_refused_with_its_reason(micros: object) -> None:
+    with pytest.raises(ConfigurationError) as err:
+        micros_to_minor(micros, "usd")  # type: ignore[arg-type]
+    assert "amount.amountMicros" in err.value.message
+
+
+def test_the_largest_amount_billflow_sends_still_converts_exactly() -> None:
+    assert micros_to_minor(10**21 - 1, "usd") == 10**17
+
+
 def test_minor_back_to_decimal() -> None:
     assert str(minor_to_decimal(1_250_000, "usd")) == "12500"
     assert str(minor_to_decimal(5, "jpy")) == "5"

@@ -85,3 +85,14 @@ def test_parser_agrees_with_boolean_algebra(expression: str) -> None:
             python = python.replace(str(i), f"c{i}")
         expected = eval(python, {}, env)  # noqa: S307 - the oracle, on generated input only
         assert tree.evaluate(lambda n, vs=values: vs[n - 1]) is expected
+
+
+@pytest.mark.parametrize("pattern", ["(" * 5000 + "1" + ")" * 5000, "NOT " * 5000 + "1", "(NOT " * 3000 + "1"])
+def test_a_pattern_nested_thousands_deep_is_refused_with_a_reason_not_a_recursion_error(pattern: str) -> None:
+    with pytest.raises(PatternError) as err:
+        parse_pattern(pattern, 3)
+    assert "nested more than 32 levels" in err.value.reason
+
+
+def test_a_pattern_nested_to_the_limit_still_parses() -> None:
+    assert parse_pattern("(" * 32 + "1" + ")" * 32, 1).evaluate(truth_of(1)) is True

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+
+from billflow.errors import ConfigurationError
 
 # ISO 4217 currencies with no minor unit (Stripe's zero-decimal list) and the three-decimal ones.
 ZERO_DECIMAL = frozenset(
     "bif clp djf gnf jpy kmf krw mga pyg rwf ugx vnd vuv xaf xof xpf".split()
 )
 THREE_DECIMAL = frozenset("bhd jod kwd omr tnd".split())
+
+# 10^15 units (a quadrillion) is beyond what any billing system accepts and well inside Decimal's exact
+# 28 digits; a larger amount is refused with its reason rather than failing on a rounding error.
+MAX_AMOUNT_MICROS = Decimal(10) ** 21
 
 
 def minor_unit_exponent(currency: str) -> int:
@@ -22,7 +28,14 @@ def minor_unit_exponent(currency: str) -> int:
 
 def micros_to_minor(amount_micros: int | str, currency: str) -> int:
     """Twenty keeps amounts in micros (millionths of the unit); targets want the smallest unit."""
-    micros = Decimal(str(amount_micros))
+    try:
+        micros = Decimal(str(amount_micros))
+    except InvalidOperation:
+        raise ConfigurationError(f"amount.amountMicros {str(amount_micros)[:40]!r} is not a number") from None
+    if not micros.is_finite() or abs(micros) >= MAX_AMOUNT_MICROS:
+        raise ConfigurationError(
+            f"amount.amountMicros {str(amount_micros)[:40]} is beyond the largest amount billflow sends "
+            f"({MAX_AMOUNT_MICROS:.0e} micros, a quadrillion units): no billing system accepts it")
     scale = Decimal(10) ** (6 - minor_unit_exponent(currency))
     return int((micros / scale).quantize(Decimal(1), rounding=ROUND_HALF_UP))
 

@@ -1,11 +1,15 @@
 """A small HTTP client on urllib (no extra dependency in the layer) that classifies failures.
 
+Every outbound call of billflow goes through `request`: it connects only to addresses netguard allows
+(resolved once, checked, then connected to), follows no redirect, and uses no proxy.
+
 429, 5xx and network errors raise TransientError (the state machine retries, honouring Retry-After);
 other 4xx raise TargetRejected with the target's own message.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import urllib.error
 import urllib.parse
@@ -14,6 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from billflow.errors import TargetRejected, TransientError
+from billflow.netguard import check_static_url, guarded_create_connection
+from billflow.observability import tracer
 
 DEFAULT_TIMEOUT = 10.0
 
@@ -31,28 +37,65 @@ class HttpResponse:
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None  # a redirect from a billing API is an error, not something to follow with credentials
+    def redirect_request(self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str) -> None:
+        # A redirect from a billing API is an error, not something to follow with credentials; and where it
+        # points is checked too, so an internal address never shows up as a mere redirect.
+        check_static_url(newurl, "redirect")
+        return None
 
 
-_opener = urllib.request.build_opener(_NoRedirect)
+class _GuardedHTTPConnection(http.client.HTTPConnection):
+    """Connects only to addresses netguard checked, from one DNS lookup."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._create_connection = guarded_create_connection
+
+
+class _GuardedHTTPSConnection(http.client.HTTPSConnection):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._create_connection = guarded_create_connection  # TLS still verifies the host name
+
+
+class _GuardedHTTPHandler(urllib.request.HTTPHandler):
+    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(_GuardedHTTPConnection, req)
+
+
+class _GuardedHTTPSHandler(urllib.request.HTTPSHandler):
+    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(_GuardedHTTPSConnection, req)
+
+
+# No proxy from the environment: the address checked must be the target's own.
+_opener = urllib.request.build_opener(
+    urllib.request.ProxyHandler({}), _NoRedirect, _GuardedHTTPHandler, _GuardedHTTPSHandler)
 
 
 def request(
     method: str, url: str, *, headers: dict[str, str] | None = None, body: bytes | None = None,
     timeout: float = DEFAULT_TIMEOUT, target: str = "target", raise_for_status: bool = True,
 ) -> HttpResponse:
-    scheme = urllib.parse.urlsplit(url).scheme
+    parts = urllib.parse.urlsplit(url)
+    scheme = parts.scheme
     if scheme not in ("http", "https"):
         raise TargetRejected(f"{target}: refusing to call a {scheme or 'relative'} URL")
     req = urllib.request.Request(url, data=body, method=method, headers=headers or {})  # noqa: S310
-    try:
-        with _opener.open(req, timeout=timeout) as resp:
-            answer = HttpResponse(resp.status, _lower(resp.headers.items()), resp.read(), url)
-    except urllib.error.HTTPError as err:
-        answer = HttpResponse(err.code, _lower(err.headers.items()), err.read(), url)
-    except (urllib.error.URLError, TimeoutError, ConnectionError) as err:
-        raise TransientError(f"{target} unreachable: {getattr(err, 'reason', err)}") from None
+    # One X-Ray subsegment per call: a slow CRM, target or token endpoint shows by name, not inside the
+    # function's one segment. Host and path only: a query string may carry a key.
+    with tracer.provider.in_subsegment(f"## {target}") as subsegment:
+        subsegment.put_annotation("target", target)
+        subsegment.put_metadata("request", {"method": method, "host": parts.hostname, "path": parts.path})
+        try:
+            with _opener.open(req, timeout=timeout) as resp:
+                answer = HttpResponse(resp.status, _lower(resp.headers.items()), resp.read(), url)
+        except urllib.error.HTTPError as err:
+            answer = HttpResponse(err.code, _lower(err.headers.items()), err.read(), url)
+        except (urllib.error.URLError, TimeoutError, ConnectionError) as err:
+            subsegment.put_annotation("outcome", "unreachable")
+            raise TransientError(f"{target} unreachable: {getattr(err, 'reason', err)}") from None
+        subsegment.put_annotation("status", str(answer.status))
     if raise_for_status:
         raise_for(answer, target)
     return answer

@@ -18,6 +18,7 @@ from billflow.connectors.base import Connector, SendContext
 from billflow.errors import ConfigurationError
 from billflow.models.documents import DispatchResult, InvoiceDraft
 from billflow.models.rules import DOCUMENT_ACTIONS
+from billflow.netguard import check_static_url
 from billflow.settings import get_settings
 from billflow.signing import BILLFLOW_SIGNATURE_HEADER as SIGNATURE_HEADER
 from billflow.signing import BILLFLOW_TIMESTAMP_HEADER as TIMESTAMP_HEADER
@@ -40,7 +41,8 @@ def ports_restricted() -> bool:
 
 
 def check_url(url: str, target: str = "webhook") -> urllib.parse.SplitResult:
-    """An absolute http(s) URL with a host, on port 80 or 443 where ports are restricted."""
+    """An absolute http(s) URL with a host, on port 80 or 443 where ports are restricted, that does not
+    name an internal address (billflow.netguard)."""
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigurationError(f"{target}: {url!r} is not an absolute http:// or https:// URL")
@@ -53,6 +55,7 @@ def check_url(url: str, target: str = "webhook") -> urllib.parse.SplitResult:
             f"{target}: port {port} is refused in production; webhooks may only use ports 80 and 443 "
             f"(STAGE={get_settings().stage})"
         )
+    check_static_url(url, target)  # a literal internal address or a local name; the rest at connect time
     return parts
 
 

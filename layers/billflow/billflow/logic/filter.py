@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from billflow.logic.observe import mark_fired, observe_changes
+from billflow.logic.observe import log_undecided, mark_fired, observe_record
 from billflow.logic.schedule import index_record, plan_timed
 from billflow.models.events import GENERIC_SOURCES, CrmEvent
 from billflow.models.rules import Rule, UsageAlert
@@ -25,6 +25,7 @@ from billflow.rules.engine import Clock, RuleVerdict, evaluate_rule, transition_
 from billflow.settings import get_settings
 from billflow.storage import keys
 from billflow.storage.due_index import DueIndex, get_due_index
+from billflow.storage.execution_log import get_execution_log
 from billflow.storage.executions import Executions, get_executions
 from billflow.storage.records import RecordStateStore
 from billflow.storage.rules import RuleStore
@@ -58,7 +59,10 @@ def match_rules(
     if not rules:
         return [], []
     watched = set().union(*(r.watched_paths() for r in rules))
-    changes = observe_changes(record_store, event, watched)
+    observed = observe_record(record_store, event, watched)
+    changes = observed.changes
+    if observed.undecided:  # never silent: the execution log says which deliveries could not be decided
+        log_undecided(get_execution_log(), event, rules, observed.undecided)
     # A source without a CRM has nothing to look up: its company/contact criteria read the record.
     lookup: dict[str, Any] | None = {} if event.source in GENERIC_SOURCES else None
     verdicts = [evaluate_rule(rule, event, changes, clock=Clock.for_rule(rule, lookup=lookup)) for rule in rules]

@@ -10,6 +10,7 @@ from billflow.errors import NotFound, PayloadTooLarge, Unauthorized
 from billflow.models.events import TENANT_ID, CrmEvent
 from billflow.settings import get_settings
 from billflow.sources import get_source
+from billflow.storage import keys
 from billflow.storage.bus import publish_events
 from billflow.storage.secrets import get_secret_store
 
@@ -41,5 +42,7 @@ def accept_webhook(delivery: WebhookDelivery, now: datetime | None = None) -> li
         body=delivery.body, now=now, tolerance_seconds=settings.signature_tolerance_seconds,
     )
     events = adapter.parse(tenant=delivery.tenant, body=delivery.body, received_at=now)
+    for event in events:
+        keys.check_record_key(event.tenant, event.source, event.object, event.record_id)
     publish_events(events)
     return events

@@ -9,12 +9,15 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+# Nesting deeper than any readable pattern is refused before the recursive parser could exhaust the stack.
+MAX_DEPTH = 32
 _TOKEN = re.compile(r"\s*(?:(\d+)|(AND\b|OR\b|NOT\b)|(\()|(\))|(\S))", re.IGNORECASE)
 
 
 class PatternError(ValueError):
     def __init__(self, pattern: str, position: int, reason: str) -> None:
-        super().__init__(f"pattern {pattern!r}, position {position + 1}: {reason}")
+        shown = pattern if len(pattern) <= 80 else pattern[:77] + "..."  # a hostile pattern can be huge
+        super().__init__(f"pattern {shown!r}, position {position + 1}: {reason}")
         self.pattern = pattern
         self.position = position
         self.reason = reason
@@ -68,19 +71,26 @@ def _tokens(pattern: str) -> list[tuple[str, str, int]]:
 def parse_pattern(pattern: str, criteria_count: int) -> Node:
     tokens = _tokens(pattern)
     index = 0
+    depth = 0
 
     def peek() -> tuple[str, str, int] | None:
         return tokens[index] if index < len(tokens) else None
 
     def expect_factor() -> Node:
-        nonlocal index
+        nonlocal index, depth
         tok = peek()
         if tok is None:
             raise PatternError(pattern, len(pattern), "ends where a criterion number or '(' was expected")
         kind, text, pos = tok
+        if kind in ("NOT", "("):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise PatternError(pattern, pos, f"nested more than {MAX_DEPTH} levels deep (parentheses and NOT)")
         if kind == "NOT":
             index += 1
-            return Node("not", (expect_factor(),))
+            node = Node("not", (expect_factor(),))
+            depth -= 1
+            return node
         if kind == "num":
             index += 1
             number = int(text)
@@ -95,6 +105,7 @@ def parse_pattern(pattern: str, criteria_count: int) -> Node:
                 where = closing[2] if closing else len(pattern)
                 raise PatternError(pattern, where, "missing ')'")
             index += 1
+            depth -= 1
             return inner
         raise PatternError(pattern, pos, f"unexpected {text!r} where a criterion number or '(' was expected")
 

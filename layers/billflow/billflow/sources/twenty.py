@@ -21,6 +21,7 @@ from billflow.models.events import CrmEvent, RecordAction
 
 SIGNATURE_HEADER = "x-twenty-webhook-signature"
 TIMESTAMP_HEADER = "x-twenty-webhook-timestamp"
+_MAX_TIMESTAMP_DIGITS = 15
 
 _ACTIONS: dict[str, RecordAction] = {
     "created": "created",
@@ -66,7 +67,9 @@ class TwentyAdapter:
         timestamp = headers.get(TIMESTAMP_HEADER)
         if not signature or not timestamp:
             raise Unauthorized("missing X-Twenty-Webhook-Signature or X-Twenty-Webhook-Timestamp header")
-        if not (timestamp.isascii() and timestamp.isdigit()):
+        # Milliseconds since 1970 have 13 digits until the year 2286: a longer number is no timestamp (and
+        # one of hundreds of digits would overflow the float conversion below).
+        if not (timestamp.isascii() and timestamp.isdigit()) or len(timestamp) > _MAX_TIMESTAMP_DIGITS:
             raise Unauthorized("X-Twenty-Webhook-Timestamp is not a number of milliseconds")
         sent_at = int(timestamp) / 1000
         if abs(now.timestamp() - sent_at) > tolerance_seconds:

@@ -4,6 +4,13 @@ from __future__ import annotations
 
 import hashlib
 
+from billflow.errors import InvalidRequest
+
+# DynamoDB refuses a sort key over 1,024 bytes and a partition key over 2,048; a record's key is a
+# partition key (records, the log's by-record index) and a prefix of others (due items add a rule id):
+# 1,024 bytes for the whole record key leaves room for every suffix billflow adds.
+MAX_RECORD_KEY_BYTES = 1024
+
 
 def rules_pk(tenant: str, source: str, object_name: str) -> str:
     return f"{tenant}#{source}#{object_name}"
@@ -22,6 +29,16 @@ SETTINGS_SK = "settings"
 
 def record_pk(tenant: str, source: str, object_name: str, record_id: str) -> str:
     return f"{tenant}#{source}#{object_name}#{record_id}"
+
+
+def check_record_key(tenant: str, source: str, object_name: str, record_id: str) -> None:
+    """Refuse, at ingest, a record billflow could not key, rather than accept it and lose it later."""
+    size = len(record_pk(tenant, source, object_name, record_id).encode())
+    if size > MAX_RECORD_KEY_BYTES:
+        raise InvalidRequest(
+            f"the record's object name and id take {size} bytes; billflow keys records by them and accepts at "
+            f"most {MAX_RECORD_KEY_BYTES} bytes", object_bytes=len(object_name.encode()),
+            record_id_bytes=len(record_id.encode()))
 
 
 def counter_pk(tenant: str, action_type: str, day: str) -> str:
