@@ -7,12 +7,14 @@ kept in step by `make openapi`); what each route does is in billflow/logic (admi
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.event_handler.openapi.params import Body, Query
-from billflow.errors import BillflowError
+from billflow.errors import BillflowError, InvalidRequest
+from billflow.jsonbody import parse_event_body
 from billflow.logic import admin
 from billflow.models.admin import (
     ApplyAnswer,
@@ -191,4 +193,8 @@ def invalid_document(exc: RequestValidationError) -> Response[Any]:
 @logger.inject_lambda_context(clear_state=True)
 @requires_settings("rules_table", "execution_log_table", "state_machine_arn")
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    try:  # a body that is not UTF-8, nested too deep or not JSON is the caller's error: 400, before routing
+        parse_event_body(event)
+    except InvalidRequest as exc:
+        return {"statusCode": 400, "headers": {"Content-Type": "application/json"}, "body": json.dumps(exc.to_body())}
     return app.resolve(event, context)

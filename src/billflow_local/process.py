@@ -21,7 +21,9 @@ FAKE_AWS_ENVIRONMENT = {
     "AWS_SECURITY_TOKEN": "testing",
     "AWS_SESSION_TOKEN": "testing",
 }
-LOCAL_ENVIRONMENT = {"POWERTOOLS_METRICS_DISABLED": "true", "POWERTOOLS_TRACE_DISABLED": "true"}
+# The stand-ins listen on 127.0.0.1: the local runtime says so explicitly (never the default).
+LOCAL_ENVIRONMENT = {"POWERTOOLS_METRICS_DISABLED": "true", "POWERTOOLS_TRACE_DISABLED": "true",
+                     "ALLOW_LOOPBACK_TARGETS": "true"}
 # Variables that would send boto3 somewhere else than moto, or to a real account.
 UNSET_ENVIRONMENT = ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ENDPOINT_URL", "AWS_CONFIG_FILE",
                       "AWS_SHARED_CREDENTIALS_FILE")

@@ -15,7 +15,6 @@ and tests may reach loopback, by setting ALLOW_LOOPBACK_TARGETS=true outside pro
 from __future__ import annotations
 
 import ipaddress
-import os
 import socket
 import urllib.parse
 from typing import Any
@@ -25,7 +24,6 @@ from billflow.settings import get_settings
 
 ALLOW_LOOPBACK_VARIABLE = "ALLOW_LOOPBACK_TARGETS"
 PRODUCTION_STAGES = frozenset({"prod", "production"})
-_TRUE = frozenset({"1", "true", "yes", "on"})
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _CGNAT = ipaddress.ip_network("100.64.0.0/10")
 _METADATA = {ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254")}
@@ -42,7 +40,7 @@ def loopback_allowed() -> bool:
     """True only outside production and only when the local runtime or a test says so."""
     if get_settings().stage.lower() in PRODUCTION_STAGES:
         return False
-    return os.environ.get(ALLOW_LOOPBACK_VARIABLE, "").strip().lower() in _TRUE
+    return get_settings().allow_loopback_targets
 
 
 def refused_reason(ip: IPAddress, *, allow_loopback: bool | None = None) -> str | None:

@@ -43,10 +43,12 @@ class Settings(BaseModel):
     log_retention_days: int = Field(default=90, alias="LOG_RETENTION_DAYS")
     # Rehearse production's port rule (80 and 443 only) on another stage.
     webhook_restrict_ports: bool = Field(default=False, alias="WEBHOOK_RESTRICT_PORTS")
+    # Loopback targets (the local runtime's stand-ins): never in production, whatever this says.
+    allow_loopback_targets: bool = Field(default=False, alias="ALLOW_LOOPBACK_TARGETS")
     expression_timeout_ms: int = Field(default=1000, gt=0, alias="EXPRESSION_TIMEOUT_MS")
     expression_memory_mb: int = Field(default=128, gt=0, alias="EXPRESSION_MEMORY_MB")
 
-    @field_validator("webhook_restrict_ports", mode="before")
+    @field_validator("webhook_restrict_ports", "allow_loopback_targets", mode="before")
     @classmethod
     def _switch(cls, value: Any) -> bool:
         """On for 1/true/yes/on (any case), off for anything else: a typo never turns a guard on by accident
