@@ -32,6 +32,7 @@ from tests.fakes.quickbooks_server import QuickBooksFake
 
 REALM = "9130350000001"
 UK_REALM = "9130350000044"
+MC_REALM = "9130350000077"  # a US company with multicurrency on
 TENANT = "acme"
 TODAY = date(2026, 3, 2)
 
@@ -50,6 +51,7 @@ def qbo(idp: OAuthFake) -> Iterator[QuickBooksFake]:
         assert isinstance(server, QuickBooksFake)
         server.add_realm(REALM)
         server.add_realm(UK_REALM, country="GB")
+        server.add_realm(MC_REALM, multicurrency=True, exchange_rates={"EUR": "1.0825", "GBP": "1.27"})
         yield server
 
 
@@ -225,7 +227,8 @@ def test_expense_is_a_purchase_without_customer_or_product_lookups(env: Env) -> 
     assert purchase["EntityRef"] == {"value": "56", "type": "Vendor"}
     assert purchase["Line"][0]["AccountBasedExpenseLineDetail"]["AccountRef"] == {"value": "13"}
     assert purchase["TotalAmt"] == 2.9
-    assert [r.method for r in env.qbo.requests] == ["POST"]  # no lookups at all
+    assert [(r.method, r.path.rsplit("/", 1)[-1]) for r in env.qbo.requests] == [
+        ("GET", "preferences"), ("POST", "purchase")]  # the currency settings, no customer or item lookup
 
 
 # --- customers -------------------------------------------------------------------------------------
@@ -236,7 +239,7 @@ def test_customer_found_by_the_id_stored_on_the_crm(env: Env) -> None:
     result = send(env.connection(), draft(customer=customer(external_id=stored["Id"])))
 
     assert result.details["customer_id"] == stored["Id"]
-    assert env.qbo.requests[0].path.endswith(f"/customer/{stored['Id']}")
+    assert env.qbo.requests[1].path.endswith(f"/customer/{stored['Id']}")
 
 
 def test_an_unknown_or_inactive_stored_id_falls_back_to_email(env: Env) -> None:
@@ -546,6 +549,7 @@ def test_preview_lists_the_requests_and_sends_nothing(env: Env) -> None:
     assert env.qbo.requests == []
     assert env.idp.refreshes == 0
     assert [s["step"] for s in steps] == [
+        "read_preferences", "read_exchange_rate",
         "find_customer_by_email", "find_customer_by_person_name", "find_customer_by_name",
         "find_item:1_by_sku", "find_item:1_by_name", "find_item:2_by_name",
         "customer", "item:CONS-1:Consulting", "item::Widget", "document", "payment"]
@@ -562,3 +566,69 @@ def test_preview_refuses_what_create_would_refuse(env: Env) -> None:
     with pytest.raises(TargetRejected):
         QuickBooksConnector().preview_document(draft("paid_invoice", lines=taxable), env.connection(),
                                                SendContext(TENANT, "k"))
+
+
+# --- currencies (issue 9, item 1) --------------------------------------------------------------------
+# Finance.xsd, Customer.CurrencyRef: "Reference to the currency code for all the business transactions
+# created for or received from the customer." CurrencyPrefs.MultiCurrencyEnabled: "Multicurrency enabled
+# for this company"; ExchangeRate: "exchange rates are always recorded as the number of home currency units
+# it takes to equal one foreign currency unit".
+def test_a_foreign_currency_without_multicurrency_is_refused_before_anything_is_created(env: Env) -> None:
+    with pytest.raises(TargetRejected, match=r"home currency USD.*multicurrency is off.*EUR"):
+        send(env.connection(create_products=True), draft(currency="eur"))
+
+    assert env.qbo.created(REALM) == []
+    assert [r.path.rsplit("/", 1)[-1] for r in env.qbo.requests] == ["preferences"]  # no lookup either
+
+
+def test_multicurrency_creates_the_customer_in_the_document_currency_at_quickbooks_rate(env: Env) -> None:
+    seed_catalog(env.qbo, MC_REALM)
+    result = send(env.connection(MC_REALM), draft(currency="eur"))
+
+    customer = env.qbo.created(MC_REALM, "Customer")[0]
+    invoice = env.qbo.all(MC_REALM, "Invoice")[0]
+    assert customer["CurrencyRef"] == {"value": "EUR"}
+    assert invoice["CurrencyRef"] == {"value": "EUR"}
+    assert invoice["ExchangeRate"] == 1.0825  # the company's own rate for the transaction date
+    assert invoice["HomeTotalAmt"] == 59.52
+    assert result.details["customer_created"] is True
+    rate_read = env.qbo.calls("GET", r".*/exchangerate$")[0]
+    assert rate_read.query["sourcecurrencycode"] == ["EUR"]
+    assert rate_read.query["asofdate"] == [TODAY.isoformat()]
+
+
+def test_the_rule_exchange_rate_wins_over_quickbooks_rate(env: Env) -> None:
+    seed_catalog(env.qbo, MC_REALM)
+    seed_customer(env.qbo, MC_REALM, CurrencyRef={"value": "GBP"})
+    options = {"txn_date": TODAY.isoformat(), "exchange_rate": "1.3"}
+    send(env.connection(MC_REALM, deposit_account_id="35"), draft("paid_invoice", currency="gbp",
+                                                                  options=options))
+
+    invoice = env.qbo.all(MC_REALM, "Invoice")[0]
+    payment = env.qbo.all(MC_REALM, "Payment")[0]
+    assert invoice["ExchangeRate"] == payment["ExchangeRate"] == 1.3
+    assert env.qbo.calls("GET", r".*/exchangerate$") == []
+
+
+def test_home_currency_documents_carry_no_exchange_rate(env: Env) -> None:
+    seed_catalog(env.qbo, MC_REALM)
+    send(env.connection(MC_REALM), draft(currency="usd"))
+
+    assert "ExchangeRate" not in env.qbo.all(MC_REALM, "Invoice")[0]
+    assert env.qbo.created(MC_REALM, "Customer")[0]["CurrencyRef"] == {"value": "USD"}
+
+
+def test_a_matched_customer_in_another_currency_is_refused_before_anything_is_created(env: Env) -> None:
+    known = seed_customer(env.qbo, MC_REALM, CurrencyRef={"value": "GBP"})
+    with pytest.raises(TargetRejected, match=r"bills in GBP.*is in EUR") as refused:
+        send(env.connection(MC_REALM, create_products=True), draft(currency="eur"))
+
+    assert refused.value.details["customer_id"] == known["Id"]
+    assert env.qbo.created(MC_REALM) == []
+
+
+def test_no_exchange_rate_anywhere_is_refused_before_anything_is_created(env: Env) -> None:
+    with pytest.raises(TargetRejected, match="no exchange rate from JPY to USD"):
+        send(env.connection(MC_REALM, create_products=True), draft(currency="jpy"))
+
+    assert env.qbo.created(MC_REALM) == []
