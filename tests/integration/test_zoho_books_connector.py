@@ -13,8 +13,11 @@ from urllib.request import Request as UrlRequest
 from urllib.request import urlopen
 
 import pytest
+from billflow.connectors import http as billflow_http
 from billflow.connectors.base import SendContext
+from billflow.connectors.oauth import MemoryTokenStore
 from billflow.connectors.zoho_books import ZohoBooksConnector, idempotency_marker, marked_reference
+from billflow.connectors.zoho_books import token_url as zoho_token_url
 from billflow.errors import (
     AuthorizationRevoked,
     ConfigurationError,
@@ -564,3 +567,63 @@ def test_every_documented_operation_is_served() -> None:
                       "createInvoice", "listEstimates", "createEstimate", "listCurrencies"}
     for op in fields.operations:
         assert op.query["organization_id"]["required"] is True
+
+
+# --- data centres (issue 9, item 2) -------------------------------------------------------------------
+# Zoho (Multi-DC support): the accounts server URL "is specific to the location (i.e., datacenter)"; Zoho's
+# table pairs each API domain with its accounts domain.
+DATA_CENTRE_PAIRS = [
+    ("https://www.zohoapis.com", "https://accounts.zoho.com"),
+    ("https://www.zohoapis.eu", "https://accounts.zoho.eu"),
+    ("https://www.zohoapis.in", "https://accounts.zoho.in"),
+    ("https://www.zohoapis.com.au", "https://accounts.zoho.com.au"),
+    ("https://www.zohoapis.jp", "https://accounts.zoho.jp"),
+    ("https://www.zohoapis.ca", "https://accounts.zohocloud.ca"),
+    ("https://www.zohoapis.com.cn", "https://accounts.zoho.com.cn"),
+    ("https://www.zohoapis.sa", "https://accounts.zoho.sa"),
+]
+
+
+class _StopAtFirstCall(Exception):
+    pass
+
+
+@pytest.mark.parametrize(("api_domain", "accounts_server"), DATA_CENTRE_PAIRS)
+def test_the_token_refresh_goes_to_the_data_centre_of_the_api_domain(
+    api_domain: str, accounts_server: str, aws: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[str] = []
+
+    def first_call(method: str, url: str, **_: Any) -> Any:
+        calls.append(url)
+        raise _StopAtFirstCall  # nothing leaves the machine: the URL is what is checked
+
+    monkeypatch.setattr(billflow_http, "request", first_call)
+    connection = Connection("zoho-dc", "zoho_books", {
+        "organization_id": "10234695", "api_domain": api_domain, "client_id": "client-1",
+        "client_secret": "client-secret-1", "refresh_token": "1000.refresh"})
+    with pytest.raises(_StopAtFirstCall):
+        ZohoBooksConnector(token_store=MemoryTokenStore()).create_document(
+            draft(), connection, SendContext(TENANT, "run-dc"))
+
+    assert calls == [f"{accounts_server}/oauth/v2/token"]
+
+
+@pytest.mark.parametrize(("api_domain", "accounts_server"), DATA_CENTRE_PAIRS)
+def test_the_grant_accounts_server_is_used_as_given(api_domain: str, accounts_server: str) -> None:
+    # Zoho answers the authorization with "location=...&accounts-server=https://accounts.zoho.eu".
+    connection = Connection("zoho-dc", "zoho_books", {"api_domain": "https://www.zohoapis.com",
+                                                      "accounts-server": accounts_server + "/"})
+    assert zoho_token_url(connection) == f"{accounts_server}/oauth/v2/token"
+
+
+def test_an_accounts_server_that_is_not_zoho_is_refused() -> None:
+    connection = Connection("zoho-dc", "zoho_books", {"accounts-server": "https://accounts.evil.example"})
+    with pytest.raises(ConfigurationError, match="not a Zoho accounts server"):
+        zoho_token_url(connection)
+
+
+def test_an_unknown_zoho_data_centre_asks_for_token_url() -> None:
+    connection = Connection("zoho-dc", "zoho_books", {"api_domain": "https://www.zohoapis.mars"})
+    with pytest.raises(ConfigurationError, match="set token_url"):
+        zoho_token_url(connection)

@@ -29,8 +29,9 @@ organization's data centre, e.g. https://www.zohoapis.eu) is where the API calls
 names none.
 
 Connection settings: organization_id (required), client_id, client_secret, refresh_token, api_domain or
-base_url (default https://www.zohoapis.com), token_url (default https://accounts.zoho.com/oauth/v2/token;
-per data centre: accounts.zoho.eu, accounts.zoho.in...), customer_matching ("create_if_missing" or
+base_url (default https://www.zohoapis.com), accounts-server (as Zoho returns it with the grant, e.g.
+https://accounts.zoho.eu), token_url (default: the accounts server of the api_domain's data centre, see
+DATA_CENTRES; https://accounts.zoho.com/oauth/v2/token for the US), customer_matching ("create_if_missing" or
 "strict"), create_products (default false), item_product_type (goods, service or digital_service, default
 service), sales_account_id (the income account of new items).
 
@@ -46,7 +47,7 @@ import json
 from collections.abc import Mapping
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, urlencode, urlsplit
 
 from billflow.connectors import http, matching
 from billflow.connectors.base import Connector, SendContext
@@ -61,6 +62,21 @@ TARGET = "zoho_books"
 DEFAULT_BASE_URL = "https://www.zohoapis.com"
 DEFAULT_TOKEN_URL = "https://accounts.zoho.com/oauth/v2/token"  # noqa: S105 - a URL, not a secret
 API_PATH = "/books/v3"
+TOKEN_PATH = "/oauth/v2/token"  # noqa: S105 - a path, not a secret
+# Zoho's data centres: the API domain a token answers (api_domain) and the accounts server its tokens come
+# from. Zoho: the accounts server URL "is specific to the location (i.e., datacenter)"; the pairs are Zoho's
+# own table (Multi-DC support: "Accounts Domain" and "API Domain" per region).
+DATA_CENTRES: dict[str, tuple[str, str]] = {  # API host -> (data centre, accounts server)
+    "www.zohoapis.com": ("US", "https://accounts.zoho.com"),
+    "www.zohoapis.eu": ("EU", "https://accounts.zoho.eu"),
+    "www.zohoapis.in": ("IN", "https://accounts.zoho.in"),
+    "www.zohoapis.com.au": ("AU", "https://accounts.zoho.com.au"),
+    "www.zohoapis.jp": ("JP", "https://accounts.zoho.jp"),
+    "www.zohoapis.ca": ("CA", "https://accounts.zohocloud.ca"),
+    "www.zohoapis.com.cn": ("CN", "https://accounts.zoho.com.cn"),
+    "www.zohoapis.sa": ("SA", "https://accounts.zoho.sa"),
+}
+ACCOUNTS_SERVERS = frozenset(server for _, server in DATA_CENTRES.values())
 MAX_REFERENCE = 100
 MAX_CONTACT_NAME = 200
 MAX_ITEM_NAME = 100
@@ -262,13 +278,44 @@ def api_root(connection: Connection, refreshed: Mapping[str, Any] | None = None)
     return str(domain or DEFAULT_BASE_URL).rstrip("/") + API_PATH
 
 
+def data_centre(connection: Connection) -> str | None:
+    """The data centre (US, EU, IN, AU, JP, CA, CN, SA) of the connection's API domain; None for a host
+    that is not one of Zoho's (a proxy, a test server)."""
+    domain = connection.settings.get("api_domain") or connection.settings.get("base_url") or DEFAULT_BASE_URL
+    host = (urlsplit(str(domain)).hostname or "").lower()
+    if host in DATA_CENTRES:
+        return DATA_CENTRES[host][0]
+    if host.startswith("www.zohoapis.") or host.endswith(".zohoapis.com"):
+        raise ConfigurationError(
+            f"connection {connection.name!r}: {host} is not a Zoho data centre billflow knows "
+            f"({', '.join(sorted(DATA_CENTRES))}); set token_url to its accounts server's token endpoint")
+    return None
+
+
+def token_url(connection: Connection) -> str:
+    """Where refresh grants go: the grant's own accounts-server (Zoho returns it with the authorization
+    code), else the accounts server of the API domain's data centre, else the US one. The connection's
+    token_url setting, when present, wins over both (OAuthSession reads it)."""
+    server = connection.settings.get("accounts-server") or connection.settings.get("accounts_server")
+    if server:
+        server = str(server).rstrip("/")
+        if server not in ACCOUNTS_SERVERS:
+            raise ConfigurationError(f"connection {connection.name!r}: accounts-server {server!r} is not a Zoho "
+                                     f"accounts server ({', '.join(sorted(ACCOUNTS_SERVERS))})")
+        return server + TOKEN_PATH
+    centre = data_centre(connection)
+    if centre is None:
+        return DEFAULT_TOKEN_URL
+    return next(accounts for name, accounts in DATA_CENTRES.values() if name == centre) + TOKEN_PATH
+
+
 class _ZohoApi:
     def __init__(
         self, connection: Connection, context: SendContext, limiter: RateLimiter, token_store: TokenStore | None,
     ) -> None:
         self.connection = connection
         self.organization_id = str(connection.require("organization_id"))
-        self.session = OAuthSession(connection, token_url=DEFAULT_TOKEN_URL, store=token_store,
+        self.session = OAuthSession(connection, token_url=token_url(connection), store=token_store,
                                     client_auth="body", auth_scheme=AUTH_SCHEME)
         self.limiter = limiter
         self.scope = f"{context.tenant}#{self.organization_id}"
