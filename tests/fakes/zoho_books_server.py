@@ -93,6 +93,8 @@ def to_schema(spec: dict[str, Any], objects: dict[str, Any]) -> dict[str, Any]:
         schema["enum"] = spec["enum"]
     if "max_length" in spec:
         schema["maxLength"] = spec["max_length"]
+    if "maximum" in spec:
+        schema["maximum"] = spec["maximum"]
     if kind == "object":
         fields = objects[spec["ref"]] if "ref" in spec else spec.get("fields", {})
         schema.update(object_schema(fields, objects))
@@ -480,10 +482,10 @@ class FakeZohoBooks(FakeServer):
         found = [i for i in self.items.values() if _status_filter(i, query.get("filter_by"))]
         found = _filter(found, "name", query)
         found = _filter(found, "description", query)
-        if query.get("search_text"):  # the fake's reading: name, description and SKU (see fields.json)
+        if query.get("search_text"):  # Zoho: "Search items by name or description." (not by SKU)
             text = query["search_text"].casefold()
             found = [i for i in found if any(text in str(i.get(f) or "").casefold()
-                                             for f in ("name", "description", "sku"))]
+                                             for f in ("name", "description"))]
         return _page("items", found, query)
 
     def _create_item(self, query: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
@@ -533,6 +535,11 @@ class FakeZohoBooks(FakeServer):
         if not body["line_items"]:
             raise ZohoError(400, 4, "line_items is required")
         currency = self.currencies[customer["currency_id"]]
+        if not currency["is_base_currency"] and body.get("exchange_rate") is None:
+            # Zoho: exchange_rate is "Required when the invoice currency differs from the organization's
+            # base currency."
+            raise ZohoError(400, 4, "exchange_rate is required for an invoice in another currency than the "
+                                    "organization's base currency")
         places = Decimal(1).scaleb(-currency["price_precision"])
         store, prefix, number = (self.invoices, "INV", "invoice_number") if kind == "invoice" \
             else (self.estimates, "EST", "estimate_number")

@@ -212,7 +212,7 @@ def test_an_inactive_customer_is_not_invoiced(zoho: FakeZohoBooks, idp: OAuthFak
 
 def test_missing_customer_is_created_in_the_drafts_currency(zoho: FakeZohoBooks, idp: OAuthFake) -> None:
     zoho.add_item("Widget", sku="W-1", rate=10)
-    document = draft(currency="eur", customer={
+    document = draft(currency="eur", options={"exchange_rate": "1.0825"}, customer={
         "name": "Initech", "email": "billing@initech.test", "first_name": "Bill", "last_name": "Lumbergh",
         "address": {"line1": "1 Main St", "city": "Austin", "state": "TX", "postal_code": "78701", "country": "US"},
     })
@@ -230,6 +230,7 @@ def test_missing_customer_is_created_in_the_drafts_currency(zoho: FakeZohoBooks,
     }
     assert result.details["customer_created"] is True
     assert zoho.invoices[result.external_id]["currency_code"] == "EUR"
+    assert posts(zoho, "/invoices")[0].json()["exchange_rate"] == 1.0825
     assert zoho.calls("GET", "/invoices") == []  # a customer made just now has no earlier invoice
     assert zoho.violations == []
 
@@ -275,11 +276,12 @@ def test_a_currency_the_organization_lacks_is_refused(zoho: FakeZohoBooks, idp: 
 # --- items ------------------------------------------------------------------------------------------
 def test_item_found_by_sku(zoho: FakeZohoBooks, idp: OAuthFake) -> None:
     zoho.add_contact("Globex Ltd", email="ap@globex.test")
-    zoho.add_item("W-1 spare parts", sku="W-10")  # search_text finds it too; the SKU does not match
+    zoho.add_item("W-1 spare parts", sku="W-10")  # a name holding the SKU; the SKU itself does not match
     item = zoho.add_item("Widget", sku="w-1")
     send(connect(zoho, idp), draft())
     [lookup] = zoho.calls("GET", "/items")
-    assert lookup.query["search_text"] == ["W-1"]
+    assert lookup.query == {"organization_id": [zoho.organization_id], "filter_by": ["Status.Active"],
+                            "page": ["1"], "per_page": ["200"]}  # the active items, matched by SKU here
     assert posts(zoho, "/invoices")[0].json()["line_items"][0]["item_id"] == item["item_id"]
     assert zoho.violations == []
 
@@ -457,7 +459,7 @@ def test_preview_lists_the_requests_and_sends_nothing(zoho: FakeZohoBooks, idp: 
     steps = ZohoBooksConnector().preview_document(draft(), connect(zoho, idp, create_products=True),
                                                   SendContext(TENANT, "run-1"))
     assert [s["step"] for s in steps] == [
-        "find_customer_by_email", "find_customer_by_name", "currencies", "customer", "find_item_by_sku:0",
+        "find_customer_by_email", "find_customer_by_name", "currencies", "customer", "list_items_for_skus",
         "find_item_by_name:0", "existing", "item:0", "invoice",
     ]
     assert steps[-1]["body"]["reference_number"] == f"Deal 42 {idempotency_marker('run-1', 'invoice')}"
@@ -627,3 +629,82 @@ def test_an_unknown_zoho_data_centre_asks_for_token_url() -> None:
     connection = Connection("zoho-dc", "zoho_books", {"api_domain": "https://www.zohoapis.mars"})
     with pytest.raises(ConfigurationError, match="set token_url"):
         zoho_token_url(connection)
+
+
+
+# --- currencies, limits, SKUs, long names (issue 9, items 3, 4, 7, 8) -----------------------------------
+def test_a_foreign_currency_invoice_without_exchange_rate_is_refused_before_anything_is_made(
+    zoho: FakeZohoBooks, idp: OAuthFake
+) -> None:
+    # Zoho's invoice schema, exchange_rate: "Required when the invoice currency differs from the
+    # organization's base currency."
+    zoho.add_contact("Globex Ltd", email="ap@globex.test", currency="EUR")
+    with pytest.raises(TargetRejected, match="Required when the invoice currency differs") as caught:
+        send(connect(zoho, idp, create_products=True), draft(currency="eur"))
+    assert caught.value.details == {"currency": "EUR", "base_currency": "USD"}
+    assert [r for r in zoho.requests if r.method == "POST"] == []
+    assert zoho.violations == []
+
+
+def test_a_foreign_currency_invoice_carries_the_rule_exchange_rate(zoho: FakeZohoBooks, idp: OAuthFake) -> None:
+    contact = zoho.add_contact("Globex Ltd", email="ap@globex.test", currency="GBP")
+    zoho.add_item("Widget", sku="W-1")
+    result = send(connect(zoho, idp), draft(currency="gbp", options={"exchange_rate": 1.27}))
+    body = posts(zoho, "/invoices")[0].json()
+    assert (body["customer_id"], body["exchange_rate"]) == (contact["contact_id"], 1.27)
+    assert zoho.invoices[result.external_id]["currency_code"] == "GBP"
+    assert zoho.violations == []
+
+
+def test_a_base_currency_invoice_has_no_exchange_rate(zoho: FakeZohoBooks, idp: OAuthFake) -> None:
+    zoho.add_contact("Globex Ltd", email="ap@globex.test")
+    zoho.add_item("Widget", sku="W-1")
+    send(connect(zoho, idp), draft(options={"exchange_rate": 2}))
+    assert "exchange_rate" not in posts(zoho, "/invoices")[0].json()
+
+
+def test_payment_terms_above_100_days_are_refused_before_any_call(zoho: FakeZohoBooks, idp: OAuthFake) -> None:
+    # Zoho's invoice schema, payment_terms: "Maximum value is 100 days."
+    with pytest.raises(ConfigurationError, match="at most 100"):
+        send(connect(zoho, idp), draft(days_until_due=120))
+    assert zoho.requests == []
+
+
+def test_an_item_whose_sku_is_not_in_its_name_is_found_and_never_created_again(
+    zoho: FakeZohoBooks, idp: OAuthFake
+) -> None:
+    # Zoho's items list: search_text searches "by name or description"; a SKU "should be unique".
+    zoho.add_contact("Globex Ltd", email="ap@globex.test")
+    item = zoho.add_item("Consulting hours", sku="CONS-7")
+    document = draft(lines=[{"description": "Advisory", "unit_amount_minor": 1000, "sku": "cons-7"}])
+    send(connect(zoho, idp, create_products=True), document)
+    assert posts(zoho, "/items") == []
+    assert posts(zoho, "/invoices")[0].json()["line_items"][0]["item_id"] == item["item_id"]
+    assert zoho.violations == []
+
+
+def test_skus_are_matched_across_every_page_of_items(zoho: FakeZohoBooks, idp: OAuthFake) -> None:
+    zoho.add_contact("Globex Ltd", email="ap@globex.test")
+    for number in range(205):
+        zoho.add_item(f"Part {number}", sku=f"P-{number}")
+    document = draft(lines=[{"description": "Part", "unit_amount_minor": 100, "sku": "P-204"},
+                            {"description": "Part", "unit_amount_minor": 100, "sku": "P-3"}])
+    send(connect(zoho, idp, create_products=True), document)
+    assert [r.query["page"] for r in zoho.calls("GET", "/items")] == [["1"], ["2"]]  # read once per send
+    assert posts(zoho, "/items") == []
+    assert zoho.violations == []
+
+
+def test_a_customer_name_longer_than_the_search_limit_is_searched_by_its_start(
+    zoho: FakeZohoBooks, idp: OAuthFake
+) -> None:
+    # Zoho's contacts list: contact_name "Max-length [100]"; a contact's name holds up to 200.
+    long_name = "Globex " + "Very Long Subsidiary Name " * 6
+    zoho.add_contact(long_name[:130] + " A")
+    contact = zoho.add_contact(long_name[:130])
+    zoho.add_item("Widget", sku="W-1")
+    send(connect(zoho, idp), draft(customer={"name": long_name[:130]}))
+    [search] = zoho.calls("GET", "/contacts")
+    assert search.query["contact_name_startswith"] == [long_name[:100]]
+    assert posts(zoho, "/invoices")[0].json()["customer_id"] == contact["contact_id"]
+    assert zoho.violations == []

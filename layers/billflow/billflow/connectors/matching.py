@@ -36,6 +36,12 @@ CustomerField = Literal["id", "email", "person_name", "name"]
 ProductField = Literal["sku", "name"]
 
 
+def same_text(found: Any, wanted: str) -> bool:
+    """Whether a value a target answered is the text billflow looked for, as the targets compare names:
+    trimmed, without regard to case."""
+    return isinstance(found, str) and found.strip().casefold() == wanted.strip().casefold()
+
+
 # --- settings --------------------------------------------------------------------------------------
 def customer_matching_mode(connection: Connection) -> str:
     """The connection's customer_matching, validated; create_if_missing when unset."""

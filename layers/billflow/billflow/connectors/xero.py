@@ -39,6 +39,7 @@ from urllib.parse import quote, urlencode
 
 from billflow.connectors import http, matching
 from billflow.connectors.base import Connector, SendContext
+from billflow.connectors.matching import same_text
 from billflow.connectors.oauth import OAuthSession, TokenStore
 from billflow.errors import AuthorizationRevoked, ConfigurationError, TargetRejected, TransientError
 from billflow.models.documents import CustomerInfo, DispatchResult, InvoiceDraft, LineItem
@@ -330,10 +331,6 @@ class _XeroApi:
         return [x for x in found if isinstance(x, dict)]
 
 
-def _same(a: Any, b: str) -> bool:
-    return isinstance(a, str) and a.strip().casefold() == b.strip().casefold()
-
-
 def _created(doc: dict[str, Any], collection: str, what: str) -> list[dict[str, Any]]:
     """The created elements; an element carrying ValidationErrors (summarizeErrors off) is a refusal."""
     elements = [e for e in doc.get(collection) or [] if isinstance(e, dict)]
@@ -496,14 +493,14 @@ class XeroConnector(Connector):
         if query is None:
             return None  # a stored id that is not a GUID cannot be a Xero ContactID
         for contact in api.find("/Contacts", "Contacts", query):
-            if criterion.field == "id" and _same(contact.get("ContactID"), criterion.value):
+            if criterion.field == "id" and same_text(contact.get("ContactID"), criterion.value):
                 return contact
-            if criterion.field == "email" and _same(contact.get("EmailAddress"), criterion.value):
+            if criterion.field == "email" and same_text(contact.get("EmailAddress"), criterion.value):
                 return contact
-            if criterion.field == "person_name" and _same(contact.get("FirstName"), criterion.values[0]) \
-                    and _same(contact.get("LastName"), criterion.values[1]):
+            if criterion.field == "person_name" and same_text(contact.get("FirstName"), criterion.values[0]) \
+                    and same_text(contact.get("LastName"), criterion.values[1]):
                 return contact
-            if criterion.field == "name" and _same(contact.get("Name"), criterion.value[:MAX_CONTACT_NAME]):
+            if criterion.field == "name" and same_text(contact.get("Name"), criterion.value[:MAX_CONTACT_NAME]):
                 return contact
         return None
 
@@ -521,6 +518,6 @@ class XeroConnector(Connector):
         field = "Code" if criterion.field == "sku" else "Name"
         value = self._item_value(criterion)
         for item in api.find("/Items", "Items", {"where": self._item_where(criterion)}):
-            if _same(item.get(field), value) and item.get("Code"):
+            if same_text(item.get(field), value) and item.get("Code"):
                 return item
         return None

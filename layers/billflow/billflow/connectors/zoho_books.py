@@ -46,11 +46,14 @@ import hashlib
 import json
 from collections.abc import Mapping
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
 from billflow.connectors import http, matching
 from billflow.connectors.base import Connector, SendContext
+from billflow.connectors.limits import option_problems
+from billflow.connectors.matching import same_text
 from billflow.connectors.oauth import OAuthSession, TokenStore
 from billflow.errors import ConfigurationError, TargetRejected, TransientError
 from billflow.models.documents import CustomerInfo, DispatchResult, InvoiceDraft, LineItem
@@ -78,7 +81,11 @@ DATA_CENTRES: dict[str, tuple[str, str]] = {  # API host -> (data centre, accoun
 }
 ACCOUNTS_SERVERS = frozenset(server for _, server in DATA_CENTRES.values())
 MAX_REFERENCE = 100
-MAX_CONTACT_NAME = 200
+MAX_CONTACT_NAME = 200  # createContact: contact_name "Max-length [200]"
+MAX_CONTACT_SEARCH = 100  # listContacts: contact_name "Max-length [100]" (and its _startswith variant)
+MAX_PAYMENT_TERMS = 100  # createInvoice: payment_terms "Maximum value is 100 days."
+ITEMS_PER_PAGE = 200  # the items list's largest page
+MAX_ITEM_PAGES = 50  # 10,000 active items: beyond that a SKU lookup would cost too many calls
 MAX_ITEM_NAME = 100
 MAX_DESCRIPTION = 2000
 MAX_NOTES = 5000
@@ -214,7 +221,8 @@ def line_body(draft: InvoiceDraft, line: LineItem, item_id: str) -> dict[str, An
 
 
 def document_body(
-    draft: InvoiceDraft, customer_id: str, item_ids: list[str], reference: str, today: date | None = None
+    draft: InvoiceDraft, customer_id: str, item_ids: list[str], reference: str, today: date | None = None,
+    exchange_rate: Decimal | None = None,
 ) -> dict[str, Any]:
     day = document_date(draft, today)
     days = draft.days_until_due or 0
@@ -224,6 +232,8 @@ def document_body(
         "reference_number": reference,
         "line_items": [line_body(draft, line, item_id) for line, item_id in zip(draft.lines, item_ids, strict=True)],
     }
+    if exchange_rate is not None:
+        body["exchange_rate"] = float(exchange_rate)
     if draft.document_type == "estimate":
         body["expiry_date"] = (day + timedelta(days=days)).isoformat()
     else:
@@ -234,10 +244,29 @@ def document_body(
     return body
 
 
+def exchange_rate_option(draft: InvoiceDraft) -> Decimal | None:
+    """The rule's exchange_rate: base-currency units for one unit of the document's currency."""
+    raw = draft.options.get("exchange_rate")
+    if raw in (None, ""):
+        return None
+    try:
+        rate = Decimal(str(raw))
+    except InvalidOperation:
+        rate = Decimal(0)
+    if isinstance(raw, bool) or not rate.is_finite() or rate <= 0:
+        raise ConfigurationError("zoho_books option exchange_rate must be a positive number (base-currency units "
+                                 "for one unit of the document's currency)")
+    return rate
+
+
 def check_draft(draft: InvoiceDraft) -> None:
     """Refuse, before any call, what would fail after billflow created a customer or items."""
     if draft.document_type not in _DOCUMENTS:
         raise ConfigurationError(f"zoho_books creates invoices and estimates, not {draft.document_type}")
+    problems = option_problems(f"{TARGET}.{draft.document_type}", {"days_until_due": draft.days_until_due})
+    if problems:
+        raise ConfigurationError("; ".join(problems))
+    exchange_rate_option(draft)
     if not draft.customer.name.strip():
         raise ConfigurationError("zoho_books needs the customer's name (a contact's contact_name is required)")
     document_body(draft, CUSTOMER_ID, [""] * len(draft.lines), "")  # validates every option
@@ -363,12 +392,52 @@ class _ZohoApi:
         return created
 
 
-def _same(a: Any, b: str) -> bool:
-    return isinstance(a, str) and a.strip().casefold() == b.strip().casefold()
-
-
 def _is_active_customer(contact: dict[str, Any]) -> bool:
     return bool(contact.get("contact_type", "customer") == "customer" and contact.get("status", "active") == "active")
+
+
+class _ItemCatalog:
+    """Items by SKU and by name for one send. Zoho's items list has no SKU filter (search_text searches "by
+    name or description"), so SKUs are matched exactly against the listing of active items, read once per
+    send, page by page; names use the list's documented name filter. A SKU in the listing is never created
+    again (Zoho: the SKU "should be unique")."""
+
+    def __init__(self, api: _ZohoApi) -> None:
+        self.api = api
+        self._by_sku: dict[str, dict[str, Any]] | None = None
+
+    @staticmethod
+    def page_query(page: int) -> dict[str, str]:
+        return {"filter_by": ACTIVE, "page": str(page), "per_page": str(ITEMS_PER_PAGE)}
+
+    @staticmethod
+    def name_query(name: str) -> dict[str, str]:
+        return {"name": name[:MAX_ITEM_NAME], "filter_by": ACTIVE}
+
+    def find(self, criterion: matching.ProductCriterion) -> dict[str, Any] | None:
+        if criterion.field == "sku":
+            return self._skus().get(criterion.value.strip().casefold())
+        name = criterion.value[:MAX_ITEM_NAME]
+        for item in self.api.get("/items", "items", self.name_query(name)):
+            if same_text(item.get("name"), name) and item.get("item_id"):
+                return item
+        return None
+
+    def _skus(self) -> dict[str, dict[str, Any]]:
+        if self._by_sku is None:
+            self._by_sku = {}
+            for page in range(1, MAX_ITEM_PAGES + 1):
+                doc = self.api.call("GET", "/items", query=self.page_query(page)) or {}
+                for item in doc.get("items") or []:
+                    sku = item.get("sku") if isinstance(item, dict) else None
+                    if isinstance(sku, str) and sku.strip() and item.get("item_id"):
+                        self._by_sku.setdefault(sku.strip().casefold(), item)
+                if not (doc.get("page_context") or {}).get("has_more_page"):
+                    break
+            else:
+                raise TargetRejected(f"zoho_books: more than {MAX_ITEM_PAGES * ITEMS_PER_PAGE} active items to "
+                                     "search for SKUs; nothing was created")
+        return self._by_sku
 
 
 # --- the connector --------------------------------------------------------------------------------
@@ -397,18 +466,17 @@ class ZohoBooksConnector(Connector):
         # 1. Resolve everything: nothing is created while something could still refuse the send.
         match = matching.find_customer(draft.customer, lambda c: self._find_contact(api, c))
         matching.require_customer(match, mode=mode, target="Zoho Books")
-        currency_id: str | None = None
-        if match.found is not None:
-            if match.found.get("currency_code") and not _same(match.found["currency_code"], currency):
-                raise TargetRejected(
-                    f"zoho_books: customer {match.found.get('contact_name')!r} bills in "
-                    f"{match.found['currency_code']}, the draft is in {currency}; Zoho Books invoices are in "
-                    "the customer's currency, so nothing was created"
-                )
-        else:
-            currency_id = self._currency_id(api, currency)
+        if match.found is not None and match.found.get("currency_code") \
+                and not same_text(match.found["currency_code"], currency):
+            raise TargetRejected(
+                f"zoho_books: customer {match.found.get('contact_name')!r} bills in "
+                f"{match.found['currency_code']}, the draft is in {currency}; Zoho Books invoices are in "
+                "the customer's currency, so nothing was created"
+            )
+        currency_id, exchange_rate = self._currency(api, draft, currency)
+        catalog = _ItemCatalog(api)
         products = matching.match_products(
-            draft.lines, lambda c: self._find_item(api, c), create_missing=create_products, target="Zoho Books"
+            draft.lines, catalog.find, create_missing=create_products, target="Zoho Books"
         )
 
         # 2. Create what is missing; a customer found by the lookups may already have this document.
@@ -430,7 +498,7 @@ class ZohoBooksConnector(Connector):
         document = existing
         if document is None:
             query = {"send": "true"} if _flag_option(draft, "send") else None
-            body = document_body(draft, customer_id, item_ids, reference)
+            body = document_body(draft, customer_id, item_ids, reference, exchange_rate=exchange_rate)
             document = api.create(path, answer_key, body, query=query)
         return DispatchResult(
             external_id=str(document.get(id_field)) if document.get(id_field) else None,
@@ -482,16 +550,19 @@ class ZohoBooksConnector(Connector):
             api_path, query = self._contact_lookup(criterion)
             add(f"find_customer_by_{criterion.field}", "GET", api_path, query,
                 when=None if not steps else "no customer found yet")
+        add("currencies", "GET", "/settings/currencies")
         if mode == matching.CREATE_IF_MISSING:
-            add("currencies", "GET", "/settings/currencies", when="no customer found")
             add("customer", "POST", "/contacts", body=contact_body(draft.customer, "{currency.currency_id}"),
                 when="no customer found")
         else:
             steps.append({"step": "fail", "when": "no customer found", "error": "CustomerNotFound"})
+        if any((line.sku or "").strip() for line in draft.lines):
+            add("list_items_for_skus", "GET", "/items", _ItemCatalog.page_query(1))
         for index, line in enumerate(draft.lines):
             for position, wanted in enumerate(matching.product_criteria(line)):
-                add(f"find_item_by_{wanted.field}:{index}", "GET", "/items", self._item_query(wanted),
-                    when="no item found by SKU" if position else None)
+                if wanted.field == "name":
+                    add(f"find_item_by_name:{index}", "GET", "/items", _ItemCatalog.name_query(wanted.value),
+                        when="no item found by SKU" if position else None)
         add("existing", "GET", path, {"customer_id": CUSTOMER_ID, "reference_number": reference},
             when="the customer was found (an earlier attempt may have created the document)")
         if create_products:
@@ -504,7 +575,8 @@ class ZohoBooksConnector(Connector):
             steps.append({"step": "fail", "when": "a line matches no item", "error": "ProductNotFound"})
         send = {"send": "true"} if _flag_option(draft, "send") else None
         add(draft.document_type, "POST", path, send,
-            body=document_body(draft, CUSTOMER_ID, ["{item.item_id}"] * len(draft.lines), reference),
+            body=document_body(draft, CUSTOMER_ID, ["{item.item_id}"] * len(draft.lines), reference,
+                               exchange_rate=exchange_rate_option(draft)),
             when="no document with this reference_number exists yet")
         return steps
 
@@ -518,7 +590,10 @@ class ZohoBooksConnector(Connector):
         if criterion.field == "person_name":
             first, last = criterion.values
             return "/contacts", {"first_name": first, "last_name": last, "filter_by": ACTIVE}
-        return "/contacts", {"contact_name": criterion.value[:MAX_CONTACT_NAME], "filter_by": ACTIVE}
+        name = criterion.value[:MAX_CONTACT_NAME]
+        if len(name) > MAX_CONTACT_SEARCH:  # the filter takes 100 characters: the rest is compared here
+            return "/contacts", {"contact_name_startswith": name[:MAX_CONTACT_SEARCH], "filter_by": ACTIVE}
+        return "/contacts", {"contact_name": name, "filter_by": ACTIVE}
 
     def _find_contact(self, api: _ZohoApi, criterion: matching.CustomerCriterion) -> dict[str, Any] | None:
         path, query = self._contact_lookup(criterion)
@@ -531,38 +606,38 @@ class ZohoBooksConnector(Connector):
         for contact in api.get(path, "contacts", query):
             if not _is_active_customer(contact):
                 continue  # a vendor or an inactive contact cannot be invoiced
-            if criterion.field == "email" and _same(contact.get("email"), criterion.value):
+            if criterion.field == "email" and same_text(contact.get("email"), criterion.value):
                 return contact
-            if criterion.field == "person_name" and _same(contact.get("first_name"), criterion.values[0]) \
-                    and _same(contact.get("last_name"), criterion.values[1]):
+            if criterion.field == "person_name" and same_text(contact.get("first_name"), criterion.values[0]) \
+                    and same_text(contact.get("last_name"), criterion.values[1]):
                 return contact
-            if criterion.field == "name" and _same(contact.get("contact_name"), criterion.value[:MAX_CONTACT_NAME]):
+            if criterion.field == "name" and same_text(contact.get("contact_name"), criterion.value[:MAX_CONTACT_NAME]):
                 return contact
         return None
 
     @staticmethod
-    def _item_query(criterion: matching.ProductCriterion) -> dict[str, str]:
-        # The items list has no SKU filter: search_text finds candidates, the SKU is compared exactly here.
-        if criterion.field == "sku":
-            return {"search_text": criterion.value[:MAX_ITEM_NAME], "filter_by": ACTIVE}
-        return {"name": criterion.value[:MAX_ITEM_NAME], "filter_by": ACTIVE}
-
-    def _find_item(self, api: _ZohoApi, criterion: matching.ProductCriterion) -> dict[str, Any] | None:
-        field, value = ("sku", criterion.value) if criterion.field == "sku" \
-            else ("name", criterion.value[:MAX_ITEM_NAME])
-        for item in api.get("/items", "items", self._item_query(criterion)):
-            if _same(item.get(field), value) and item.get("item_id"):
-                return item
-        return None
-
-    @staticmethod
-    def _currency_id(api: _ZohoApi, currency: str) -> str | None:
-        """The id to give a new customer for the draft's currency; None for the organization's own."""
-        for entry in api.get("/settings/currencies", "currencies", {}):
-            if _same(entry.get("currency_code"), currency):
-                return None if entry.get("is_base_currency") else str(entry["currency_id"])
-        raise TargetRejected(f"zoho_books: the organization has no currency {currency}; add it in Zoho Books "
-                             "(Settings, Currencies), nothing was created")
+    def _currency(api: _ZohoApi, draft: InvoiceDraft, currency: str) -> tuple[str | None, Decimal | None]:
+        """For the draft's currency: the id a new customer gets (None for the organization's base currency)
+        and the exchange_rate the document carries (None in the base currency). Zoho's invoice schema says of
+        exchange_rate: "Required when the invoice currency differs from the organization's base currency."
+        The rate is the rule's exchange_rate option; without it a foreign-currency document is refused here,
+        before anything is created."""
+        currencies = api.get("/settings/currencies", "currencies", {})
+        base = next((str(c.get("currency_code")) for c in currencies if c.get("is_base_currency")), None)
+        entry = next((c for c in currencies if same_text(c.get("currency_code"), currency)), None)
+        if entry is None:
+            raise TargetRejected(f"zoho_books: the organization has no currency {currency}; add it in Zoho Books "
+                                 "(Settings, Currencies), nothing was created")
+        if entry.get("is_base_currency"):
+            return None, None
+        rate = exchange_rate_option(draft)
+        if rate is None:
+            raise TargetRejected(
+                f"zoho_books: a {draft.document_type} in {currency} needs an exchange rate to the organization's "
+                f"base currency {base} (Zoho: \"Required when the invoice currency differs from the "
+                "organization's base currency.\"); set the rule's exchange_rate option (base-currency units for "
+                f"one {currency}); nothing was created", currency=currency, base_currency=base)
+        return str(entry["currency_id"]), rate
 
     @staticmethod
     def _find_document(
