@@ -253,6 +253,27 @@ def test_tax_rates_on_taxable_lines_only(fake: FakeStripe) -> None:
     assert fake.violations == []
 
 
+def test_tax_rates_on_the_invoice_never_tax_a_line_marked_not_taxable(fake: FakeStripe) -> None:
+    # Stripe, POST /v1/invoices default_tax_rates: "The tax rates that will apply to any line item that does
+    # not have `tax_rates` set." A mixed invoice: the exempt line must stay untaxed, the fake totals as Stripe.
+    vat = fake.add_tax_rate(20.0)
+    lines = [
+        {"description": "Taxable", "unit_amount_minor": 10000, "taxable": True},
+        {"description": "Exempt", "unit_amount_minor": 5000, "taxable": False},
+        {"description": "Unsaid", "unit_amount_minor": 1000},
+    ]
+    result = send(fake, draft(lines=lines, options={"tax_rates": [vat["id"]]}))
+
+    items = form(fake, "POST", "/v1/invoiceitems")
+    assert [item.get("tax_rates[0]") for item in items] == [[vat["id"]], None, [vat["id"]]]
+    assert "default_tax_rates[0]" not in form(fake, "POST", "/v1/invoices")[0]
+    invoice = fake.invoices[result.external_id or ""]
+    assert invoice["subtotal"] == 16000
+    assert invoice["total_tax_amounts"][0]["amount"] == 2200  # 20% of 10000 + 1000, none on the 5000
+    assert invoice["total"] == 18200
+    assert fake.violations == []
+
+
 def test_unknown_tax_rate_is_rejected_with_stripes_message(fake: FakeStripe) -> None:
     with pytest.raises(TargetRejected) as caught:
         send(fake, draft(options={"tax_rates": ["txr_missing"]}))

@@ -379,7 +379,7 @@ def item_body(plan: _Plan, product: ProductToCreate) -> dict[str, Any]:
     if product.sku:
         body["Sku"] = product.sku[:MAX_SKU]
     if not plan.tax_codes_required:
-        body["Taxable"] = product.line.taxable  # US: whether sales tax applies by default
+        body["Taxable"] = bool(product.line.taxable)  # US: whether sales tax applies by default
     return body
 
 

@@ -10,7 +10,8 @@ validate against (Stripe-Version), so an account's default version cannot change
 Connection settings: api_key (required), base_url (default https://api.stripe.com), customer_matching
 ("create_if_missing", the default, or "strict": never create customers).
 Draft options: finalize (default true), send (default false), tax_rates (tax rate ids), tax_rates_on
-("invoice", the default: the invoice's default_tax_rates, or "taxable_lines": only lines marked taxable).
+("invoice", the default: every line not marked non-taxable, through the invoice's default_tax_rates when no
+line is so marked and on each taxed line otherwise; or "taxable_lines": only lines marked taxable).
 """
 
 from __future__ import annotations
@@ -118,9 +119,16 @@ def invoice_params(draft: InvoiceDraft, customer_id: str) -> dict[str, Any]:
         else:
             params["metadata"] = {"reference": draft.reference, **draft.metadata}
     tax_rates, tax_rates_on = _tax_options(draft)
-    if tax_rates and tax_rates_on == "invoice":
+    if tax_rates and tax_rates_on == "invoice" and not _marked_not_taxable(draft):
         params["default_tax_rates"] = tax_rates
     return params
+
+
+def _marked_not_taxable(draft: InvoiceDraft) -> bool:
+    """Whether a line is marked not taxable. Stripe applies default_tax_rates "to any line item that does not
+    have `tax_rates` set", and an empty tax_rates in form encoding ("tax_rates=") reads as not set: so an
+    invoice with such a line gets its rates on each of its other lines instead of as the invoice's default."""
+    return any(line.taxable is False for line in draft.lines)
 
 
 def item_params(draft: InvoiceDraft, line: LineItem, customer_id: str, invoice_id: str) -> dict[str, Any]:
@@ -142,6 +150,8 @@ def item_params(draft: InvoiceDraft, line: LineItem, customer_id: str, invoice_i
         params["amount"] = int(total)
     tax_rates, tax_rates_on = _tax_options(draft)
     if tax_rates and tax_rates_on == "taxable_lines" and line.taxable:
+        params["tax_rates"] = tax_rates
+    elif tax_rates and tax_rates_on == "invoice" and _marked_not_taxable(draft) and line.taxable is not False:
         params["tax_rates"] = tax_rates
     params["metadata"] = _line_metadata(draft, line) or None
     return params
