@@ -149,9 +149,9 @@ def item_params(draft: InvoiceDraft, line: LineItem, customer_id: str, invoice_i
         total = (quantity * line.unit_amount_minor).quantize(Decimal(1), rounding=ROUND_HALF_UP)
         params["amount"] = int(total)
     tax_rates, tax_rates_on = _tax_options(draft)
-    if tax_rates and tax_rates_on == "taxable_lines" and line.taxable:
-        params["tax_rates"] = tax_rates
-    elif tax_rates and tax_rates_on == "invoice" and _marked_not_taxable(draft) and line.taxable is not False:
+    on_this_line = bool(line.taxable) if tax_rates_on == "taxable_lines" else (
+        _marked_not_taxable(draft) and line.taxable is not False)  # else the invoice's default_tax_rates
+    if tax_rates and on_this_line:
         params["tax_rates"] = tax_rates
     params["metadata"] = _line_metadata(draft, line) or None
     return params
