@@ -412,6 +412,18 @@ def test_uk_company_without_a_tax_code_is_refused_with_the_reason(env: Env) -> N
     assert env.qbo.requests == []
 
 
+def test_uk_company_refuses_lines_marked_not_taxable_without_a_non_taxable_code(env: Env) -> None:
+    # The fake's rule, like QuickBooks' VAT editions: "Make sure all your transactions have a VAT rate"; with
+    # only default_tax_code set the exempt line would be charged 20% VAT.
+    lines = [LineItem(description="Consulting", unit_amount_minor=10000, sku="CONS-1", taxable=True),
+             LineItem(description="Postage", unit_amount_minor=500, product_name="Postage", taxable=False)]
+    with pytest.raises(TargetRejected, match=r"line\(s\) 2, which are marked not taxable.*non_taxable_tax_code"):
+        send(env.connection(UK_REALM, region="GB", default_tax_code="2", create_products=True),
+             draft(lines=lines, currency="gbp"))
+    assert env.qbo.created(UK_REALM) == []
+    assert [r.path.rsplit("/", 1)[-1] for r in env.qbo.requests] == []  # refused before any call
+
+
 # --- tokens ----------------------------------------------------------------------------------------
 def test_token_expired_mid_run_is_refreshed_and_the_run_succeeds(env: Env) -> None:
     seed_catalog(env.qbo)

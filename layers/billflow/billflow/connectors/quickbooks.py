@@ -244,6 +244,13 @@ def _check(plan: _Plan, draft: InvoiceDraft, connection: Connection) -> None:
             f"{DISPLAY} needs a tax code on every line for this company's region, and connection "
             f"{connection.name!r} has none: set default_tax_code to the id of a TaxCode (e.g. your 20% VAT "
             f"code), or tax_codes_required to false if the company does not charge VAT/GST")
+    untaxed = [str(i + 1) for i, line in enumerate(draft.lines) if line.taxable is False]
+    if plan.tax_codes_required and untaxed and not plan.non_taxable_tax_code:
+        raise TargetRejected(
+            f"{DISPLAY} would charge VAT on line(s) {', '.join(untaxed)}, which are marked not taxable: in a VAT/GST "
+            f"company every line carries a tax code, and connection {connection.name!r} has no "
+            "non_taxable_tax_code (the id of the company's zero-rated, exempt or no-VAT TaxCode); nothing was "
+            "created")
     if plan.entity == "RefundReceipt" and not (
         _option(draft, connection, "refund_account_id") or _option(draft, connection, "deposit_account_id")
     ):
