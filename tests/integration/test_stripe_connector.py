@@ -483,3 +483,22 @@ def test_connector_is_registered_under_stripe() -> None:
     connector = get_connector("stripe")
     assert isinstance(connector, StripeConnector)
     assert connector.document_types == {"invoice"}
+
+
+# --- money (issue 9: each target's unit and maximum) ---------------------------------------------------
+def test_an_amount_above_stripe_maximum_is_refused_before_any_call(fake: FakeStripe) -> None:
+    # Stripe: "The amount value supports up to eight digits (e.g., a value of 99999999 for a USD charge of
+    # $999,999.99)."
+    lines = [{"description": "Plant", "quantity": 2, "unit_amount_minor": 60_000_000}]
+    with pytest.raises(TargetRejected, match=r"at most 99999999 minor units of EUR; line 1 \(120000000"):
+        send(fake, draft(lines=lines))
+    assert fake.requests == []
+
+
+def test_amounts_are_sent_in_stripe_own_unit(fake: FakeStripe) -> None:
+    # ISO 4217 gives MGA two decimals and ISK none; Stripe lists MGA as zero-decimal and keeps ISK two-decimal.
+    send(fake, draft(currency="mga", lines=[{"description": "Ariary", "unit_amount_minor": 150000}]), key="mga")
+    send(fake, draft(currency="isk", lines=[{"description": "Króna", "unit_amount_minor": 4990}]), key="isk")
+    items = form(fake, "POST", "/v1/invoiceitems")
+    assert [item["unit_amount"] for item in items] == [["1500"], ["499000"]]
+    assert fake.violations == []

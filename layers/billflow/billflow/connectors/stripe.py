@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator, Mapping
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -26,6 +26,7 @@ from billflow.connectors import http
 from billflow.connectors.base import Connector, SendContext
 from billflow.errors import ConfigurationError, CustomerNotFound, TargetRejected
 from billflow.models.documents import CustomerInfo, DispatchResult, InvoiceDraft, LineItem
+from billflow.money import check_maximum, to_target_minor
 from billflow.storage.secrets import Connection
 
 API_VERSION = "2023-08-16"
@@ -140,14 +141,15 @@ def item_params(draft: InvoiceDraft, line: LineItem, customer_id: str, invoice_i
     }
     quantity = Decimal(str(line.quantity))
     if quantity >= 0 and quantity == quantity.to_integral_value():
-        # unit_amount_minor is already in the smallest unit (yen for JPY): sent as is, never rescaled.
+        # The draft's ISO minor unit in Stripe's own (the same but for MGA and ISK, see money.py).
         params["quantity"] = int(quantity)
-        params["unit_amount"] = line.unit_amount_minor
+        params["unit_amount"] = to_target_minor(line.unit_amount_minor, draft.currency, TARGET,
+                                                what=f"the unit price of {line.description[:40]!r}")
     else:
         # Stripe's quantity (API 2023-08-16) is a non-negative integer: a fractional or negative quantity
-        # becomes the line's total, rounded to the smallest unit.
-        total = (quantity * line.unit_amount_minor).quantize(Decimal(1), rounding=ROUND_HALF_UP)
-        params["amount"] = int(total)
+        # becomes the line's total, rounded (and logged) to Stripe's unit.
+        params["amount"] = to_target_minor(quantity * line.unit_amount_minor, draft.currency, TARGET,
+                                           what=f"the total of {line.description[:40]!r}")
     tax_rates, tax_rates_on = _tax_options(draft)
     on_this_line = bool(line.taxable) if tax_rates_on == "taxable_lines" else (
         _marked_not_taxable(draft) and line.taxable is not False)  # else the invoice's default_tax_rates
@@ -194,10 +196,12 @@ def _check_draft(draft: InvoiceDraft) -> tuple[bool, bool]:
         raise ConfigurationError("stripe cannot send an invoice left as a draft (send needs finalize)")
     if draft.memo and len(draft.memo) > MAX_INVOICE_DESCRIPTION:
         raise TargetRejected(f"stripe takes invoice memos of at most {MAX_INVOICE_DESCRIPTION} characters")
-    requests = [invoice_params(draft, CUSTOMER_ID)]
-    requests += [item_params(draft, line, CUSTOMER_ID, INVOICE_ID) for line in draft.lines]
-    for params in requests:
+    items = [item_params(draft, line, CUSTOMER_ID, INVOICE_ID) for line in draft.lines]
+    for params in [invoice_params(draft, CUSTOMER_ID), *items]:
         _check_metadata(params.get("metadata") or {})
+    totals = [int(p["amount"]) if "amount" in p else int(p["unit_amount"]) * int(p["quantity"]) for p in items]
+    check_maximum([*((f"line {n}", t) for n, t in enumerate(totals, start=1)), ("the invoice", sum(totals))],
+                  draft.currency, TARGET)
     return finalize, send
 
 
