@@ -148,6 +148,25 @@ def test_three_decimal_currencies_ask_for_four_unit_decimals(xero: FakeXero, idp
     assert xero.violations == []
 
 
+def test_three_decimal_quotes_are_rounded_explicitly_and_say_so(
+    xero: FakeXero, idp: OAuthFake, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Xero's OpenAPI: PUT /Quotes has no unitdp parameter (PUT /Invoices has: "e.g. unitdp=4 – (Unit Decimal
+    # Places) You can opt in to use four decimal places for unit amounts"), so a quote keeps two.
+    xero.add_contact("Globex Ltd", email="ap@globex.test")
+    xero.add_item("W-1")
+    lines = [{"description": "Widget", "unit_amount_minor": 12345, "sku": "W-1"},
+             {"description": "Bolt", "unit_amount_minor": 2500, "sku": "W-1"}]
+    result = send(connect(xero, idp), draft(document_type="estimate", currency="kwd", lines=lines))
+
+    [request] = puts(xero, "/Quotes")
+    assert "unitdp" not in request.query
+    assert [line["UnitAmount"] for line in request.json()["Quotes"][0]["LineItems"]] == [12.35, 2.5]
+    assert result.details["unit_amounts_rounded"] == [{"line": 1, "unit_amount": "12.345", "sent": "12.35"}]
+    assert any("12.345 to 12.35" in r.getMessage() for r in caplog.records)
+    assert xero.violations == []
+
+
 # --- contacts ---------------------------------------------------------------------------------------
 def test_contact_found_by_the_stored_id_first(xero: FakeXero, idp: OAuthFake) -> None:
     stored = xero.add_contact("Globex (old name)")

@@ -34,6 +34,7 @@ import json
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -43,7 +44,7 @@ from billflow.connectors.matching import same_text
 from billflow.connectors.oauth import OAuthSession, TokenStore
 from billflow.errors import AuthorizationRevoked, ConfigurationError, TargetRejected, TransientError
 from billflow.models.documents import CustomerInfo, DispatchResult, InvoiceDraft, LineItem
-from billflow.money import minor_to_decimal, minor_unit_exponent
+from billflow.money import ROUNDING, minor_to_decimal, minor_unit_exponent, round_logged
 from billflow.storage.rate_limits import XERO, RateLimiter, get_rate_limiter
 from billflow.storage.secrets import Connection
 
@@ -58,6 +59,7 @@ MAX_CONTACT_NUMBER = 50
 MAX_CONTACT_NAME = 255
 MAX_QUOTE_TITLE = 100
 MAX_QUOTE_SUMMARY = 3000
+QUOTE_UNIT_DECIMALS = 2  # PUT /Quotes has no unitdp parameter (PUT /Invoices does: up to 4)
 INVOICE_STATUSES = ("DRAFT", "SUBMITTED", "AUTHORISED")
 QUOTE_STATUSES = ("DRAFT", "SENT")
 LINE_AMOUNT_TYPES = ("Exclusive", "Inclusive", "NoTax")  # quotes spell them in capitals
@@ -183,10 +185,14 @@ def item_body(product: matching.ProductToCreate, currency: str, account_code: st
 def line_body(
     draft: InvoiceDraft, line: LineItem, code: str | None, account_code: str | None
 ) -> dict[str, Any]:
+    unit_amount = minor_to_decimal(line.unit_amount_minor, draft.currency)
+    if draft.document_type == "estimate" and minor_unit_exponent(draft.currency) > QUOTE_UNIT_DECIMALS:
+        unit_amount = round_logged(unit_amount, QUOTE_UNIT_DECIMALS, what=f"a Xero quote's unit price "
+                                   f"({draft.currency.upper()}, {line.description[:40]!r})")
     body: dict[str, Any] = {
         "Description": line.description,
         "Quantity": line.quantity,
-        "UnitAmount": float(minor_to_decimal(line.unit_amount_minor, draft.currency)),
+        "UnitAmount": float(unit_amount),
     }
     if code:
         body["ItemCode"] = code
@@ -240,6 +246,21 @@ def document_body(
     if amount_types:
         doc["LineAmountTypes"] = amount_types
     return {"Invoices": [doc]}
+
+
+def quote_roundings(draft: InvoiceDraft) -> list[dict[str, Any]]:
+    """The unit prices a quote carries rounded: PUT /Quotes takes no unitdp, so Xero keeps two decimals of a
+    unit amount; billflow rounds them itself (half up) and says so in the result, rather than let the
+    third decimal of KWD, BHD... vanish unsaid."""
+    if draft.document_type != "estimate" or minor_unit_exponent(draft.currency) <= QUOTE_UNIT_DECIMALS:
+        return []
+    found = []
+    for number, line in enumerate(draft.lines, start=1):
+        exact = minor_to_decimal(line.unit_amount_minor, draft.currency)
+        rounded = exact.quantize(Decimal(1).scaleb(-QUOTE_UNIT_DECIMALS), rounding=ROUNDING)
+        if rounded != exact:
+            found.append({"line": number, "unit_amount": str(exact), "sent": str(rounded)})
+    return found
 
 
 def unit_decimal_places(currency: str) -> dict[str, str]:
@@ -416,6 +437,7 @@ class XeroConnector(Connector):
                 "contact_created": match.found is None,
                 "contact_matched_by": match.criterion.field if match.criterion else None,
                 "items_created": [item_code(p.sku, p.name) for p in wanted],
+                "unit_amounts_rounded": quote_roundings(draft),
                 "api_calls": api.calls,
             },
         )
