@@ -17,6 +17,7 @@ import pytest
 from billflow.connectors.base import SendContext
 from billflow.connectors.quickbooks import QuickBooksConnector, request_id
 from billflow.errors import (
+    AmbiguousCustomer,
     AuthorizationRevoked,
     ConfigurationError,
     CustomerNotFound,
@@ -644,3 +645,18 @@ def test_no_exchange_rate_anywhere_is_refused_before_anything_is_created(env: En
         send(env.connection(MC_REALM, create_products=True), draft(currency="jpy"))
 
     assert env.qbo.created(MC_REALM) == []
+
+
+# --- ambiguous customers (issue 9, item 9) ------------------------------------------------------------
+def test_two_active_customers_with_the_same_email_are_not_guessed_from(env: Env) -> None:
+    seed_catalog(env.qbo)
+    first = seed_customer(env.qbo)
+    second = seed_customer(env.qbo, DisplayName="Acme Holding")
+    with pytest.raises(AmbiguousCustomer) as caught:
+        send(env.connection(create_products=True), draft())
+    assert caught.value.details["candidates"] == [f"Id {first['Id']} 'Acme Ltd'", f"Id {second['Id']} 'Acme Holding'"]
+    assert "billing@acme.example" not in caught.value.message
+    assert env.qbo.created(REALM) == []
+
+    stored = draft(customer=customer(external_id=second["Id"]))
+    assert send(env.connection(), stored, key="run-2").details["customer_id"] == second["Id"]

@@ -10,7 +10,13 @@ from urllib.parse import parse_qs
 import pytest
 from billflow.connectors.base import SendContext
 from billflow.connectors.stripe import API_VERSION, StripeConnector
-from billflow.errors import ConfigurationError, CustomerNotFound, TargetRejected, TransientError
+from billflow.errors import (
+    AmbiguousCustomer,
+    ConfigurationError,
+    CustomerNotFound,
+    TargetRejected,
+    TransientError,
+)
 from billflow.models.documents import DispatchResult, InvoiceDraft
 from billflow.storage.secrets import Connection
 
@@ -501,4 +507,20 @@ def test_amounts_are_sent_in_stripe_own_unit(fake: FakeStripe) -> None:
     send(fake, draft(currency="isk", lines=[{"description": "Króna", "unit_amount_minor": 4990}]), key="isk")
     items = form(fake, "POST", "/v1/invoiceitems")
     assert [item["unit_amount"] for item in items] == [["1500"], ["499000"]]
+    assert fake.violations == []
+
+
+# --- ambiguous customers (issue 9, item 9) ------------------------------------------------------------
+def test_two_customers_with_the_same_email_are_not_guessed_from(fake: FakeStripe) -> None:
+    first = fake.add_customer(name="Acme GmbH", email="billing@acme.test")
+    second = fake.add_customer(name="Acme Holding", email="billing@acme.test")
+    with pytest.raises(AmbiguousCustomer) as caught:
+        send(fake, draft())
+    assert sorted(caught.value.details["candidates"]) == sorted(
+        [f"{first['id']} 'Acme GmbH'", f"{second['id']} 'Acme Holding'"])
+    assert "billing@acme.test" not in caught.value.message
+    assert posts(fake) == []
+
+    stored = draft(customer={"name": "Acme GmbH", "email": "billing@acme.test", "external_id": second["id"]})
+    assert send(fake, stored, key="run-2").details["customer_id"] == second["id"]
     assert fake.violations == []

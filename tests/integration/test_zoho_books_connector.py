@@ -19,6 +19,7 @@ from billflow.connectors.oauth import MemoryTokenStore
 from billflow.connectors.zoho_books import ZohoBooksConnector, idempotency_marker, marked_reference
 from billflow.connectors.zoho_books import token_url as zoho_token_url
 from billflow.errors import (
+    AmbiguousCustomer,
     AuthorizationRevoked,
     ConfigurationError,
     CustomerNotFound,
@@ -707,4 +708,21 @@ def test_a_customer_name_longer_than_the_search_limit_is_searched_by_its_start(
     [search] = zoho.calls("GET", "/contacts")
     assert search.query["contact_name_startswith"] == [long_name[:100]]
     assert posts(zoho, "/invoices")[0].json()["customer_id"] == contact["contact_id"]
+    assert zoho.violations == []
+
+
+# --- ambiguous customers (issue 9, item 9) ------------------------------------------------------------
+def test_two_contacts_with_the_same_email_are_not_guessed_from(zoho: FakeZohoBooks, idp: OAuthFake) -> None:
+    first = zoho.add_contact("Globex Ltd", email="ap@globex.test")
+    second = zoho.add_contact("Globex Holding", email="ap@globex.test")
+    zoho.add_item("Widget", sku="W-1")
+    with pytest.raises(AmbiguousCustomer) as caught:
+        send(connect(zoho, idp, create_products=True), draft())
+    assert caught.value.details["candidates"] == [f"contact_id {first['contact_id']} 'Globex Ltd'",
+                                                  f"contact_id {second['contact_id']} 'Globex Holding'"]
+    assert [r for r in zoho.requests if r.method == "POST"] == []
+
+    stored = draft(customer={"name": "Globex Ltd", "email": "ap@globex.test", "external_id": second["contact_id"]})
+    result = send(connect(zoho, idp), stored, key="run-2")
+    assert result.details["customer_id"] == second["contact_id"]
     assert zoho.violations == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -18,6 +19,16 @@ class SendContext:
     tenant: str
     idempotency_key: str
     crm_record: dict[str, Any] = field(default_factory=dict)
+
+
+def step_key(idempotency_key: str, step: str, max_length: int) -> str:
+    """The idempotency key of one step of a run ("<run key>:<step>") within a target's key length; a run key
+    too long is hashed (stably, so a retry sends the same key)."""
+    key = f"{idempotency_key}:{step}"
+    if len(key) <= max_length:
+        return key
+    digest = hashlib.sha256(idempotency_key.encode()).hexdigest()
+    return f"{digest}:{step}"[:max_length]
 
 
 class Connector(ABC):

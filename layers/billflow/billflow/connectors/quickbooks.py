@@ -60,6 +60,7 @@ from billflow.connectors.matching import (
     product_criteria,
     products_to_create,
     require_customer,
+    single_match,
 )
 from billflow.connectors.oauth import OAuthSession
 from billflow.errors import ConfigurationError, TargetRejected, TransientError
@@ -610,7 +611,9 @@ class _QuickBooksApi:
             return found if found and found.get("Active", True) is not False else None
         statement = customer_query(criterion)
         hits = self.query("Customer", statement) if statement else []
-        return next((c for c in hits if c.get("Active", True) is not False), None)
+        active = [c for c in hits if c.get("Active", True) is not False]
+        return single_match(active, criterion, target=DISPLAY,
+                            describe=lambda c: f"Id {c.get('Id')} {c.get('DisplayName')!r}")
 
     def find_item(self, criterion: ProductCriterion) -> dict[str, Any] | None:
         hits = self.query("Item", item_query(criterion))

@@ -16,15 +16,14 @@ line is so marked and on each taxed line otherwise; or "taxable_lines": only lin
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator, Mapping
 from decimal import Decimal
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from billflow.connectors import http
+from billflow.connectors import base, http, matching
 from billflow.connectors.base import Connector, SendContext
-from billflow.errors import ConfigurationError, CustomerNotFound, TargetRejected
+from billflow.errors import ConfigurationError, TargetRejected
 from billflow.models.documents import CustomerInfo, DispatchResult, InvoiceDraft, LineItem
 from billflow.money import check_maximum, to_target_minor
 from billflow.storage.secrets import Connection
@@ -32,7 +31,7 @@ from billflow.storage.secrets import Connection
 API_VERSION = "2023-08-16"
 DEFAULT_BASE_URL = "https://api.stripe.com"
 TARGET = "stripe"
-MATCHING_MODES = ("create_if_missing", "strict")
+LOOKUP_LIMIT = 10
 TAX_RATES_ON = ("invoice", "taxable_lines")
 # Stripe's documented limits: idempotency keys up to 255 characters; metadata up to 50 keys, key names
 # up to 40 characters, values up to 500; invoice custom field values up to 30 characters (the spec).
@@ -87,11 +86,7 @@ def search_literal(text: str) -> str:
 
 def step_key(idempotency_key: str, step: str) -> str:
     """The Idempotency-Key for one step of a run, within Stripe's 255 characters."""
-    key = f"{idempotency_key}:{step}"
-    if len(key) <= MAX_IDEMPOTENCY_KEY:
-        return key
-    digest = hashlib.sha256(idempotency_key.encode()).hexdigest()  # stable, so retries still match
-    return f"{digest}:{step}"[:MAX_IDEMPOTENCY_KEY]
+    return base.step_key(idempotency_key, step, MAX_IDEMPOTENCY_KEY)
 
 
 # --- the requests, built once for sending and previewing ------------------------------------------
@@ -219,22 +214,14 @@ def _check_metadata(metadata: Mapping[str, str]) -> None:
             )
 
 
-def _candidate_names(customer: CustomerInfo) -> list[str]:
-    person = " ".join(p.strip() for p in (customer.first_name, customer.last_name) if p and p.strip())
-    names: list[str] = []
-    for name in (person, customer.name.strip()):
-        if name and name not in names:
-            names.append(name)
-    return names
-
-
-def _matching(connection: Connection) -> str:
-    mode = connection.settings.get("customer_matching") or "create_if_missing"
-    if mode not in MATCHING_MODES:
-        raise ConfigurationError(
-            f"connection {connection.name!r}: customer_matching must be one of {', '.join(MATCHING_MODES)}"
-        )
-    return str(mode)
+def customer_lookup(criterion: matching.CustomerCriterion) -> tuple[str, dict[str, Any]]:
+    """The GET for one lookup: the stored id read directly, the email through the list's (case-sensitive)
+    email filter, names through the search API; up to 10 answers, so that a second match is seen."""
+    if criterion.field == "id":
+        return f"/v1/customers/{quote(criterion.value, safe='')}", {}
+    if criterion.field == "email":
+        return "/v1/customers", {"email": criterion.value, "limit": LOOKUP_LIMIT}
+    return "/v1/customers/search", {"query": f"name:{search_literal(criterion.value)}", "limit": LOOKUP_LIMIT}
 
 
 # --- the API client -------------------------------------------------------------------------------
@@ -281,15 +268,15 @@ class StripeConnector(Connector):
         self, draft: InvoiceDraft, connection: Connection, context: SendContext
     ) -> DispatchResult:
         finalize, send = _check_draft(draft)
-        matching = _matching(connection)
+        mode = matching.customer_matching_mode(connection)
         api = _StripeApi(connection)
         key = context.idempotency_key
 
-        customer = self._find_customer(api, draft.customer)
+        match = matching.find_customer(draft.customer, lambda criterion: self._find_customer(api, criterion))
+        matching.require_customer(match, mode=mode, target="Stripe")
+        customer = match.found
         created = customer is None
         if customer is None:
-            if matching == "strict":
-                raise CustomerNotFound(self._not_found_reason(draft.customer))
             customer = api.post("/v1/customers", customer_params(draft.customer), step_key(key, "customer"))
         customer_id = str(customer["id"])
 
@@ -326,7 +313,7 @@ class StripeConnector(Connector):
         lookup finds say so in "when".
         """
         finalize, send = _check_draft(draft)
-        matching = _matching(connection)
+        mode = matching.customer_matching_mode(connection)
         base_url = str(connection.settings.get("base_url") or DEFAULT_BASE_URL).rstrip("/")
         key = context.idempotency_key
         steps: list[dict[str, Any]] = []
@@ -341,17 +328,12 @@ class StripeConnector(Connector):
                           "params": params, "form": encode_form(params),
                           "idempotency_key": step_key(key, step), **({"when": when} if when else {})})
 
-        customer = draft.customer
-        if customer.external_id:
-            lookup("find_customer_by_id", f"/v1/customers/{quote(customer.external_id, safe='')}", {})
-        if customer.email:
-            lookup("find_customer_by_email", "/v1/customers", {"email": customer.email, "limit": 1},
-                   when="no customer found yet")
-        for name in _candidate_names(customer):
-            lookup("find_customer_by_name", "/v1/customers/search",
-                   {"query": f"name:{search_literal(name)}", "limit": 1}, when="no customer found yet")
-        if matching == "create_if_missing":
-            post("customer", "/v1/customers", customer_params(customer), when="no customer found")
+        for index, criterion in enumerate(matching.customer_criteria(draft.customer)):
+            path, params = customer_lookup(criterion)
+            lookup(f"find_customer_by_{criterion.field}", path, params,
+                   when="no customer found yet" if index else None)
+        if mode == matching.CREATE_IF_MISSING:
+            post("customer", "/v1/customers", customer_params(draft.customer), when="no customer found")
         else:
             steps.append({"step": "fail", "when": "no customer found", "error": "CustomerNotFound"})
         post("invoice", "/v1/invoices", invoice_params(draft, CUSTOMER_ID))
@@ -365,29 +347,16 @@ class StripeConnector(Connector):
 
     # --- customers -------------------------------------------------------------------------------
     @staticmethod
-    def _find_customer(api: _StripeApi, customer: CustomerInfo) -> dict[str, Any] | None:
-        """By the id stored on the CRM, then by email, then by name; a deleted customer does not count."""
-        if customer.external_id:
-            found = api.get(f"/v1/customers/{quote(customer.external_id, safe='')}", missing_ok=True)
-            if isinstance(found, dict) and not found.get("deleted"):
-                return found
-        if customer.email:
-            page = api.get("/v1/customers", {"email": customer.email, "limit": 1})
-            if page.get("data"):
-                return dict(page["data"][0])
-        for name in _candidate_names(customer):
-            page = api.get("/v1/customers/search", {"query": f"name:{search_literal(name)}", "limit": 1})
-            if page.get("data"):
-                return dict(page["data"][0])
-        return None
-
-    @staticmethod
-    def _not_found_reason(customer: CustomerInfo) -> str:
-        tried = []
-        if customer.external_id:
-            tried.append(f"id {customer.external_id!r}")
-        if customer.email:
-            tried.append("the email address")  # not echoed: error messages end up in logs
-        tried += [f"name {name!r}" for name in _candidate_names(customer)]
-        return (f"no Stripe customer matches {', '.join(tried)}; customer_matching is strict, "
-                "so none was created")
+    def _find_customer(api: _StripeApi, criterion: matching.CustomerCriterion) -> dict[str, Any] | None:
+        """One lookup (connectors/matching.py decides the order); a deleted customer does not count, and
+        several matches are not guessed from."""
+        path, params = customer_lookup(criterion)
+        if criterion.field == "id":
+            found = api.get(path, missing_ok=True)
+            return found if isinstance(found, dict) and not found.get("deleted") else None
+        page = api.get(path, params)
+        hits = [c for c in page.get("data") or [] if isinstance(c, dict) and (
+            c.get("email") == criterion.value if criterion.field == "email"  # Stripe compares emails exactly
+            else matching.same_text(c.get("name"), criterion.value))]
+        return matching.single_match(hits, criterion, target="Stripe",
+                                     describe=lambda c: f"{c.get('id')} {c.get('name')!r}")

@@ -38,7 +38,7 @@ from decimal import Decimal
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from billflow.connectors import http, matching
+from billflow.connectors import base, http, matching
 from billflow.connectors.base import Connector, SendContext
 from billflow.connectors.matching import same_text
 from billflow.connectors.oauth import OAuthSession, TokenStore
@@ -71,11 +71,7 @@ CONTACT_ID = "{contact.ContactID}"
 # --- small helpers -----------------------------------------------------------------------------------
 def step_key(idempotency_key: str, step: str) -> str:
     """The Idempotency-Key for one step of a run, within Xero's 128 characters."""
-    key = f"{idempotency_key}:{step}"
-    if len(key) <= MAX_IDEMPOTENCY_KEY:
-        return key
-    digest = hashlib.sha256(idempotency_key.encode()).hexdigest()  # stable, so retries still match
-    return f"{digest}:{step}"[:MAX_IDEMPOTENCY_KEY]
+    return base.step_key(idempotency_key, step, MAX_IDEMPOTENCY_KEY)
 
 
 def where_literal(value: str) -> str:
@@ -514,17 +510,19 @@ class XeroConnector(Connector):
         query = self._contact_query(criterion)
         if query is None:
             return None  # a stored id that is not a GUID cannot be a Xero ContactID
-        for contact in api.find("/Contacts", "Contacts", query):
-            if criterion.field == "id" and same_text(contact.get("ContactID"), criterion.value):
-                return contact
-            if criterion.field == "email" and same_text(contact.get("EmailAddress"), criterion.value):
-                return contact
-            if criterion.field == "person_name" and same_text(contact.get("FirstName"), criterion.values[0]) \
-                    and same_text(contact.get("LastName"), criterion.values[1]):
-                return contact
-            if criterion.field == "name" and same_text(contact.get("Name"), criterion.value[:MAX_CONTACT_NAME]):
-                return contact
-        return None
+        def matches(contact: dict[str, Any]) -> bool:
+            if criterion.field == "id":
+                return same_text(contact.get("ContactID"), criterion.value)
+            if criterion.field == "email":
+                return same_text(contact.get("EmailAddress"), criterion.value)
+            if criterion.field == "person_name":
+                return same_text(contact.get("FirstName"), criterion.values[0]) \
+                    and same_text(contact.get("LastName"), criterion.values[1])
+            return same_text(contact.get("Name"), criterion.value[:MAX_CONTACT_NAME])
+
+        hits = [c for c in api.find("/Contacts", "Contacts", query) if matches(c)]
+        return matching.single_match(hits, criterion, target="Xero",
+                                     describe=lambda c: f"ContactID {c.get('ContactID')} {c.get('Name')!r}")
 
     @staticmethod
     def _item_value(criterion: matching.ProductCriterion) -> str:

@@ -603,17 +603,19 @@ class ZohoBooksConnector(Connector):
             doc = api.call("GET", path, missing_ok=True)
             contact = (doc or {}).get("contact")
             return contact if isinstance(contact, dict) and _is_active_customer(contact) else None
-        for contact in api.get(path, "contacts", query):
+        def matches(contact: dict[str, Any]) -> bool:
             if not _is_active_customer(contact):
-                continue  # a vendor or an inactive contact cannot be invoiced
-            if criterion.field == "email" and same_text(contact.get("email"), criterion.value):
-                return contact
-            if criterion.field == "person_name" and same_text(contact.get("first_name"), criterion.values[0]) \
-                    and same_text(contact.get("last_name"), criterion.values[1]):
-                return contact
-            if criterion.field == "name" and same_text(contact.get("contact_name"), criterion.value[:MAX_CONTACT_NAME]):
-                return contact
-        return None
+                return False  # a vendor or an inactive contact cannot be invoiced
+            if criterion.field == "email":
+                return same_text(contact.get("email"), criterion.value)
+            if criterion.field == "person_name":
+                return same_text(contact.get("first_name"), criterion.values[0]) \
+                    and same_text(contact.get("last_name"), criterion.values[1])
+            return same_text(contact.get("contact_name"), criterion.value[:MAX_CONTACT_NAME])
+
+        hits = [c for c in api.get(path, "contacts", query) if matches(c)]
+        return matching.single_match(hits, criterion, target="Zoho Books",
+                                     describe=lambda c: f"contact_id {c.get('contact_id')} {c.get('contact_name')!r}")
 
     @staticmethod
     def _currency(api: _ZohoApi, draft: InvoiceDraft, currency: str) -> tuple[str | None, Decimal | None]:
