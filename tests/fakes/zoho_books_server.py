@@ -248,6 +248,7 @@ class FakeZohoBooks(FakeServer):
             "createItem": self._create_item, "listInvoices": self._list_invoices,
             "createInvoice": self._create_invoice, "listEstimates": self._list_estimates,
             "createEstimate": self._create_estimate, "listCurrencies": self._list_currencies,
+            "listOrganizations": self._list_organizations,
         }
         for op in self.fields.operations:
             regex = re.sub(r"\\\{(\w+)\\\}", r"([^/]+)", re.escape(BASE_PATH + op.path))
@@ -338,7 +339,7 @@ class FakeZohoBooks(FakeServer):
             hook(req)
         self._authenticate(req, where)
         org = req.query.get("organization_id", [""])[-1]
-        if org != self.organization_id:
+        if op.operation_id != "listOrganizations" and org != self.organization_id:
             self.violate(f"{where}: organization_id {org!r} is not this organization")
             raise ZohoError(400, 6041, f"This user is not associated with the CompanyID/CompanyName:{org}.")
         if self._failures[op.operation_id]:
@@ -598,6 +599,14 @@ class FakeZohoBooks(FakeServer):
             document["expiry_date"] = body.get("expiry_date", "")
         store[doc_id] = document
         return copy.deepcopy(document)
+
+    def _list_organizations(self, query: dict[str, Any], body: Any) -> dict[str, Any]:
+        base = next(c for c in self.currencies.values() if c["is_base_currency"])
+        return {"organizations": [{
+            "organization_id": self.organization_id, "name": "Billflow Test Org", "contact_name": "Owner",
+            "email": "owner@billflow.test", "is_default_org": True, "language_code": "en",
+            "time_zone": "Etc/UTC", "is_org_active": True, "currency_id": base["currency_id"],
+            "currency_code": base["currency_code"], "price_precision": base["price_precision"]}]}
 
     def _list_currencies(self, query: dict[str, Any], body: Any) -> dict[str, Any]:
         found = list(self.currencies.values())

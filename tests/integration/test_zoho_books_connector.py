@@ -567,9 +567,11 @@ def test_every_documented_operation_is_served() -> None:
     fields = ZohoFields.load()
     served = {op.operation_id for op in fields.operations}
     assert served == {"listContacts", "getContact", "createContact", "listItems", "createItem", "listInvoices",
-                      "createInvoice", "listEstimates", "createEstimate", "listCurrencies"}
-    for op in fields.operations:
-        assert op.query["organization_id"]["required"] is True
+                      "createInvoice", "listEstimates", "createEstimate", "listCurrencies", "listOrganizations"}
+    for op in fields.operations:  # every call names the organization, but the one that lists them
+        assert ("organization_id" in op.query) is (op.operation_id != "listOrganizations")
+        if op.operation_id != "listOrganizations":
+            assert op.query["organization_id"]["required"] is True
 
 
 # --- data centres (issue 9, item 2) -------------------------------------------------------------------
@@ -726,3 +728,28 @@ def test_two_contacts_with_the_same_email_are_not_guessed_from(zoho: FakeZohoBoo
     result = send(connect(zoho, idp), stored, key="run-2")
     assert result.details["customer_id"] == second["contact_id"]
     assert zoho.violations == []
+
+
+# --- the connection test (issue 9) ----------------------------------------------------------------------
+def test_the_connection_test_reports_the_organization_currency_and_data_centre(
+    zoho: FakeZohoBooks, idp: OAuthFake
+) -> None:
+    idp.api_domain = "https://www.zohoapis.eu"  # the data centre the token answer names
+    connection = connect(zoho, idp)
+    connection.settings.pop("access_token")  # expired: the test refreshes first, as a send would
+    report = ZohoBooksConnector().test_connection(connection, TENANT)
+
+    assert (report.account_name, report.account_id, report.currency, report.data_centre) == (
+        "Billflow Test Org", zoho.organization_id, "USD", "EU")
+    assert report.checked == "GET /organizations"
+    [listing] = zoho.calls("GET", "/organizations")
+    assert "organization_id" not in listing.query  # the one call that names no organization
+    assert idp.refreshes == 1
+    assert zoho.violations == []
+
+
+def test_the_connection_test_fails_for_an_organization_the_grant_does_not_reach(
+    zoho: FakeZohoBooks, idp: OAuthFake
+) -> None:
+    with pytest.raises(TargetRejected, match="does not reach organization 999"):
+        ZohoBooksConnector().test_connection(connect(zoho, idp, organization_id="999"), TENANT)

@@ -7,6 +7,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from pydantic import BaseModel, Field
+
 from billflow.errors import ConfigurationError
 from billflow.models.documents import DispatchResult, InvoiceDraft
 from billflow.storage.secrets import Connection
@@ -31,7 +33,37 @@ def step_key(idempotency_key: str, step: str, max_length: int) -> str:
     return f"{digest}:{step}"[:max_length]
 
 
-class Connector(ABC):
+class ConnectionReport(BaseModel):
+    """What one harmless documented read says about a connection: what a rule author needs to know before
+    the first deal (the account it reaches, its currency and tax regime, what its grant allows)."""
+
+    connection: str
+    kind: str
+    ok: bool = True
+    checked: str = Field(default="", description="The read made, e.g. GET /v1/account")
+    account_name: str | None = None
+    account_id: str | None = None
+    currency: str | None = Field(default=None, description="The account's base (home, default) currency")
+    multicurrency: bool | None = None
+    tax_regime: str | None = None
+    data_centre: str | None = None
+    can_create: dict[str, bool | None] = Field(
+        default_factory=dict, description="Document type -> whether the grant allows creating it; None: unknown")
+    notes: list[str] = Field(default_factory=list)
+    error: str | None = None
+
+
+class Testable(ABC):
+    """A connection billflow can check before the first deal, with a read that changes nothing."""
+
+    kind: ClassVar[str]
+
+    def test_connection(self, connection: Connection, tenant: str) -> ConnectionReport:
+        """The documented read; tokens are refreshed as a real call would. Errors are raised as in a send."""
+        raise ConfigurationError(f"{self.kind} connections cannot be tested")
+
+
+class Connector(Testable):
     """A system billflow sends to. Document targets implement create_document; CRMs the record calls."""
 
     kind: ClassVar[str]
@@ -54,7 +86,7 @@ class Connector(ABC):
         raise ConfigurationError(f"{self.kind} does not take raw payloads")
 
 
-class CrmConnector(ABC):
+class CrmConnector(Testable):
     """A CRM billflow reads from (lookup) and writes back to."""
 
     kind: ClassVar[str]

@@ -44,7 +44,7 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from billflow.connectors import http
-from billflow.connectors.base import Connector, SendContext
+from billflow.connectors.base import ConnectionReport, Connector, SendContext
 from billflow.connectors.matching import (
     STRICT,
     CustomerCriterion,
@@ -537,13 +537,16 @@ def item_query(criterion: ProductCriterion) -> str:
 
 # --- the API client --------------------------------------------------------------------------------
 class _QuickBooksApi:
-    def __init__(self, connection: Connection, plan: _Plan) -> None:
+    def __init__(self, connection: Connection, plan: _Plan | None = None) -> None:
         self.plan = plan
         self.session = OAuthSession(connection, token_url=TOKEN_URL)
-        self.company_url = f"{plan.base_url}/v3/company/{quote(plan.realm_id, safe='')}"
+        self.realm_id = str(connection.require("realm_id"))
+        base_url = str(connection.settings.get("base_url") or DEFAULT_BASE_URL).rstrip("/")
+        self.company_url = f"{base_url}/v3/company/{quote(self.realm_id, safe='')}"
+        self.minor_version = str(connection.settings.get("minor_version") or DEFAULT_MINOR_VERSION)
 
     def url(self, path: str, **params: str) -> str:
-        return f"{self.company_url}/{path}?" + urlencode({**params, "minorversion": self.plan.minor_version})
+        return f"{self.company_url}/{path}?" + urlencode({**params, "minorversion": self.minor_version})
 
     def read(self, entity: str, entity_id: str) -> dict[str, Any] | None:
         """The entity with that id, or None when QuickBooks says there is none."""
@@ -575,8 +578,9 @@ class _QuickBooksApi:
         except InvalidOperation:
             rate = Decimal(0)
         if not rate.is_finite() or rate <= 0:
+            home = self.plan.home_currency if self.plan else "the home currency"
             raise TargetRejected(
-                f"{DISPLAY} has no exchange rate from {currency} to {self.plan.home_currency} on {as_of}: set "
+                f"{DISPLAY} has no exchange rate from {currency} to {home} on {as_of}: set "
                 "the rate in QuickBooks, or the rule's exchange_rate option; nothing was created")
         return rate
 
@@ -803,6 +807,28 @@ class QuickBooksConnector(Connector):
             create("payment", "Payment", payment_body(plan, draft, connection, CUSTOMER_ID, DOCUMENT_ID,
                                                       _planned_total(plan, draft)))
         return steps
+
+    def test_connection(self, connection: Connection, tenant: str) -> ConnectionReport:
+        """GET companyinfo/{realm} (the company's name and country) and GET preferences (multicurrency and
+        home currency); the token is refreshed first when needed, as for a send."""
+        api = _QuickBooksApi(connection)
+        info = api.read("CompanyInfo", api.realm_id) or {}
+        company = api.company_currency()
+        region = str(connection.settings.get("region") or connection.settings.get("country")
+                     or info.get("Country") or "US").upper()
+        vat = region in TAX_CODE_REGIONS
+        notes = [] if company.multicurrency else [
+            f"multicurrency is off: only {company.home_currency} documents can be created"]
+        if vat and not connection.settings.get("default_tax_code"):
+            notes.append("a VAT/GST company: set default_tax_code (and non_taxable_tax_code) before the first deal")
+        return ConnectionReport(
+            connection=connection.name, kind=self.kind,
+            checked=f"GET /v3/company/{api.realm_id}/companyinfo/{api.realm_id}, GET preferences",
+            account_name=info.get("CompanyName") or info.get("LegalName"), account_id=api.realm_id,
+            currency=company.home_currency, multicurrency=company.multicurrency,
+            tax_regime=f"VAT/GST ({region}): a TaxCode on every line" if vat else f"sales tax ({region}): TAX or NON",
+            # Intuit grants com.intuit.quickbooks.accounting as a whole: reading works, so creating does.
+            can_create=dict.fromkeys(sorted(ENTITY_BY_TYPE), True), notes=notes)
 
     # --- resolving before creating -------------------------------------------------------------------
     @staticmethod

@@ -22,7 +22,7 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from billflow.connectors import base, http, matching
-from billflow.connectors.base import Connector, SendContext
+from billflow.connectors.base import ConnectionReport, Connector, SendContext
 from billflow.errors import ConfigurationError, TargetRejected
 from billflow.models.documents import CustomerInfo, DispatchResult, InvoiceDraft, LineItem
 from billflow.money import check_maximum, to_target_minor
@@ -344,6 +344,26 @@ class StripeConnector(Connector):
         if send:
             post("send", f"/v1/invoices/{INVOICE_ID}/send", {})
         return steps
+
+    def test_connection(self, connection: Connection, tenant: str) -> ConnectionReport:
+        """GET /v1/account: the account the key reaches, its name and default currency."""
+        account = _StripeApi(connection).get("/v1/account")
+        settings = account.get("settings") or {}
+        name = (settings.get("dashboard") or {}).get("display_name") or \
+            (account.get("business_profile") or {}).get("name") or account.get("email")
+        restricted = str(connection.settings.get("api_key", "")).startswith("rk_")
+        notes = [f"country {account['country']}"] if account.get("country") else []
+        if restricted:
+            notes.append("a restricted key: whether it may write invoices is only known from the Dashboard's "
+                         "key permissions (Invoices and Customers: write)")
+        if account.get("charges_enabled") is False:
+            notes.append("charges are not enabled on this account yet: invoices can be created, not paid")
+        return ConnectionReport(
+            connection=connection.name, kind=self.kind, checked="GET /v1/account",
+            account_name=name, account_id=account.get("id"),
+            currency=str(account["default_currency"]).upper() if account.get("default_currency") else None,
+            tax_regime="tax rates chosen per rule (options tax_rates, tax_rates_on)",
+            can_create={"invoice": None if restricted else True}, notes=notes)
 
     # --- customers -------------------------------------------------------------------------------
     @staticmethod

@@ -39,7 +39,7 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from billflow.connectors import base, http, matching
-from billflow.connectors.base import Connector, SendContext
+from billflow.connectors.base import ConnectionReport, Connector, SendContext
 from billflow.connectors.matching import same_text
 from billflow.connectors.oauth import OAuthSession, TokenStore
 from billflow.errors import AuthorizationRevoked, ConfigurationError, TargetRejected, TransientError
@@ -437,6 +437,28 @@ class XeroConnector(Connector):
                 "api_calls": api.calls,
             },
         )
+
+    def test_connection(self, connection: Connection, tenant: str) -> ConnectionReport:
+        """GET /Organisation: the organisation the grant reaches, its base currency and tax settings."""
+        api = _XeroApi(connection, SendContext(tenant, "connection-test"),
+                       self._rate_limiter or get_rate_limiter(), self._token_store)
+        organisations = api.call("GET", "/Organisation").get("Organisations") or [{}]
+        org = organisations[0] if isinstance(organisations[0], dict) else {}
+        country = org.get("CountryCode")
+        basis = org.get("SalesTaxBasis")
+        regime = ", ".join(part for part in (
+            str(country) if country else "", f"sales tax basis {basis}" if basis else "",
+            "tax number on file" if org.get("TaxNumber") else "") if part) or None
+        scopes = str(connection.settings.get("scope") or "").split()
+        allowed = ("accounting.transactions" in scopes) if scopes else None
+        notes = [] if scopes else ["the grant's scopes are not stored with the connection: creating invoices and "
+                                   "quotes needs accounting.transactions (and accounting.contacts, "
+                                   "accounting.settings for contacts and items)"]
+        return ConnectionReport(
+            connection=connection.name, kind=self.kind, checked="GET /Organisation",
+            account_name=org.get("Name"), account_id=org.get("OrganisationID") or api.tenant_id,
+            currency=org.get("BaseCurrency"), tax_regime=regime,
+            can_create={"invoice": allowed, "estimate": allowed}, notes=notes)
 
     def preview_document(
         self, draft: InvoiceDraft, connection: Connection, context: SendContext

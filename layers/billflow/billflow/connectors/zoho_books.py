@@ -51,7 +51,7 @@ from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
 from billflow.connectors import http, matching
-from billflow.connectors.base import Connector, SendContext
+from billflow.connectors.base import ConnectionReport, Connector, SendContext
 from billflow.connectors.limits import option_problems
 from billflow.connectors.matching import same_text
 from billflow.connectors.oauth import OAuthSession, TokenStore
@@ -358,7 +358,8 @@ class _ZohoApi:
         self, method: str, path: str, *, query: Mapping[str, str] | None = None, body: Any = None,
         missing_ok: bool = False,
     ) -> dict[str, Any] | None:
-        params = {"organization_id": self.organization_id, **(query or {})}
+        # every call names the organization, but the one listing them
+        params = {**({} if path == "/organizations" else {"organization_id": self.organization_id}), **(query or {})}
         headers = {"Accept": "application/json", "User-Agent": "billflow"}
         data = None
         if body is not None:
@@ -519,6 +520,27 @@ class ZohoBooksConnector(Connector):
                 "api_calls": api.calls,
             },
         )
+
+    def test_connection(self, connection: Connection, tenant: str) -> ConnectionReport:
+        """GET /organizations: the organizations the grant reaches; the connection's must be among them."""
+        api = _ZohoApi(connection, SendContext(tenant, "connection-test"),
+                       self._rate_limiter or get_rate_limiter(), self._token_store)
+        found = api.get("/organizations", "organizations", {})
+        org = next((o for o in found if str(o.get("organization_id")) == api.organization_id), None)
+        if org is None:
+            raise TargetRejected(f"zoho_books: the grant does not reach organization {api.organization_id} "
+                                 f"(it reaches {', '.join(str(o.get('organization_id')) for o in found) or 'none'})")
+        session_settings = api.session.settings
+        centre = data_centre(Connection(connection.name, connection.type, session_settings))
+        return ConnectionReport(
+            connection=connection.name, kind=self.kind, checked="GET /organizations",
+            account_name=org.get("name"), account_id=api.organization_id, currency=org.get("currency_code"),
+            data_centre=centre or session_settings.get("api_domain") or api.base_url,
+            tax_regime="taxes chosen per rule (option tax_id), as set up in Zoho Books",
+            # Zoho scopes (ZohoBooks.invoices.CREATE...) are not readable through the API.
+            can_create={"invoice": None, "estimate": None},
+            notes=["creating needs the scopes ZohoBooks.invoices.CREATE, ZohoBooks.estimates.CREATE, "
+                   "ZohoBooks.contacts.CREATE and ZohoBooks.settings.READ"])
 
     def preview_document(
         self, draft: InvoiceDraft, connection: Connection, context: SendContext
