@@ -99,3 +99,21 @@ def test_amounts_above_stripe_maximum_are_refused(currency: str, amount: int) ->
 def test_targets_without_a_documented_maximum_refuse_nothing() -> None:
     for target in ("quickbooks", "xero", "zoho_books"):
         check_maximum([("the invoice", 10**15)], "usd", target)
+
+
+@pytest.mark.parametrize("raw", [0, -2, "abc", "Infinity", True, [1]])
+def test_an_exchange_rate_must_be_a_positive_number(raw: object) -> None:
+    from billflow.errors import ConfigurationError
+    from billflow.money import exchange_rate
+
+    with pytest.raises(ConfigurationError, match="zoho_books option exchange_rate must be a positive number"):
+        exchange_rate(raw, option="zoho_books option exchange_rate")
+
+
+def test_an_exchange_rate_is_exact_or_unset() -> None:
+    from billflow.money import exchange_rate
+
+    assert exchange_rate("1.0825", option="x") == Decimal("1.0825")
+    assert exchange_rate(1.27, option="x") == Decimal("1.27")
+    assert exchange_rate(None, option="x") is None
+    assert exchange_rate("", option="x") is None

@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from typing import Any
 
-from billflow.errors import TargetRejected
+from billflow.errors import ConfigurationError, TargetRejected
 
 logger = logging.getLogger(__name__)
 
@@ -102,3 +103,18 @@ def check_maximum(amounts: Iterable[tuple[str, int]], currency: str, target: str
         raise TargetRejected(
             f"{target} takes amounts of at most {limit} minor units of {currency.upper()}; {shown} "
             "exceed it, so nothing was created", maximum=limit, currency=currency.upper())
+
+
+def exchange_rate(raw: Any, *, option: str) -> Decimal | None:
+    """A rule's exchange rate (base-currency units for one unit of the document's currency): None when unset,
+    a positive finite number otherwise; anything else is a ConfigurationError naming the option."""
+    if raw is None or raw == "":
+        return None
+    try:
+        rate = Decimal(str(raw))
+    except InvalidOperation:
+        rate = Decimal(0)
+    if isinstance(raw, bool) or not rate.is_finite() or rate <= 0:
+        raise ConfigurationError(f"{option} must be a positive number (base-currency units for one unit of the "
+                                 "document's currency)")
+    return rate

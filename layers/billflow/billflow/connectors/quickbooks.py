@@ -65,7 +65,7 @@ from billflow.connectors.matching import (
 from billflow.connectors.oauth import OAuthSession
 from billflow.errors import ConfigurationError, TargetRejected, TransientError
 from billflow.models.documents import CustomerInfo, DispatchResult, InvoiceDraft, LineItem
-from billflow.money import minor_to_decimal, minor_unit_exponent
+from billflow.money import exchange_rate, minor_to_decimal, minor_unit_exponent
 from billflow.storage.secrets import Connection
 
 TARGET = "quickbooks"
@@ -315,17 +315,7 @@ def with_company_currency(plan: _Plan, draft: InvoiceDraft, company: CompanyCurr
 
 def _exchange_rate_option(draft: InvoiceDraft) -> Decimal | None:
     """The rule's exchange_rate (home-currency units for one unit of the document's currency), if set."""
-    raw = draft.options.get("exchange_rate")
-    if raw in (None, ""):
-        return None
-    try:
-        rate = Decimal(str(raw))
-    except InvalidOperation:
-        rate = Decimal(0)
-    if isinstance(raw, bool) or not rate.is_finite() or rate <= 0:
-        raise ConfigurationError(f"{TARGET} option exchange_rate must be a positive number (home-currency "
-                                 "units for one unit of the document's currency)")
-    return rate
+    return exchange_rate(draft.options.get("exchange_rate"), option=f"{TARGET} option exchange_rate")
 
 
 def check_customer_currency(plan: _Plan, customer: dict[str, Any]) -> None:

@@ -46,7 +46,7 @@ import hashlib
 import json
 from collections.abc import Mapping
 from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
@@ -57,7 +57,7 @@ from billflow.connectors.matching import same_text
 from billflow.connectors.oauth import OAuthSession, TokenStore
 from billflow.errors import ConfigurationError, TargetRejected, TransientError
 from billflow.models.documents import CustomerInfo, DispatchResult, InvoiceDraft, LineItem
-from billflow.money import minor_to_decimal
+from billflow.money import exchange_rate, minor_to_decimal
 from billflow.storage.rate_limits import ZOHO_BOOKS, RateLimiter, get_rate_limiter
 from billflow.storage.secrets import Connection
 
@@ -246,17 +246,7 @@ def document_body(
 
 def exchange_rate_option(draft: InvoiceDraft) -> Decimal | None:
     """The rule's exchange_rate: base-currency units for one unit of the document's currency."""
-    raw = draft.options.get("exchange_rate")
-    if raw in (None, ""):
-        return None
-    try:
-        rate = Decimal(str(raw))
-    except InvalidOperation:
-        rate = Decimal(0)
-    if isinstance(raw, bool) or not rate.is_finite() or rate <= 0:
-        raise ConfigurationError("zoho_books option exchange_rate must be a positive number (base-currency units "
-                                 "for one unit of the document's currency)")
-    return rate
+    return exchange_rate(draft.options.get("exchange_rate"), option="zoho_books option exchange_rate")
 
 
 def check_draft(draft: InvoiceDraft) -> None:
