@@ -375,6 +375,7 @@ def test_every_answer_of_a_full_run_matches_the_spec(fake: FakeStripe) -> None:
     })
     conn = Connection("s", "stripe", {"api_key": fake.api_key, "base_url": fake.url})
     StripeConnector().create_document(draft, conn, SendContext("t", "k"))
+    StripeConnector().test_connection(conn, "t")
     call(fake, "GET", "/v1/customers/cus_missing")
 
     checked = {op for op, _, _ in fake.answers}

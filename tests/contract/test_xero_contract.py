@@ -56,6 +56,7 @@ def test_it_holds_every_operation_billflow_calls(contract: XeroContract) -> None
         ("GET", "/Contacts"): "getContacts", ("PUT", "/Contacts"): "createContacts",
         ("GET", "/Items"): "getItems", ("PUT", "/Items"): "createItems",
         ("PUT", "/Invoices"): "createInvoices", ("PUT", "/Quotes"): "createQuotes",
+        ("GET", "/Organisation"): "getOrganisations",  # the connection test
     }
     for op in contract.operations:
         assert op.required_headers == ("xero-tenant-id",)
@@ -183,7 +184,8 @@ def test_answers_match_xeros_response_schemas(xero: FakeXero, contract: XeroCont
                          "LineItems": [{"Description": "Widget", "Quantity": 1.0, "UnitAmount": 5.0}]}]}
     assert call(xero, "PUT", "/Quotes", body=quote)[0] == 200
     assert call(xero, "PUT", "/Invoices", body={"Invoices": [{"Type": "ACCREC"}]})[0] == 400
-    assert len(xero.answers) == 7
+    assert call(xero, "GET", "/Organisation")[0] == 200
+    assert len(xero.answers) == 8
     for operation_id, status, body in xero.answers:
         problems = contract.check_response(contract.by_id(operation_id), status, body) if status == 200 \
             else contract.check_error(body)

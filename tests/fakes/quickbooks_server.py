@@ -3,6 +3,10 @@
 Serves, per company (realm):
   GET  /v3/company/{realm}/{entity}/{id}       read; a missing id is Intuit's 400 "Object Not Found" (610)
   POST /v3/company/{realm}/{entity}            create (?requestid=... makes it idempotent)
+  GET  /v3/company/{realm}/preferences         CurrencyPrefs (MultiCurrencyEnabled, HomeCurrency)
+  GET  /v3/company/{realm}/exchangerate?sourcecurrencycode=EUR&asofdate=YYYY-MM-DD
+                                               the company's rate into its home currency (multicurrency only)
+  GET  /v3/company/{realm}/companyinfo/{realm}  the company's name and country
   GET  /v3/company/{realm}/query?query=...     Intuit's query language: SELECT * | count(*) FROM Entity
                                                [WHERE f op v [AND ...]] [ORDERBY f [ASC|DESC]]
                                                [STARTPOSITION n] [MAXRESULTS n], strings in single quotes
@@ -15,7 +19,9 @@ Like the real service:
   (lower-case) fault shape;
 - every created body is validated against Intuit's XSD and the practical rules
   (tests/fakes/quickbooks_contract.py), then against the company's data (references exist and are active,
-  names unique, Amount = UnitPrice x Qty, the home currency, payments within the invoice's balance, a tax
+  names unique, Amount = UnitPrice x Qty, currencies (without multicurrency only the home currency; with
+  it a customer keeps one currency and a transaction is in its customer's currency, at the ExchangeRate
+  sent or else the company's own rate for the date), payments within the invoice's balance, a tax
   code on every line in VAT/GST companies); a refusal is Intuit's {"Fault": {"Error": [...], "type":
   "ValidationFault"}} with status 400, and is recorded in `violations`;
 - the same requestid in a company answers the first success again without creating anything (`replays`);
@@ -105,6 +111,9 @@ class Realm:
     realm_id: str
     country: str = "US"
     home_currency: str = "USD"
+    multicurrency: bool = False
+    company_name: str = "Sandbox Company"
+    exchange_rates: dict[str, Decimal] = field(default_factory=dict)  # currency -> home units per unit
     entities: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     created: list[tuple[str, str]] = field(default_factory=list)  # (entity, Id) made through the API
     request_ids: dict[str, tuple[str, Any]] = field(default_factory=dict)  # requestid -> (entity, body)
@@ -133,15 +142,20 @@ class QuickBooksFake(FakeServer):
         self._injected: list[tuple[str | None, re.Pattern[str] | None, Response]] = []
         self._expire_on: list[tuple[str, re.Pattern[str]]] = []
         self.route("GET", r"/v3/company/([^/]+)/query", self._query)
+        self.route("GET", r"/v3/company/([^/]+)/preferences", self._preferences)
+        self.route("GET", r"/v3/company/([^/]+)/exchangerate", self._exchange_rate)
+        self.route("GET", r"/v3/company/([^/]+)/companyinfo/([^/]+)", self._company_info)
         self.route("GET", r"/v3/company/([^/]+)/([a-z]+)/([^/]+)", self._read)
         self.route("POST", r"/v3/company/([^/]+)/([a-z]+)", self._create)
 
     # --- test set-up and knobs ---------------------------------------------------------------------
-    def add_realm(self, realm_id: str, *, country: str = "US") -> Realm:
+    def add_realm(self, realm_id: str, *, country: str = "US", multicurrency: bool = False,
+                  exchange_rates: dict[str, str] | None = None) -> Realm:
         """A company with a chart of accounts, terms, payment methods, a vendor, the "Services" item and
-        its edition's tax codes."""
+        its edition's tax codes; exchange_rates (currency -> home units per unit) with multicurrency."""
         country = country.upper()
-        realm = Realm(realm_id, country, HOME_CURRENCY.get(country, "USD"))
+        realm = Realm(realm_id, country, HOME_CURRENCY.get(country, "USD"), multicurrency,
+                      exchange_rates={k.upper(): Decimal(v) for k, v in (exchange_rates or {}).items()})
         self.realms[realm_id] = realm
         for entity_id, name, kind in (("1", "Services", "Income"), ("35", "Checking", "Bank"),
                                       ("4", "Undeposited Funds", "Other Current Asset"),
@@ -294,11 +308,17 @@ class QuickBooksFake(FakeServer):
     def _check_business(self, realm: Realm, entity: str, body: dict[str, Any]) -> None:
         if entity in ("Customer", "Item"):
             self._check_name_list(realm, entity, body)
+            if entity == "Customer":
+                self._check_currency(realm, body)
             return
-        if "CurrencyRef" in body and body["CurrencyRef"]["value"] != realm.home_currency:
-            raise _business(f"{body['CurrencyRef']['value']} is not this company's currency "
-                            f"({realm.home_currency}) and multicurrency is off")
-        self._check_ref(realm, body, "CustomerRef", "Customer")
+        self._check_currency(realm, body)
+        customer = self._check_ref(realm, body, "CustomerRef", "Customer")
+        currency = (body.get("CurrencyRef") or {}).get("value") or realm.home_currency
+        if customer is not None:
+            customer_currency = (customer.get("CurrencyRef") or {}).get("value") or realm.home_currency
+            if customer_currency != currency:
+                raise _business(f"the transaction's currency ({currency}) must be its customer's currency "
+                                f"({customer_currency})")
         self._check_ref(realm, body, "SalesTermRef", "Term")
         self._check_ref(realm, body, "PaymentMethodRef", "PaymentMethod")
         self._check_ref(realm, body, "DepositToAccountRef", "Account")
@@ -312,6 +332,20 @@ class QuickBooksFake(FakeServer):
             raise _business("GlobalTaxCalculation NotApplicable is not allowed with VAT")
         for line in body["Line"]:
             self._check_line(realm, entity, line)
+
+    @staticmethod
+    def _check_currency(realm: Realm, body: dict[str, Any]) -> None:
+        currency = (body.get("CurrencyRef") or {}).get("value") or realm.home_currency
+        if currency != realm.home_currency and not realm.multicurrency:
+            raise _business(f"{currency} is not this company's currency ({realm.home_currency}) and "
+                            "multicurrency is off")
+        if "ExchangeRate" not in body:
+            if currency != realm.home_currency and "Line" in body and currency not in realm.exchange_rates:
+                raise _business(f"there is no exchange rate for {currency}: enter one")
+            return
+        rate = Decimal(str(body["ExchangeRate"]))
+        if rate <= 0 or (currency == realm.home_currency and rate != 1):
+            raise _business(f"ExchangeRate {body['ExchangeRate']} is not valid for {currency}")
 
     def _check_line(self, realm: Realm, entity: str, line: dict[str, Any]) -> None:
         detail = line.get(line["DetailType"]) or {}
@@ -410,6 +444,7 @@ class QuickBooksFake(FakeServer):
                 body["DisplayName"] = " ".join(str(body.get(k, "")) for k in ("GivenName", "FamilyName")).strip()
             body["FullyQualifiedName"] = body["DisplayName"]
             body.setdefault("Balance", 0)
+            body.setdefault("CurrencyRef", {"value": realm.home_currency})
         elif entity == "Item":
             body["FullyQualifiedName"] = body["Name"]
         elif entity in TRANSACTIONS:
@@ -421,6 +456,9 @@ class QuickBooksFake(FakeServer):
             body["DocNumber"] = str(realm.next_doc_number)
             realm.next_doc_number += 1
         body.setdefault("CurrencyRef", {"value": realm.home_currency})
+        currency = body["CurrencyRef"]["value"]
+        if currency != realm.home_currency:
+            body.setdefault("ExchangeRate", _num(realm.exchange_rates.get(currency, Decimal(1))))
         subtotal, tax = Decimal(0), Decimal(0)
         for number, line in enumerate(body.get("Line", []), start=1):
             line.setdefault("Id", str(number))
@@ -453,6 +491,9 @@ class QuickBooksFake(FakeServer):
         if tax:
             body["TxnTaxDetail"] = {"TotalTax": _num(tax)}
         body["TotalAmt"] = _num(subtotal + tax)
+        if "ExchangeRate" in body:
+            body["HomeTotalAmt"] = _num(((subtotal + tax) * Decimal(str(body["ExchangeRate"]))).quantize(
+                Decimal("0.01"), rounding=ROUND_HALF_UP))
         if entity == "Invoice":
             body["Balance"] = body["TotalAmt"]
 
@@ -463,6 +504,46 @@ class QuickBooksFake(FakeServer):
             return Decimal(str(code.get("Rate", 0))) if code else Decimal(0)
         except InvalidOperation:
             return Decimal(0)
+
+    # --- company settings --------------------------------------------------------------------------
+    def _preferences(self, req: Request, realm_id: str) -> Response:
+        gate = self._gate(req, realm_id)
+        if isinstance(gate, Response):
+            return gate
+        return Response(200, {"Preferences": {
+            "CurrencyPrefs": {"MultiCurrencyEnabled": gate.multicurrency,
+                              "HomeCurrency": {"value": gate.home_currency}},
+            "TaxPrefs": {"UsingSalesTax": True},
+            "domain": "QBO", "sparse": False, "Id": "1", "SyncToken": "0"}, "time": now_iso()})
+
+    def _exchange_rate(self, req: Request, realm_id: str) -> Response:
+        gate = self._gate(req, realm_id)
+        if isinstance(gate, Response):
+            return gate
+        source = (req.query.get("sourcecurrencycode", [""])[-1]).upper()
+        as_of = req.query.get("asofdate", [datetime.now(UTC).date().isoformat()])[-1]
+        if not gate.multicurrency:
+            return fault(400, "A business validation error has occurred while processing your request",
+                         "Business Validation Error: multicurrency is not enabled", "6000")
+        if not source:
+            self.violate(f"GET {req.path}: sourcecurrencycode is required")
+            return fault(400, "Required param missing", "sourcecurrencycode is required", "2020")
+        rate = gate.exchange_rates.get(source)
+        if rate is None:
+            return fault(400, "Object Not Found", f"no exchange rate for {source} on {as_of}", "610")
+        return Response(200, {"ExchangeRate": {"SourceCurrencyCode": source, "TargetCurrencyCode":
+                                               gate.home_currency, "Rate": _num(rate), "AsOfDate": as_of},
+                              "time": now_iso()})
+
+    def _company_info(self, req: Request, realm_id: str, company_id: str) -> Response:
+        gate = self._gate(req, realm_id)
+        if isinstance(gate, Response):
+            return gate
+        if company_id != realm_id:
+            return fault(400, "Object Not Found", "Object Not Found", "610")
+        return Response(200, {"CompanyInfo": {"CompanyName": gate.company_name, "LegalName": gate.company_name,
+                                              "Country": gate.country, "Id": "1", "domain": "QBO"},
+                              "time": now_iso()})
 
     # --- queries -----------------------------------------------------------------------------------
     def _query(self, req: Request, realm_id: str) -> Response:

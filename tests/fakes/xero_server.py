@@ -225,6 +225,9 @@ class Organisation:
     tenant_id: str
     name: str
     base_currency: str = "USD"
+    country_code: str = "US"
+    sales_tax_basis: str = "ACCRUALS"
+    tax_number: str | None = None
 
 
 class FakeXero(FakeServer):
@@ -273,6 +276,7 @@ class FakeXero(FakeServer):
             "createItems": self._create_items,
             "createInvoices": self._create_invoices,
             "createQuotes": self._create_quotes,
+            "getOrganisations": self._get_organisation,
         }
         for op in self.contract.operations:
             self.route(op.method, re.escape(BASE_PATH + op.path), self._endpoint(op))
@@ -529,6 +533,18 @@ class FakeXero(FakeServer):
 
     def _item_by_code(self, code: str) -> dict[str, Any] | None:
         return next((i for i in self.items.values() if i["Code"].casefold() == code.casefold()), None)
+
+    def _get_organisation(self, req: Request, body: Any, query: dict[str, Any]) -> dict[str, Any]:
+        org = self.organisation
+        found: dict[str, Any] = {
+            "OrganisationID": org.tenant_id, "Name": org.name, "LegalName": org.name, "Version": "GLOBAL",
+            "OrganisationType": "COMPANY", "BaseCurrency": org.base_currency, "CountryCode": org.country_code,
+            "IsDemoCompany": False, "OrganisationStatus": "ACTIVE", "PaysTax": True,
+            "SalesTaxBasis": org.sales_tax_basis, "Timezone": "UTC", "Edition": "BUSINESS",
+            "Class": "PREMIUM", "ShortCode": "!BfTst"}
+        if org.tax_number:
+            found["TaxNumber"] = org.tax_number
+        return {"Organisations": [found]}
 
     def _list_items(self, req: Request, body: Any, query: dict[str, Any]) -> dict[str, Any]:
         found = list(self.items.values())

@@ -93,6 +93,8 @@ def to_schema(spec: dict[str, Any], objects: dict[str, Any]) -> dict[str, Any]:
         schema["enum"] = spec["enum"]
     if "max_length" in spec:
         schema["maxLength"] = spec["max_length"]
+    if "maximum" in spec:
+        schema["maximum"] = spec["maximum"]
     if kind == "object":
         fields = objects[spec["ref"]] if "ref" in spec else spec.get("fields", {})
         schema.update(object_schema(fields, objects))
@@ -246,6 +248,7 @@ class FakeZohoBooks(FakeServer):
             "createItem": self._create_item, "listInvoices": self._list_invoices,
             "createInvoice": self._create_invoice, "listEstimates": self._list_estimates,
             "createEstimate": self._create_estimate, "listCurrencies": self._list_currencies,
+            "listOrganizations": self._list_organizations,
         }
         for op in self.fields.operations:
             regex = re.sub(r"\\\{(\w+)\\\}", r"([^/]+)", re.escape(BASE_PATH + op.path))
@@ -336,7 +339,7 @@ class FakeZohoBooks(FakeServer):
             hook(req)
         self._authenticate(req, where)
         org = req.query.get("organization_id", [""])[-1]
-        if org != self.organization_id:
+        if op.operation_id != "listOrganizations" and org != self.organization_id:
             self.violate(f"{where}: organization_id {org!r} is not this organization")
             raise ZohoError(400, 6041, f"This user is not associated with the CompanyID/CompanyName:{org}.")
         if self._failures[op.operation_id]:
@@ -480,10 +483,10 @@ class FakeZohoBooks(FakeServer):
         found = [i for i in self.items.values() if _status_filter(i, query.get("filter_by"))]
         found = _filter(found, "name", query)
         found = _filter(found, "description", query)
-        if query.get("search_text"):  # the fake's reading: name, description and SKU (see fields.json)
+        if query.get("search_text"):  # Zoho: "Search items by name or description." (not by SKU)
             text = query["search_text"].casefold()
             found = [i for i in found if any(text in str(i.get(f) or "").casefold()
-                                             for f in ("name", "description", "sku"))]
+                                             for f in ("name", "description"))]
         return _page("items", found, query)
 
     def _create_item(self, query: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
@@ -533,6 +536,11 @@ class FakeZohoBooks(FakeServer):
         if not body["line_items"]:
             raise ZohoError(400, 4, "line_items is required")
         currency = self.currencies[customer["currency_id"]]
+        if not currency["is_base_currency"] and body.get("exchange_rate") is None:
+            # Zoho: exchange_rate is "Required when the invoice currency differs from the organization's
+            # base currency."
+            raise ZohoError(400, 4, "exchange_rate is required for an invoice in another currency than the "
+                                    "organization's base currency")
         places = Decimal(1).scaleb(-currency["price_precision"])
         store, prefix, number = (self.invoices, "INV", "invoice_number") if kind == "invoice" \
             else (self.estimates, "EST", "estimate_number")
@@ -591,6 +599,14 @@ class FakeZohoBooks(FakeServer):
             document["expiry_date"] = body.get("expiry_date", "")
         store[doc_id] = document
         return copy.deepcopy(document)
+
+    def _list_organizations(self, query: dict[str, Any], body: Any) -> dict[str, Any]:
+        base = next(c for c in self.currencies.values() if c["is_base_currency"])
+        return {"organizations": [{
+            "organization_id": self.organization_id, "name": "Billflow Test Org", "contact_name": "Owner",
+            "email": "owner@billflow.test", "is_default_org": True, "language_code": "en",
+            "time_zone": "Etc/UTC", "is_org_active": True, "currency_id": base["currency_id"],
+            "currency_code": base["currency_code"], "price_precision": base["price_precision"]}]}
 
     def _list_currencies(self, query: dict[str, Any], body: Any) -> dict[str, Any]:
         found = list(self.currencies.values())

@@ -17,6 +17,7 @@ import pytest
 from billflow.connectors.base import SendContext
 from billflow.connectors.quickbooks import QuickBooksConnector, request_id
 from billflow.errors import (
+    AmbiguousCustomer,
     AuthorizationRevoked,
     ConfigurationError,
     CustomerNotFound,
@@ -32,6 +33,7 @@ from tests.fakes.quickbooks_server import QuickBooksFake
 
 REALM = "9130350000001"
 UK_REALM = "9130350000044"
+MC_REALM = "9130350000077"  # a US company with multicurrency on
 TENANT = "acme"
 TODAY = date(2026, 3, 2)
 
@@ -49,6 +51,7 @@ def qbo(idp: OAuthFake) -> Iterator[QuickBooksFake]:
     with QuickBooksFake(idp) as server:
         server.add_realm(REALM)
         server.add_realm(UK_REALM, country="GB")
+        server.add_realm(MC_REALM, multicurrency=True, exchange_rates={"EUR": "1.0825", "GBP": "1.27"})
         yield server
 
 
@@ -224,7 +227,8 @@ def test_expense_is_a_purchase_without_customer_or_product_lookups(env: Env) -> 
     assert purchase["EntityRef"] == {"value": "56", "type": "Vendor"}
     assert purchase["Line"][0]["AccountBasedExpenseLineDetail"]["AccountRef"] == {"value": "13"}
     assert purchase["TotalAmt"] == 2.9
-    assert [r.method for r in env.qbo.requests] == ["POST"]  # no lookups at all
+    assert [(r.method, r.path.rsplit("/", 1)[-1]) for r in env.qbo.requests] == [
+        ("GET", "preferences"), ("POST", "purchase")]  # the currency settings, no customer or item lookup
 
 
 # --- customers -------------------------------------------------------------------------------------
@@ -235,7 +239,7 @@ def test_customer_found_by_the_id_stored_on_the_crm(env: Env) -> None:
     result = send(env.connection(), draft(customer=customer(external_id=stored["Id"])))
 
     assert result.details["customer_id"] == stored["Id"]
-    assert env.qbo.requests[0].path.endswith(f"/customer/{stored['Id']}")
+    assert env.qbo.requests[1].path.endswith(f"/customer/{stored['Id']}")
 
 
 def test_an_unknown_or_inactive_stored_id_falls_back_to_email(env: Env) -> None:
@@ -408,6 +412,18 @@ def test_uk_company_without_a_tax_code_is_refused_with_the_reason(env: Env) -> N
     assert env.qbo.requests == []
 
 
+def test_uk_company_refuses_lines_marked_not_taxable_without_a_non_taxable_code(env: Env) -> None:
+    # The fake's rule, like QuickBooks' VAT editions: "Make sure all your transactions have a VAT rate"; with
+    # only default_tax_code set the exempt line would be charged 20% VAT.
+    lines = [LineItem(description="Consulting", unit_amount_minor=10000, sku="CONS-1", taxable=True),
+             LineItem(description="Postage", unit_amount_minor=500, product_name="Postage", taxable=False)]
+    with pytest.raises(TargetRejected, match=r"line\(s\) 2, which are marked not taxable.*non_taxable_tax_code"):
+        send(env.connection(UK_REALM, region="GB", default_tax_code="2", create_products=True),
+             draft(lines=lines, currency="gbp"))
+    assert env.qbo.created(UK_REALM) == []
+    assert [r.path.rsplit("/", 1)[-1] for r in env.qbo.requests] == []  # refused before any call
+
+
 # --- tokens ----------------------------------------------------------------------------------------
 def test_token_expired_mid_run_is_refreshed_and_the_run_succeeds(env: Env) -> None:
     seed_catalog(env.qbo)
@@ -545,6 +561,7 @@ def test_preview_lists_the_requests_and_sends_nothing(env: Env) -> None:
     assert env.qbo.requests == []
     assert env.idp.refreshes == 0
     assert [s["step"] for s in steps] == [
+        "read_preferences", "read_exchange_rate",
         "find_customer_by_email", "find_customer_by_person_name", "find_customer_by_name",
         "find_item:1_by_sku", "find_item:1_by_name", "find_item:2_by_name",
         "customer", "item:CONS-1:Consulting", "item::Widget", "document", "payment"]
@@ -561,3 +578,84 @@ def test_preview_refuses_what_create_would_refuse(env: Env) -> None:
     with pytest.raises(TargetRejected):
         QuickBooksConnector().preview_document(draft("paid_invoice", lines=taxable), env.connection(),
                                                SendContext(TENANT, "k"))
+
+
+# --- currencies (issue 9, item 1) --------------------------------------------------------------------
+# Finance.xsd, Customer.CurrencyRef: "Reference to the currency code for all the business transactions
+# created for or received from the customer." CurrencyPrefs.MultiCurrencyEnabled: "Multicurrency enabled
+# for this company"; ExchangeRate: "exchange rates are always recorded as the number of home currency units
+# it takes to equal one foreign currency unit".
+def test_a_foreign_currency_without_multicurrency_is_refused_before_anything_is_created(env: Env) -> None:
+    with pytest.raises(TargetRejected, match=r"home currency USD.*multicurrency is off.*EUR"):
+        send(env.connection(create_products=True), draft(currency="eur"))
+
+    assert env.qbo.created(REALM) == []
+    assert [r.path.rsplit("/", 1)[-1] for r in env.qbo.requests] == ["preferences"]  # no lookup either
+
+
+def test_multicurrency_creates_the_customer_in_the_document_currency_at_quickbooks_rate(env: Env) -> None:
+    seed_catalog(env.qbo, MC_REALM)
+    result = send(env.connection(MC_REALM), draft(currency="eur"))
+
+    customer = env.qbo.created(MC_REALM, "Customer")[0]
+    invoice = env.qbo.all(MC_REALM, "Invoice")[0]
+    assert customer["CurrencyRef"] == {"value": "EUR"}
+    assert invoice["CurrencyRef"] == {"value": "EUR"}
+    assert invoice["ExchangeRate"] == 1.0825  # the company's own rate for the transaction date
+    assert invoice["HomeTotalAmt"] == 59.52
+    assert result.details["customer_created"] is True
+    rate_read = env.qbo.calls("GET", r".*/exchangerate$")[0]
+    assert rate_read.query["sourcecurrencycode"] == ["EUR"]
+    assert rate_read.query["asofdate"] == [TODAY.isoformat()]
+
+
+def test_the_rule_exchange_rate_wins_over_quickbooks_rate(env: Env) -> None:
+    seed_catalog(env.qbo, MC_REALM)
+    seed_customer(env.qbo, MC_REALM, CurrencyRef={"value": "GBP"})
+    options = {"txn_date": TODAY.isoformat(), "exchange_rate": "1.3"}
+    send(env.connection(MC_REALM, deposit_account_id="35"), draft("paid_invoice", currency="gbp",
+                                                                  options=options))
+
+    invoice = env.qbo.all(MC_REALM, "Invoice")[0]
+    payment = env.qbo.all(MC_REALM, "Payment")[0]
+    assert invoice["ExchangeRate"] == payment["ExchangeRate"] == 1.3
+    assert env.qbo.calls("GET", r".*/exchangerate$") == []
+
+
+def test_home_currency_documents_carry_no_exchange_rate(env: Env) -> None:
+    seed_catalog(env.qbo, MC_REALM)
+    send(env.connection(MC_REALM), draft(currency="usd"))
+
+    assert "ExchangeRate" not in env.qbo.all(MC_REALM, "Invoice")[0]
+    assert env.qbo.created(MC_REALM, "Customer")[0]["CurrencyRef"] == {"value": "USD"}
+
+
+def test_a_matched_customer_in_another_currency_is_refused_before_anything_is_created(env: Env) -> None:
+    known = seed_customer(env.qbo, MC_REALM, CurrencyRef={"value": "GBP"})
+    with pytest.raises(TargetRejected, match=r"bills in GBP.*is in EUR") as refused:
+        send(env.connection(MC_REALM, create_products=True), draft(currency="eur"))
+
+    assert refused.value.details["customer_id"] == known["Id"]
+    assert env.qbo.created(MC_REALM) == []
+
+
+def test_no_exchange_rate_anywhere_is_refused_before_anything_is_created(env: Env) -> None:
+    with pytest.raises(TargetRejected, match="no exchange rate from JPY to USD"):
+        send(env.connection(MC_REALM, create_products=True), draft(currency="jpy"))
+
+    assert env.qbo.created(MC_REALM) == []
+
+
+# --- ambiguous customers (issue 9, item 9) ------------------------------------------------------------
+def test_two_active_customers_with_the_same_email_are_not_guessed_from(env: Env) -> None:
+    seed_catalog(env.qbo)
+    first = seed_customer(env.qbo)
+    second = seed_customer(env.qbo, DisplayName="Acme Holding")
+    with pytest.raises(AmbiguousCustomer) as caught:
+        send(env.connection(create_products=True), draft())
+    assert caught.value.details["candidates"] == [f"Id {first['Id']} 'Acme Ltd'", f"Id {second['Id']} 'Acme Holding'"]
+    assert "billing@acme.example" not in caught.value.message
+    assert env.qbo.created(REALM) == []
+
+    stored = draft(customer=customer(external_id=second["Id"]))
+    assert send(env.connection(), stored, key="run-2").details["customer_id"] == second["Id"]

@@ -10,7 +10,13 @@ from urllib.parse import parse_qs
 import pytest
 from billflow.connectors.base import SendContext
 from billflow.connectors.stripe import API_VERSION, StripeConnector
-from billflow.errors import ConfigurationError, CustomerNotFound, TargetRejected, TransientError
+from billflow.errors import (
+    AmbiguousCustomer,
+    ConfigurationError,
+    CustomerNotFound,
+    TargetRejected,
+    TransientError,
+)
 from billflow.models.documents import DispatchResult, InvoiceDraft
 from billflow.storage.secrets import Connection
 
@@ -252,6 +258,27 @@ def test_tax_rates_on_taxable_lines_only(fake: FakeStripe) -> None:
     assert fake.violations == []
 
 
+def test_tax_rates_on_the_invoice_never_tax_a_line_marked_not_taxable(fake: FakeStripe) -> None:
+    # Stripe, POST /v1/invoices default_tax_rates: "The tax rates that will apply to any line item that does
+    # not have `tax_rates` set." A mixed invoice: the exempt line must stay untaxed, the fake totals as Stripe.
+    vat = fake.add_tax_rate(20.0)
+    lines = [
+        {"description": "Taxable", "unit_amount_minor": 10000, "taxable": True},
+        {"description": "Exempt", "unit_amount_minor": 5000, "taxable": False},
+        {"description": "Unsaid", "unit_amount_minor": 1000},
+    ]
+    result = send(fake, draft(lines=lines, options={"tax_rates": [vat["id"]]}))
+
+    items = form(fake, "POST", "/v1/invoiceitems")
+    assert [item.get("tax_rates[0]") for item in items] == [[vat["id"]], None, [vat["id"]]]
+    assert "default_tax_rates[0]" not in form(fake, "POST", "/v1/invoices")[0]
+    invoice = fake.invoices[result.external_id or ""]
+    assert invoice["subtotal"] == 16000
+    assert invoice["total_tax_amounts"][0]["amount"] == 2200  # 20% of 10000 + 1000, none on the 5000
+    assert invoice["total"] == 18200
+    assert fake.violations == []
+
+
 def test_unknown_tax_rate_is_rejected_with_stripes_message(fake: FakeStripe) -> None:
     with pytest.raises(TargetRejected) as caught:
         send(fake, draft(options={"tax_rates": ["txr_missing"]}))
@@ -461,3 +488,38 @@ def test_connector_is_registered_under_stripe() -> None:
     connector = get_connector("stripe")
     assert isinstance(connector, StripeConnector)
     assert connector.document_types == {"invoice"}
+
+
+# --- money (issue 9: each target's unit and maximum) ---------------------------------------------------
+def test_an_amount_above_stripe_maximum_is_refused_before_any_call(fake: FakeStripe) -> None:
+    # Stripe: "The amount value supports up to eight digits (e.g., a value of 99999999 for a USD charge of
+    # $999,999.99)."
+    lines = [{"description": "Plant", "quantity": 2, "unit_amount_minor": 60_000_000}]
+    with pytest.raises(TargetRejected, match=r"at most 99999999 minor units of EUR; line 1 \(120000000"):
+        send(fake, draft(lines=lines))
+    assert fake.requests == []
+
+
+def test_amounts_are_sent_in_stripe_own_unit(fake: FakeStripe) -> None:
+    # ISO 4217 gives MGA two decimals and ISK none; Stripe lists MGA as zero-decimal and keeps ISK two-decimal.
+    send(fake, draft(currency="mga", lines=[{"description": "Ariary", "unit_amount_minor": 150000}]), key="mga")
+    send(fake, draft(currency="isk", lines=[{"description": "Króna", "unit_amount_minor": 4990}]), key="isk")
+    items = form(fake, "POST", "/v1/invoiceitems")
+    assert [item["unit_amount"] for item in items] == [["1500"], ["499000"]]
+    assert fake.violations == []
+
+
+# --- ambiguous customers (issue 9, item 9) ------------------------------------------------------------
+def test_two_customers_with_the_same_email_are_not_guessed_from(fake: FakeStripe) -> None:
+    first = fake.add_customer(name="Acme GmbH", email="billing@acme.test")
+    second = fake.add_customer(name="Acme Holding", email="billing@acme.test")
+    with pytest.raises(AmbiguousCustomer) as caught:
+        send(fake, draft())
+    assert sorted(caught.value.details["candidates"]) == sorted(
+        [f"{first['id']} 'Acme GmbH'", f"{second['id']} 'Acme Holding'"])
+    assert "billing@acme.test" not in caught.value.message
+    assert posts(fake) == []
+
+    stored = draft(customer={"name": "Acme GmbH", "email": "billing@acme.test", "external_id": second["id"]})
+    assert send(fake, stored, key="run-2").details["customer_id"] == second["id"]
+    assert fake.violations == []

@@ -12,6 +12,7 @@ from billflow.connectors import xero as xero_module
 from billflow.connectors.base import SendContext
 from billflow.connectors.xero import XeroConnector, step_key, where_literal
 from billflow.errors import (
+    AmbiguousCustomer,
     AuthorizationRevoked,
     ConfigurationError,
     CustomerNotFound,
@@ -145,6 +146,25 @@ def test_three_decimal_currencies_ask_for_four_unit_decimals(xero: FakeXero, idp
     assert request.query["unitdp"] == ["4"]
     assert request.json()["Invoices"][0]["LineItems"][0]["UnitAmount"] == 12.345
     assert xero.invoices[result.external_id]["CurrencyCode"] == "KWD"
+    assert xero.violations == []
+
+
+def test_three_decimal_quotes_are_rounded_explicitly_and_say_so(
+    xero: FakeXero, idp: OAuthFake, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Xero's OpenAPI: PUT /Quotes has no unitdp parameter (PUT /Invoices has: "(Unit Decimal
+    # Places) You can opt in to use four decimal places for unit amounts"), so a quote keeps two.
+    xero.add_contact("Globex Ltd", email="ap@globex.test")
+    xero.add_item("W-1")
+    lines = [{"description": "Widget", "unit_amount_minor": 12345, "sku": "W-1"},
+             {"description": "Bolt", "unit_amount_minor": 2500, "sku": "W-1"}]
+    result = send(connect(xero, idp), draft(document_type="estimate", currency="kwd", lines=lines))
+
+    [request] = puts(xero, "/Quotes")
+    assert "unitdp" not in request.query
+    assert [line["UnitAmount"] for line in request.json()["Quotes"][0]["LineItems"]] == [12.35, 2.5]
+    assert result.details["unit_amounts_rounded"] == [{"line": 1, "unit_amount": "12.345", "sent": "12.35"}]
+    assert any("12.345 to 12.35" in r.getMessage() for r in caplog.records)
     assert xero.violations == []
 
 
@@ -502,3 +522,22 @@ def test_preview_lists_the_requests_and_sends_nothing(xero: FakeXero, idp: OAuth
     assert invoice["body"]["Invoices"][0]["Contact"] == {"ContactID": "{contact.ContactID}"}
     assert xero.requests == []
     assert idp.requests == []
+
+
+# --- ambiguous customers (issue 9, item 9) ------------------------------------------------------------
+def test_two_contacts_with_the_same_email_are_not_guessed_from(xero: FakeXero, idp: OAuthFake) -> None:
+    first = xero.add_contact("Globex Ltd", email="ap@globex.test")
+    second = xero.add_contact("Globex Holding", email="ap@globex.test")
+    xero.add_item("W-1")
+    with pytest.raises(AmbiguousCustomer) as caught:
+        send(connect(xero, idp, create_products=True), draft())
+    assert caught.value.details["candidates"] == [f"ContactID {first['ContactID']} 'Globex Ltd'",
+                                                  f"ContactID {second['ContactID']} 'Globex Holding'"]
+    assert "ap@globex.test" not in caught.value.message
+    assert [r for r in xero.requests if r.method in ("PUT", "POST")] == []
+    assert xero.violations == []
+
+    # the cure the message names: the stored id is taken first
+    stored = draft(customer={"name": "Globex Ltd", "email": "ap@globex.test", "external_id": second["ContactID"]})
+    result = send(connect(xero, idp), stored, key="run-2")
+    assert result.details["contact_id"] == second["ContactID"]

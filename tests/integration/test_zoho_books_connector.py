@@ -13,9 +13,13 @@ from urllib.request import Request as UrlRequest
 from urllib.request import urlopen
 
 import pytest
+from billflow.connectors import http as billflow_http
 from billflow.connectors.base import SendContext
+from billflow.connectors.oauth import MemoryTokenStore
 from billflow.connectors.zoho_books import ZohoBooksConnector, idempotency_marker, marked_reference
+from billflow.connectors.zoho_books import token_url as zoho_token_url
 from billflow.errors import (
+    AmbiguousCustomer,
     AuthorizationRevoked,
     ConfigurationError,
     CustomerNotFound,
@@ -209,7 +213,7 @@ def test_an_inactive_customer_is_not_invoiced(zoho: FakeZohoBooks, idp: OAuthFak
 
 def test_missing_customer_is_created_in_the_drafts_currency(zoho: FakeZohoBooks, idp: OAuthFake) -> None:
     zoho.add_item("Widget", sku="W-1", rate=10)
-    document = draft(currency="eur", customer={
+    document = draft(currency="eur", options={"exchange_rate": "1.0825"}, customer={
         "name": "Initech", "email": "billing@initech.test", "first_name": "Bill", "last_name": "Lumbergh",
         "address": {"line1": "1 Main St", "city": "Austin", "state": "TX", "postal_code": "78701", "country": "US"},
     })
@@ -227,6 +231,7 @@ def test_missing_customer_is_created_in_the_drafts_currency(zoho: FakeZohoBooks,
     }
     assert result.details["customer_created"] is True
     assert zoho.invoices[result.external_id]["currency_code"] == "EUR"
+    assert posts(zoho, "/invoices")[0].json()["exchange_rate"] == 1.0825
     assert zoho.calls("GET", "/invoices") == []  # a customer made just now has no earlier invoice
     assert zoho.violations == []
 
@@ -272,11 +277,12 @@ def test_a_currency_the_organization_lacks_is_refused(zoho: FakeZohoBooks, idp: 
 # --- items ------------------------------------------------------------------------------------------
 def test_item_found_by_sku(zoho: FakeZohoBooks, idp: OAuthFake) -> None:
     zoho.add_contact("Globex Ltd", email="ap@globex.test")
-    zoho.add_item("W-1 spare parts", sku="W-10")  # search_text finds it too; the SKU does not match
+    zoho.add_item("W-1 spare parts", sku="W-10")  # a name holding the SKU; the SKU itself does not match
     item = zoho.add_item("Widget", sku="w-1")
     send(connect(zoho, idp), draft())
     [lookup] = zoho.calls("GET", "/items")
-    assert lookup.query["search_text"] == ["W-1"]
+    assert lookup.query == {"organization_id": [zoho.organization_id], "filter_by": ["Status.Active"],
+                            "page": ["1"], "per_page": ["200"]}  # the active items, matched by SKU here
     assert posts(zoho, "/invoices")[0].json()["line_items"][0]["item_id"] == item["item_id"]
     assert zoho.violations == []
 
@@ -454,7 +460,7 @@ def test_preview_lists_the_requests_and_sends_nothing(zoho: FakeZohoBooks, idp: 
     steps = ZohoBooksConnector().preview_document(draft(), connect(zoho, idp, create_products=True),
                                                   SendContext(TENANT, "run-1"))
     assert [s["step"] for s in steps] == [
-        "find_customer_by_email", "find_customer_by_name", "currencies", "customer", "find_item_by_sku:0",
+        "find_customer_by_email", "find_customer_by_name", "currencies", "customer", "list_items_for_skus",
         "find_item_by_name:0", "existing", "item:0", "invoice",
     ]
     assert steps[-1]["body"]["reference_number"] == f"Deal 42 {idempotency_marker('run-1', 'invoice')}"
@@ -561,6 +567,189 @@ def test_every_documented_operation_is_served() -> None:
     fields = ZohoFields.load()
     served = {op.operation_id for op in fields.operations}
     assert served == {"listContacts", "getContact", "createContact", "listItems", "createItem", "listInvoices",
-                      "createInvoice", "listEstimates", "createEstimate", "listCurrencies"}
-    for op in fields.operations:
-        assert op.query["organization_id"]["required"] is True
+                      "createInvoice", "listEstimates", "createEstimate", "listCurrencies", "listOrganizations"}
+    for op in fields.operations:  # every call names the organization, but the one that lists them
+        assert ("organization_id" in op.query) is (op.operation_id != "listOrganizations")
+        if op.operation_id != "listOrganizations":
+            assert op.query["organization_id"]["required"] is True
+
+
+# --- data centres (issue 9, item 2) -------------------------------------------------------------------
+# Zoho (Multi-DC support): the accounts server URL "is specific to the location (i.e., datacenter)"; Zoho's
+# table pairs each API domain with its accounts domain.
+DATA_CENTRE_PAIRS = [
+    ("https://www.zohoapis.com", "https://accounts.zoho.com"),
+    ("https://www.zohoapis.eu", "https://accounts.zoho.eu"),
+    ("https://www.zohoapis.in", "https://accounts.zoho.in"),
+    ("https://www.zohoapis.com.au", "https://accounts.zoho.com.au"),
+    ("https://www.zohoapis.jp", "https://accounts.zoho.jp"),
+    ("https://www.zohoapis.ca", "https://accounts.zohocloud.ca"),
+    ("https://www.zohoapis.com.cn", "https://accounts.zoho.com.cn"),
+    ("https://www.zohoapis.sa", "https://accounts.zoho.sa"),
+]
+
+
+class _StopAtFirstCall(Exception):
+    pass
+
+
+@pytest.mark.parametrize(("api_domain", "accounts_server"), DATA_CENTRE_PAIRS)
+def test_the_token_refresh_goes_to_the_data_centre_of_the_api_domain(
+    api_domain: str, accounts_server: str, aws: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[str] = []
+
+    def first_call(method: str, url: str, **_: Any) -> Any:
+        calls.append(url)
+        raise _StopAtFirstCall  # nothing leaves the machine: the URL is what is checked
+
+    monkeypatch.setattr(billflow_http, "request", first_call)
+    connection = Connection("zoho-dc", "zoho_books", {
+        "organization_id": "10234695", "api_domain": api_domain, "client_id": "client-1",
+        "client_secret": "client-secret-1", "refresh_token": "1000.refresh"})
+    with pytest.raises(_StopAtFirstCall):
+        ZohoBooksConnector(token_store=MemoryTokenStore()).create_document(
+            draft(), connection, SendContext(TENANT, "run-dc"))
+
+    assert calls == [f"{accounts_server}/oauth/v2/token"]
+
+
+@pytest.mark.parametrize(("api_domain", "accounts_server"), DATA_CENTRE_PAIRS)
+def test_the_grant_accounts_server_is_used_as_given(api_domain: str, accounts_server: str) -> None:
+    # Zoho answers the authorization with "location=...&accounts-server=https://accounts.zoho.eu".
+    connection = Connection("zoho-dc", "zoho_books", {"api_domain": "https://www.zohoapis.com",
+                                                      "accounts-server": accounts_server + "/"})
+    assert zoho_token_url(connection) == f"{accounts_server}/oauth/v2/token"
+
+
+def test_an_accounts_server_that_is_not_zoho_is_refused() -> None:
+    connection = Connection("zoho-dc", "zoho_books", {"accounts-server": "https://accounts.evil.example"})
+    with pytest.raises(ConfigurationError, match="not a Zoho accounts server"):
+        zoho_token_url(connection)
+
+
+def test_an_unknown_zoho_data_centre_asks_for_token_url() -> None:
+    connection = Connection("zoho-dc", "zoho_books", {"api_domain": "https://www.zohoapis.mars"})
+    with pytest.raises(ConfigurationError, match="set token_url"):
+        zoho_token_url(connection)
+
+
+
+# --- currencies, limits, SKUs, long names (issue 9, items 3, 4, 7, 8) -----------------------------------
+def test_a_foreign_currency_invoice_without_exchange_rate_is_refused_before_anything_is_made(
+    zoho: FakeZohoBooks, idp: OAuthFake
+) -> None:
+    # Zoho's invoice schema, exchange_rate: "Required when the invoice currency differs from the
+    # organization's base currency."
+    zoho.add_contact("Globex Ltd", email="ap@globex.test", currency="EUR")
+    with pytest.raises(TargetRejected, match="Required when the invoice currency differs") as caught:
+        send(connect(zoho, idp, create_products=True), draft(currency="eur"))
+    assert caught.value.details == {"currency": "EUR", "base_currency": "USD"}
+    assert [r for r in zoho.requests if r.method == "POST"] == []
+    assert zoho.violations == []
+
+
+def test_a_foreign_currency_invoice_carries_the_rule_exchange_rate(zoho: FakeZohoBooks, idp: OAuthFake) -> None:
+    contact = zoho.add_contact("Globex Ltd", email="ap@globex.test", currency="GBP")
+    zoho.add_item("Widget", sku="W-1")
+    result = send(connect(zoho, idp), draft(currency="gbp", options={"exchange_rate": 1.27}))
+    body = posts(zoho, "/invoices")[0].json()
+    assert (body["customer_id"], body["exchange_rate"]) == (contact["contact_id"], 1.27)
+    assert zoho.invoices[result.external_id]["currency_code"] == "GBP"
+    assert zoho.violations == []
+
+
+def test_a_base_currency_invoice_has_no_exchange_rate(zoho: FakeZohoBooks, idp: OAuthFake) -> None:
+    zoho.add_contact("Globex Ltd", email="ap@globex.test")
+    zoho.add_item("Widget", sku="W-1")
+    send(connect(zoho, idp), draft(options={"exchange_rate": 2}))
+    assert "exchange_rate" not in posts(zoho, "/invoices")[0].json()
+
+
+def test_payment_terms_above_100_days_are_refused_before_any_call(zoho: FakeZohoBooks, idp: OAuthFake) -> None:
+    # Zoho's invoice schema, payment_terms: "Maximum value is 100 days."
+    with pytest.raises(ConfigurationError, match="at most 100"):
+        send(connect(zoho, idp), draft(days_until_due=120))
+    assert zoho.requests == []
+
+
+def test_an_item_whose_sku_is_not_in_its_name_is_found_and_never_created_again(
+    zoho: FakeZohoBooks, idp: OAuthFake
+) -> None:
+    # Zoho's items list: search_text searches "by name or description"; a SKU "should be unique".
+    zoho.add_contact("Globex Ltd", email="ap@globex.test")
+    item = zoho.add_item("Consulting hours", sku="CONS-7")
+    document = draft(lines=[{"description": "Advisory", "unit_amount_minor": 1000, "sku": "cons-7"}])
+    send(connect(zoho, idp, create_products=True), document)
+    assert posts(zoho, "/items") == []
+    assert posts(zoho, "/invoices")[0].json()["line_items"][0]["item_id"] == item["item_id"]
+    assert zoho.violations == []
+
+
+def test_skus_are_matched_across_every_page_of_items(zoho: FakeZohoBooks, idp: OAuthFake) -> None:
+    zoho.add_contact("Globex Ltd", email="ap@globex.test")
+    for number in range(205):
+        zoho.add_item(f"Part {number}", sku=f"P-{number}")
+    document = draft(lines=[{"description": "Part", "unit_amount_minor": 100, "sku": "P-204"},
+                            {"description": "Part", "unit_amount_minor": 100, "sku": "P-3"}])
+    send(connect(zoho, idp, create_products=True), document)
+    assert [r.query["page"] for r in zoho.calls("GET", "/items")] == [["1"], ["2"]]  # read once per send
+    assert posts(zoho, "/items") == []
+    assert zoho.violations == []
+
+
+def test_a_customer_name_longer_than_the_search_limit_is_searched_by_its_start(
+    zoho: FakeZohoBooks, idp: OAuthFake
+) -> None:
+    # Zoho's contacts list: contact_name "Max-length [100]"; a contact's name holds up to 200.
+    long_name = "Globex " + "Very Long Subsidiary Name " * 6
+    zoho.add_contact(long_name[:130] + " A")
+    contact = zoho.add_contact(long_name[:130])
+    zoho.add_item("Widget", sku="W-1")
+    send(connect(zoho, idp), draft(customer={"name": long_name[:130]}))
+    [search] = zoho.calls("GET", "/contacts")
+    assert search.query["contact_name_startswith"] == [long_name[:100]]
+    assert posts(zoho, "/invoices")[0].json()["customer_id"] == contact["contact_id"]
+    assert zoho.violations == []
+
+
+# --- ambiguous customers (issue 9, item 9) ------------------------------------------------------------
+def test_two_contacts_with_the_same_email_are_not_guessed_from(zoho: FakeZohoBooks, idp: OAuthFake) -> None:
+    first = zoho.add_contact("Globex Ltd", email="ap@globex.test")
+    second = zoho.add_contact("Globex Holding", email="ap@globex.test")
+    zoho.add_item("Widget", sku="W-1")
+    with pytest.raises(AmbiguousCustomer) as caught:
+        send(connect(zoho, idp, create_products=True), draft())
+    assert caught.value.details["candidates"] == [f"contact_id {first['contact_id']} 'Globex Ltd'",
+                                                  f"contact_id {second['contact_id']} 'Globex Holding'"]
+    assert [r for r in zoho.requests if r.method == "POST"] == []
+
+    stored = draft(customer={"name": "Globex Ltd", "email": "ap@globex.test", "external_id": second["contact_id"]})
+    result = send(connect(zoho, idp), stored, key="run-2")
+    assert result.details["customer_id"] == second["contact_id"]
+    assert zoho.violations == []
+
+
+# --- the connection test (issue 9) ----------------------------------------------------------------------
+def test_the_connection_test_reports_the_organization_currency_and_data_centre(
+    zoho: FakeZohoBooks, idp: OAuthFake
+) -> None:
+    idp.api_domain = "https://www.zohoapis.eu"  # the data centre the token answer names
+    connection = connect(zoho, idp)
+    connection.settings.pop("access_token")  # expired: the test refreshes first, as a send would
+    report = ZohoBooksConnector().test_connection(connection, TENANT)
+
+    assert (report.account_name, report.account_id, report.currency, report.data_centre) == (
+        "Billflow Test Org", zoho.organization_id, "USD", "EU")
+    assert report.checked == "GET /organizations"
+    [listing] = zoho.calls("GET", "/organizations")
+    assert "organization_id" not in listing.query  # the one call that names no organization
+    assert idp.refreshes == 1
+    assert zoho.violations == []
+
+
+def test_the_connection_test_fails_for_an_organization_the_grant_does_not_reach(
+    zoho: FakeZohoBooks, idp: OAuthFake
+) -> None:
+    with pytest.raises(TargetRejected, match="does not reach organization 999"):
+        ZohoBooksConnector().test_connection(connect(zoho, idp, organization_id="999"), TENANT)

@@ -172,3 +172,18 @@ def test_lines_sharing_a_sku_or_a_name_make_one_new_product() -> None:
     matches = match_products(lines, lambda c: None, create_missing=True, target="Zoho Books")
     assert [(p.sku, p.name, p.line_indexes) for p in products_to_create(matches)] == [
         ("W-1", "Widget, blue", [0, 1]), ("S-1", "Setup", [2, 3])]
+
+
+def test_a_single_match_is_taken_and_several_are_listed_not_guessed() -> None:
+    from billflow.connectors.matching import CustomerCriterion, single_match
+    from billflow.errors import AmbiguousCustomer
+
+    email = CustomerCriterion("email", ("ap@example.test",))
+    assert single_match([], email, target="Target", describe=str) is None
+    assert single_match(["c1"], email, target="Target", describe=str) == "c1"
+    with pytest.raises(AmbiguousCustomer) as caught:
+        single_match([f"c{n}" for n in range(12)], email, target="Target", describe=str)
+    assert caught.value.details == {"candidates": [f"c{n}" for n in range(10)], "matched_by": "email"}
+    assert "12 Target customers match the email address: c0; c1" in caught.value.message
+    assert "and 2 more" in caught.value.message
+    assert "ap@example.test" not in caught.value.message

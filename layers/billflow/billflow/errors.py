@@ -62,6 +62,10 @@ class CustomerNotFound(TargetRejected):
     """Strict customer matching found no customer: no unwanted customers are created."""
 
 
+class AmbiguousCustomer(TargetRejected):
+    """Several customers match the same lookup and none is stored on the CRM record: nothing is guessed."""
+
+
 class ProductNotFound(TargetRejected):
     """A line item matched no product and the connection may not create products."""
 

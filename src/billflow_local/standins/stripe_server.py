@@ -105,6 +105,7 @@ class FakeStripe(FakeServer):
             "PostInvoiceitems": self._create_invoice_item,
             "PostInvoicesInvoiceFinalize": self._finalize_invoice,
             "PostInvoicesInvoiceSend": self._send_invoice,
+            "GetAccount": self._get_account,
         }
         for op in self.contract.operations:
             self.route(op.method, op.pattern.pattern[1:-1], self._endpoint(op))
@@ -691,6 +692,16 @@ class FakeStripe(FakeServer):
         if found is None:
             raise _missing("invoice", invoice_id, "invoice", status=404)
         return found
+
+    def _get_account(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The account the key belongs to (the connection test's read)."""
+        return {"id": "acct_1BillflowFake", "object": "account", "business_type": "company",
+                "business_profile": {"name": "Billflow Test Ltd", "mcc": None, "product_description": None,
+                                     "support_address": None, "support_email": None, "support_phone": None,
+                                     "support_url": None, "url": None},
+                "charges_enabled": True, "country": "DE", "default_currency": "eur",
+                "details_submitted": True, "email": "owner@billflow.test", "payouts_enabled": True,
+                "type": "standard", "created": self.clock(), "metadata": {}}
 
     def _tax_rate(self, rate_id: str, param: str) -> dict[str, Any]:
         rate = self.tax_rates.get(rate_id)

@@ -84,6 +84,7 @@ class FakeTwenty(FakeServer):
         self._failures: deque[Response] = deque()
         self._position = 0
         plural = "|".join(OBJECTS)
+        self.route("GET", r"/rest/(opportunities)", self._checked(self._list))
         self.route("GET", rf"/rest/({plural})/([^/]+)", self._checked(self._get))
         self.route("PATCH", rf"/rest/({plural})/([^/]+)", self._checked(self._patch))
 
@@ -252,6 +253,17 @@ class FakeTwenty(FakeServer):
             return answer
 
         return serve
+
+    def _list(self, req: Request, plural: str) -> Response:
+        """The first records (limit, default 60 as Twenty's), without cursors beyond pageInfo."""
+        records = list(self.records[OBJECTS[plural]].values())
+        limit = int(req.query.get("limit", ["60"])[-1])
+        page = records[:limit]
+        info: dict[str, Any] = {"hasNextPage": len(records) > limit}
+        if page:
+            info.update(startCursor=page[0]["id"], endCursor=page[-1]["id"])
+        return Response(200, {"data": {plural: copy.deepcopy(page)}, "pageInfo": info,
+                               "totalCount": len(records)})
 
     def _get(self, req: Request, plural: str, record_id: str) -> Response:
         singular = OBJECTS[plural]

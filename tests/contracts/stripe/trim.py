@@ -34,6 +34,7 @@ OPERATIONS: tuple[tuple[str, str], ...] = (
     ("/v1/invoiceitems", "post"),
     ("/v1/invoices/{invoice}/finalize", "post"),
     ("/v1/invoices/{invoice}/send", "post"),
+    ("/v1/account", "get"),  # the connection test
 )
 SCHEMA_PREFIX = "#/components/schemas/"
 

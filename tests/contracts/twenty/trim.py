@@ -34,6 +34,7 @@ OPERATIONS: tuple[tuple[str, str], ...] = (
     ("/people/{id}", "patch"),
     ("/opportunities/{id}", "get"),
     ("/opportunities/{id}", "patch"),
+    ("/opportunities", "get"),  # the connection test: GET /rest/opportunities?limit=1
 )
 
 

@@ -34,6 +34,7 @@ OPERATIONS: tuple[tuple[str, str], ...] = (
     ("/Items", "put"),
     ("/Invoices", "put"),
     ("/Quotes", "put"),
+    ("/Organisation", "get"),  # the connection test
 )
 SAMPLE_KEYS = ("example", "examples")
 

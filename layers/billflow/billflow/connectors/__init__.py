@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 
-from billflow.connectors.base import Connector, CrmConnector
+from billflow.connectors.base import Connector, CrmConnector, Testable
 from billflow.errors import ConfigurationError
 
 # connection type -> "module:Class"
@@ -41,6 +41,14 @@ def get_crm(kind: str) -> CrmConnector:
     connector = _load(kind)
     if not isinstance(connector, CrmConnector):
         raise ConfigurationError(f"{kind!r} is not a CRM connection")
+    return connector
+
+
+def get_testable(kind: str) -> Testable:
+    """Any connector, target or CRM, for checking a connection (billflow.logic.connections)."""
+    connector = _load(kind)
+    if not isinstance(connector, Testable):
+        raise ConfigurationError(f"{kind!r} connections cannot be tested")
     return connector
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
+
+from pydantic import BaseModel, Field
 
 from billflow.errors import ConfigurationError
 from billflow.models.documents import DispatchResult, InvoiceDraft
@@ -20,7 +23,47 @@ class SendContext:
     crm_record: dict[str, Any] = field(default_factory=dict)
 
 
-class Connector(ABC):
+def step_key(idempotency_key: str, step: str, max_length: int) -> str:
+    """The idempotency key of one step of a run ("<run key>:<step>") within a target's key length; a run key
+    too long is hashed (stably, so a retry sends the same key)."""
+    key = f"{idempotency_key}:{step}"
+    if len(key) <= max_length:
+        return key
+    digest = hashlib.sha256(idempotency_key.encode()).hexdigest()
+    return f"{digest}:{step}"[:max_length]
+
+
+class ConnectionReport(BaseModel):
+    """What one harmless documented read says about a connection: what a rule author needs to know before
+    the first deal (the account it reaches, its currency and tax regime, what its grant allows)."""
+
+    connection: str
+    kind: str
+    ok: bool = True
+    checked: str = Field(default="", description="The read made, e.g. GET /v1/account")
+    account_name: str | None = None
+    account_id: str | None = None
+    currency: str | None = Field(default=None, description="The account's base (home, default) currency")
+    multicurrency: bool | None = None
+    tax_regime: str | None = None
+    data_centre: str | None = None
+    can_create: dict[str, bool | None] = Field(
+        default_factory=dict, description="Document type -> whether the grant allows creating it; None: unknown")
+    notes: list[str] = Field(default_factory=list)
+    error: str | None = None
+
+
+class Testable(ABC):
+    """A connection billflow can check before the first deal, with a read that changes nothing."""
+
+    kind: ClassVar[str]
+
+    def test_connection(self, connection: Connection, tenant: str) -> ConnectionReport:
+        """The documented read; tokens are refreshed as a real call would. Errors are raised as in a send."""
+        raise ConfigurationError(f"{self.kind} connections cannot be tested")
+
+
+class Connector(Testable):
     """A system billflow sends to. Document targets implement create_document; CRMs the record calls."""
 
     kind: ClassVar[str]
@@ -43,7 +86,7 @@ class Connector(ABC):
         raise ConfigurationError(f"{self.kind} does not take raw payloads")
 
 
-class CrmConnector(ABC):
+class CrmConnector(Testable):
     """A CRM billflow reads from (lookup) and writes back to."""
 
     kind: ClassVar[str]

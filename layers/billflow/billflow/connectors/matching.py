@@ -1,10 +1,12 @@
 """Who is billed and what was sold: the matching rules every accounting target shares.
 
-Customers are looked up in this order, the first hit wins:
+Customers are looked up in this order, the first criterion that finds one wins:
   1. the target's id stored on the CRM record (CustomerInfo.external_id),
   2. the email address,
   3. the person's first and last name (both needed),
   4. the display (company) name.
+A criterion that finds several active customers is not guessed from (single_match): AmbiguousCustomer lists
+the candidates, and the cure is storing the right one's id on the CRM record, which criterion 1 then takes.
 When nothing matches, customer_matching decides: "create_if_missing" (the default) creates the customer,
 "strict" refuses with CustomerNotFound and nothing is created.
 
@@ -22,7 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar
 
-from billflow.errors import ConfigurationError, CustomerNotFound, ProductNotFound
+from billflow.errors import AmbiguousCustomer, ConfigurationError, CustomerNotFound, ProductNotFound
 from billflow.models.documents import CustomerInfo, LineItem
 from billflow.storage.secrets import Connection
 
@@ -34,6 +36,12 @@ MATCHING_MODES = (CREATE_IF_MISSING, STRICT)
 
 CustomerField = Literal["id", "email", "person_name", "name"]
 ProductField = Literal["sku", "name"]
+
+
+def same_text(found: Any, wanted: str) -> bool:
+    """Whether a value a target answered is the text billflow looked for, as the targets compare names:
+    trimmed, without regard to case."""
+    return isinstance(found, str) and found.strip().casefold() == wanted.strip().casefold()
 
 
 # --- settings --------------------------------------------------------------------------------------
@@ -121,6 +129,24 @@ def find_customer(
         if hit is not None:
             return CustomerMatch(hit, criterion, tuple(tried))
     return CustomerMatch(None, None, tuple(tried))
+
+
+MAX_CANDIDATES_SHOWN = 10
+
+
+def single_match(
+    hits: Sequence[T], criterion: CustomerCriterion, *, target: str, describe: Callable[[T], str]
+) -> T | None:
+    """The one customer a lookup found, None for none; several raise AmbiguousCustomer with the candidates
+    (describe gives each one's id and name: never an email address, messages end up in logs)."""
+    if len(hits) <= 1:
+        return hits[0] if hits else None
+    shown = [describe(hit) for hit in hits[:MAX_CANDIDATES_SHOWN]]
+    more = f" and {len(hits) - len(shown)} more" if len(hits) > len(shown) else ""
+    raise AmbiguousCustomer(
+        f"{len(hits)} {target} customers match {criterion.describe()}: {'; '.join(shown)}{more}. billflow does "
+        f"not guess: store the right customer's {target} id on the CRM record (the rule's customer_id_field) "
+        "and it is used first; nothing was created", candidates=shown, matched_by=criterion.field)
 
 
 def require_customer(match: CustomerMatch[Any], *, mode: str, target: str) -> None:

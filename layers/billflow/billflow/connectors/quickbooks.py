@@ -9,7 +9,13 @@ What QuickBooks users expect from a CRM integration (HubSpot's QuickBooks workfl
 - a paid invoice is an invoice plus a Payment for its total, and only for non-taxable lines;
 - refund receipts and expenses (Purchase) for payment-based workflows.
 
-Everything is resolved (customer, products, configuration, tax codes) before the first create, so a
+Currencies: the company's preferences are read first (GET /preferences: MultiCurrencyEnabled,
+HomeCurrency). A document in another currency than the home currency is refused when multicurrency is off;
+otherwise customers are created in the document's currency (CurrencyRef), a matched customer in another
+currency is refused (QuickBooks keeps one currency per customer), and the document carries ExchangeRate:
+the rule's exchange_rate option, else QuickBooks' own rate for the transaction date (GET /exchangerate).
+
+Everything is resolved (currency, customer, products, configuration, tax codes) before the first create, so a
 refusal never leaves a half-built document behind. Every create carries Intuit's `requestid` (derived from
 the run's idempotency key and the step, at most 50 characters): a retried run gets QuickBooks' first
 answer back instead of a second customer, item, invoice or payment.
@@ -23,7 +29,7 @@ tax_codes_required (default: true for QuickBooks' VAT/GST editions), default_tax
 non_taxable_tax_code, deposit_account_id, refund_account_id, expense_account_id, payment_account_id,
 payment_type (Cash | Check | CreditCard), app_url (default https://app.qbo.intuit.com).
 Draft options (from the rule) override the same names, plus sales_term_id, payment_method_id, vendor_id,
-doc_number, txn_date (YYYY-MM-DD), expiration_days (estimates), amounts_include_tax.
+doc_number, txn_date (YYYY-MM-DD), expiration_days (estimates), amounts_include_tax, exchange_rate.
 """
 
 from __future__ import annotations
@@ -31,14 +37,14 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import quote, urlencode
 
 from billflow.connectors import http
-from billflow.connectors.base import Connector, SendContext
+from billflow.connectors.base import ConnectionReport, Connector, SendContext
 from billflow.connectors.matching import (
     STRICT,
     CustomerCriterion,
@@ -54,11 +60,12 @@ from billflow.connectors.matching import (
     product_criteria,
     products_to_create,
     require_customer,
+    single_match,
 )
 from billflow.connectors.oauth import OAuthSession
 from billflow.errors import ConfigurationError, TargetRejected, TransientError
 from billflow.models.documents import CustomerInfo, DispatchResult, InvoiceDraft, LineItem
-from billflow.money import minor_to_decimal, minor_unit_exponent
+from billflow.money import exchange_rate, minor_to_decimal, minor_unit_exponent
 from billflow.storage.secrets import Connection
 
 TARGET = "quickbooks"
@@ -156,6 +163,14 @@ class _Plan:
     non_taxable_tax_code: str | None
     txn_date: date
     currency: str
+    # From the company's preferences (read before any lookup): None until then, and in previews.
+    home_currency: str | None = None
+    multicurrency: bool = False
+    exchange_rate: Decimal | None = None  # home-currency units per document-currency unit, when foreign
+
+    @property
+    def foreign(self) -> bool:
+        return self.home_currency is not None and self.currency != self.home_currency
 
     @property
     def needs_customer(self) -> bool:
@@ -230,6 +245,13 @@ def _check(plan: _Plan, draft: InvoiceDraft, connection: Connection) -> None:
             f"{DISPLAY} needs a tax code on every line for this company's region, and connection "
             f"{connection.name!r} has none: set default_tax_code to the id of a TaxCode (e.g. your 20% VAT "
             f"code), or tax_codes_required to false if the company does not charge VAT/GST")
+    untaxed = [str(i + 1) for i, line in enumerate(draft.lines) if line.taxable is False]
+    if plan.tax_codes_required and untaxed and not plan.non_taxable_tax_code:
+        raise TargetRejected(
+            f"{DISPLAY} would charge VAT on line(s) {', '.join(untaxed)}, which are marked not taxable: in a VAT/GST "
+            f"company every line carries a tax code, and connection {connection.name!r} has no "
+            "non_taxable_tax_code (the id of the company's zero-rated, exempt or no-VAT TaxCode); nothing was "
+            "created")
     if plan.entity == "RefundReceipt" and not (
         _option(draft, connection, "refund_account_id") or _option(draft, connection, "deposit_account_id")
     ):
@@ -259,10 +281,72 @@ def _int_option(draft: InvoiceDraft, name: str) -> int:
     return int(value)
 
 
+# --- the company's currencies, read before any lookup ------------------------------------------------
+@dataclass(frozen=True)
+class CompanyCurrency:
+    """CurrencyPrefs from GET /preferences. Finance.xsd: MultiCurrencyEnabled, "Multicurrency enabled for
+    this company"; HomeCurrency, "Reference to the Home currency of the company"."""
+
+    multicurrency: bool
+    home_currency: str
+
+
+def company_currency(preferences: dict[str, Any]) -> CompanyCurrency:
+    prefs = preferences.get("CurrencyPrefs") or {}
+    home = (prefs.get("HomeCurrency") or {}).get("value") if isinstance(prefs, dict) else None
+    if not home:
+        raise TargetRejected(f"{DISPLAY} preferences name no home currency (CurrencyPrefs.HomeCurrency)")
+    return CompanyCurrency(prefs.get("MultiCurrencyEnabled") is True, str(home).upper())
+
+
+def with_company_currency(plan: _Plan, draft: InvoiceDraft, company: CompanyCurrency) -> _Plan:
+    """The plan in the company's currencies; a currency the company cannot bill in is refused here, before
+    any customer or item is looked up or created."""
+    if plan.currency != company.home_currency and not company.multicurrency:
+        raise TargetRejected(
+            f"{DISPLAY} company {plan.realm_id} bills only in its home currency {company.home_currency} "
+            f"(multicurrency is off) and this {plan.document_type} is in {plan.currency}: turn multicurrency "
+            f"on in QuickBooks or bill in {company.home_currency}; nothing was created", home_currency=
+            company.home_currency, currency=plan.currency)
+    rate = _exchange_rate_option(draft) if plan.currency != company.home_currency else None
+    return replace(plan, home_currency=company.home_currency, multicurrency=company.multicurrency,
+                   exchange_rate=rate)
+
+
+def _exchange_rate_option(draft: InvoiceDraft) -> Decimal | None:
+    """The rule's exchange_rate (home-currency units for one unit of the document's currency), if set."""
+    return exchange_rate(draft.options.get("exchange_rate"), option=f"{TARGET} option exchange_rate")
+
+
+def check_customer_currency(plan: _Plan, customer: dict[str, Any]) -> None:
+    """A matched customer bills in one currency (Finance.xsd, Customer.CurrencyRef: "the currency code for
+    all the business transactions created for or received from the customer"); no CurrencyRef is the home
+    currency."""
+    currency = str((customer.get("CurrencyRef") or {}).get("value") or plan.home_currency or "").upper()
+    if currency and currency != plan.currency:
+        raise TargetRejected(
+            f"{DISPLAY} customer {customer.get('DisplayName')!r} (Id {customer.get('Id')}) bills in {currency} "
+            f"and this {plan.document_type} is in {plan.currency}; QuickBooks keeps one currency per customer, "
+            "so nothing was created (bill in the customer's currency, or store another customer's id on the "
+            "CRM record)", customer_id=customer.get("Id"), customer_currency=currency, currency=plan.currency)
+
+
+def _currency_fields(body: dict[str, Any], plan: _Plan) -> None:
+    """CurrencyRef, and ExchangeRate when the document is not in the home currency (Finance.xsd: "the
+    number of home currency units it takes to equal one foreign currency unit")."""
+    body["CurrencyRef"] = _ref(plan.currency)
+    if plan.foreign and plan.exchange_rate is not None:
+        body["ExchangeRate"] = _number(plan.exchange_rate)
+
+
 # --- the request bodies, built once for sending and previewing --------------------------------------
-def customer_body(customer: CustomerInfo) -> dict[str, Any]:
+def customer_body(customer: CustomerInfo, plan: _Plan | None = None) -> dict[str, Any]:
+    """The new customer, in the document's currency when the company has multicurrency (without it every
+    customer is in the home currency, which QuickBooks sets itself)."""
     body: dict[str, Any] = {"DisplayName": display_name(customer),
                             "CompanyName": clean_name(customer.name, MAX_NAME_PART)}
+    if plan is not None and plan.multicurrency:
+        body["CurrencyRef"] = _ref(plan.currency)
     if customer.first_name and customer.first_name.strip():
         body["GivenName"] = clean_name(customer.first_name, MAX_NAME_PART)
     if customer.last_name and customer.last_name.strip():
@@ -293,7 +377,7 @@ def item_body(plan: _Plan, product: ProductToCreate) -> dict[str, Any]:
     if product.sku:
         body["Sku"] = product.sku[:MAX_SKU]
     if not plan.tax_codes_required:
-        body["Taxable"] = product.line.taxable  # US: whether sales tax applies by default
+        body["Taxable"] = bool(product.line.taxable)  # US: whether sales tax applies by default
     return body
 
 
@@ -327,9 +411,9 @@ def document_body(
     body: dict[str, Any] = {
         "CustomerRef": _ref(customer_id),
         "TxnDate": plan.txn_date.isoformat(),
-        "CurrencyRef": _ref(plan.currency),
         "Line": [sales_line(plan, line, ref) for line, ref in zip(draft.lines, item_refs, strict=True)],
     }
+    _currency_fields(body, plan)
     _common_fields(body, plan, draft)
     if draft.memo:
         body["CustomerMemo"] = {"value": draft.memo[:MAX_CUSTOMER_MEMO]}
@@ -382,7 +466,6 @@ def purchase_body(plan: _Plan, draft: InvoiceDraft, connection: Connection) -> d
         "AccountRef": _ref(str(_option(draft, connection, "payment_account_id"))),
         "PaymentType": _option(draft, connection, "payment_type") or "Cash",
         "TxnDate": plan.txn_date.isoformat(),
-        "CurrencyRef": _ref(plan.currency),
         "Line": lines,
     }
     vendor = _option(draft, connection, "vendor_id")
@@ -391,6 +474,7 @@ def purchase_body(plan: _Plan, draft: InvoiceDraft, connection: Connection) -> d
     method = _option(draft, connection, "payment_method_id")
     if method:
         body["PaymentMethodRef"] = _ref(method)
+    _currency_fields(body, plan)
     _common_fields(body, plan, draft)
     return body
 
@@ -402,9 +486,9 @@ def payment_body(
         "CustomerRef": _ref(customer_id),
         "TotalAmt": _number(total),
         "TxnDate": plan.txn_date.isoformat(),
-        "CurrencyRef": _ref(plan.currency),
         "Line": [{"Amount": _number(total), "LinkedTxn": [{"TxnId": invoice_id, "TxnType": "Invoice"}]}],
     }
+    _currency_fields(body, plan)
     account = _option(draft, connection, "deposit_account_id")
     if account:
         body["DepositToAccountRef"] = _ref(account)
@@ -443,13 +527,16 @@ def item_query(criterion: ProductCriterion) -> str:
 
 # --- the API client --------------------------------------------------------------------------------
 class _QuickBooksApi:
-    def __init__(self, connection: Connection, plan: _Plan) -> None:
+    def __init__(self, connection: Connection, plan: _Plan | None = None) -> None:
         self.plan = plan
         self.session = OAuthSession(connection, token_url=TOKEN_URL)
-        self.company_url = f"{plan.base_url}/v3/company/{quote(plan.realm_id, safe='')}"
+        self.realm_id = str(connection.require("realm_id"))
+        base_url = str(connection.settings.get("base_url") or DEFAULT_BASE_URL).rstrip("/")
+        self.company_url = f"{base_url}/v3/company/{quote(self.realm_id, safe='')}"
+        self.minor_version = str(connection.settings.get("minor_version") or DEFAULT_MINOR_VERSION)
 
     def url(self, path: str, **params: str) -> str:
-        return f"{self.company_url}/{path}?" + urlencode({**params, "minorversion": self.plan.minor_version})
+        return f"{self.company_url}/{path}?" + urlencode({**params, "minorversion": self.minor_version})
 
     def read(self, entity: str, entity_id: str) -> dict[str, Any] | None:
         """The entity with that id, or None when QuickBooks says there is none."""
@@ -459,6 +546,33 @@ class _QuickBooksApi:
         _raise_for(answer)
         found = _json(answer).get(entity)
         return found if isinstance(found, dict) else None
+
+    def company_currency(self) -> CompanyCurrency:
+        """GET /preferences: whether the company has multicurrency, and its home currency."""
+        answer = self._call("GET", self.url("preferences"))
+        _raise_for(answer)
+        preferences = _json(answer).get("Preferences")
+        return company_currency(preferences if isinstance(preferences, dict) else {})
+
+    def exchange_rate(self, currency: str, as_of: date) -> Decimal:
+        """QuickBooks' own rate for the date (GET /exchangerate?sourcecurrencycode=&asofdate=): the rate the
+        company would use when an invoice is entered in QuickBooks itself."""
+        answer = self._call("GET", self.url("exchangerate", sourcecurrencycode=currency,
+                                            asofdate=as_of.isoformat()))
+        missing = answer.status == 400 and OBJECT_NOT_FOUND in _fault_codes(answer)
+        if not missing:
+            _raise_for(answer)
+        found = {} if missing else _json(answer).get("ExchangeRate") or {}
+        try:
+            rate = Decimal(str(found.get("Rate"))) if isinstance(found, dict) else Decimal(0)
+        except InvalidOperation:
+            rate = Decimal(0)
+        if not rate.is_finite() or rate <= 0:
+            home = self.plan.home_currency if self.plan else "the home currency"
+            raise TargetRejected(
+                f"{DISPLAY} has no exchange rate from {currency} to {home} on {as_of}: set "
+                "the rate in QuickBooks, or the rule's exchange_rate option; nothing was created")
+        return rate
 
     def query(self, entity: str, statement: str) -> list[dict[str, Any]]:
         answer = self._call("GET", self.url("query", query=statement))
@@ -491,7 +605,9 @@ class _QuickBooksApi:
             return found if found and found.get("Active", True) is not False else None
         statement = customer_query(criterion)
         hits = self.query("Customer", statement) if statement else []
-        return next((c for c in hits if c.get("Active", True) is not False), None)
+        active = [c for c in hits if c.get("Active", True) is not False]
+        return single_match(active, criterion, target=DISPLAY,
+                            describe=lambda c: f"Id {c.get('Id')} {c.get('DisplayName')!r}")
 
     def find_item(self, criterion: ProductCriterion) -> dict[str, Any] | None:
         hits = self.query("Item", item_query(criterion))
@@ -575,6 +691,9 @@ class QuickBooksConnector(Connector):
     ) -> DispatchResult:
         plan = _plan(draft, connection)
         api = _QuickBooksApi(connection, plan)
+        plan = api.plan = with_company_currency(plan, draft, api.company_currency())
+        if plan.foreign and plan.exchange_rate is None:
+            plan = api.plan = replace(plan, exchange_rate=api.exchange_rate(plan.currency, plan.txn_date))
         resolved = self._resolve(api, plan, draft)
 
         def rid(step: str) -> str:
@@ -588,7 +707,7 @@ class QuickBooksConnector(Connector):
             assert resolved.customer is not None
             customer, created = resolved.customer.found, False
             if customer is None:
-                customer = api.create("Customer", customer_body(draft.customer), rid("customer"))
+                customer = api.create("Customer", customer_body(draft.customer, plan), rid("customer"))
                 created = True
             customer_id = str(customer["Id"])
             item_refs, items_created = self._item_refs(api, plan, resolved, rid)
@@ -633,6 +752,10 @@ class QuickBooksConnector(Connector):
                           "entity": entity, "json": body, "requestid": requestid,
                           **({"when": when} if when else {})})
 
+        lookup("read_preferences", "preferences")
+        if _exchange_rate_option(draft) is None:
+            lookup("read_exchange_rate", "exchangerate", "the currency is not the company's home currency",
+                   sourcecurrencycode=plan.currency, asofdate=plan.txn_date.isoformat())
         if plan.entity == "Purchase":
             create("document", "Purchase", purchase_body(plan, draft, connection))
             return steps
@@ -675,6 +798,28 @@ class QuickBooksConnector(Connector):
                                                       _planned_total(plan, draft)))
         return steps
 
+    def test_connection(self, connection: Connection, tenant: str) -> ConnectionReport:
+        """GET companyinfo/{realm} (the company's name and country) and GET preferences (multicurrency and
+        home currency); the token is refreshed first when needed, as for a send."""
+        api = _QuickBooksApi(connection)
+        info = api.read("CompanyInfo", api.realm_id) or {}
+        company = api.company_currency()
+        region = str(connection.settings.get("region") or connection.settings.get("country")
+                     or info.get("Country") or "US").upper()
+        vat = region in TAX_CODE_REGIONS
+        notes = [] if company.multicurrency else [
+            f"multicurrency is off: only {company.home_currency} documents can be created"]
+        if vat and not connection.settings.get("default_tax_code"):
+            notes.append("a VAT/GST company: set default_tax_code (and non_taxable_tax_code) before the first deal")
+        return ConnectionReport(
+            connection=connection.name, kind=self.kind,
+            checked=f"GET /v3/company/{api.realm_id}/companyinfo/{api.realm_id}, GET preferences",
+            account_name=info.get("CompanyName") or info.get("LegalName"), account_id=api.realm_id,
+            currency=company.home_currency, multicurrency=company.multicurrency,
+            tax_regime=f"VAT/GST ({region}): a TaxCode on every line" if vat else f"sales tax ({region}): TAX or NON",
+            # Intuit grants com.intuit.quickbooks.accounting as a whole: reading works, so creating does.
+            can_create=dict.fromkeys(sorted(ENTITY_BY_TYPE), True), notes=notes)
+
     # --- resolving before creating -------------------------------------------------------------------
     @staticmethod
     def _resolve(api: _QuickBooksApi, plan: _Plan, draft: InvoiceDraft) -> _Resolved:
@@ -682,6 +827,8 @@ class QuickBooksConnector(Connector):
             return _Resolved(None, [], [])
         customer = find_customer(draft.customer, api.find_customer)
         require_customer(customer, mode=plan.matching, target=DISPLAY)
+        if customer.found is not None:
+            check_customer_currency(plan, customer.found)
         preset = {}
         if plan.default_item_id:
             preset = {i: {"Id": plan.default_item_id} for i, line in enumerate(draft.lines)

@@ -10,27 +10,28 @@ validate against (Stripe-Version), so an account's default version cannot change
 Connection settings: api_key (required), base_url (default https://api.stripe.com), customer_matching
 ("create_if_missing", the default, or "strict": never create customers).
 Draft options: finalize (default true), send (default false), tax_rates (tax rate ids), tax_rates_on
-("invoice", the default: the invoice's default_tax_rates, or "taxable_lines": only lines marked taxable).
+("invoice", the default: every line not marked non-taxable, through the invoice's default_tax_rates when no
+line is so marked and on each taxed line otherwise; or "taxable_lines": only lines marked taxable).
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator, Mapping
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from billflow.connectors import http
-from billflow.connectors.base import Connector, SendContext
-from billflow.errors import ConfigurationError, CustomerNotFound, TargetRejected
+from billflow.connectors import base, http, matching
+from billflow.connectors.base import ConnectionReport, Connector, SendContext
+from billflow.errors import ConfigurationError, TargetRejected
 from billflow.models.documents import CustomerInfo, DispatchResult, InvoiceDraft, LineItem
+from billflow.money import check_maximum, to_target_minor
 from billflow.storage.secrets import Connection
 
 API_VERSION = "2023-08-16"
 DEFAULT_BASE_URL = "https://api.stripe.com"
 TARGET = "stripe"
-MATCHING_MODES = ("create_if_missing", "strict")
+LOOKUP_LIMIT = 10
 TAX_RATES_ON = ("invoice", "taxable_lines")
 # Stripe's documented limits: idempotency keys up to 255 characters; metadata up to 50 keys, key names
 # up to 40 characters, values up to 500; invoice custom field values up to 30 characters (the spec).
@@ -85,11 +86,7 @@ def search_literal(text: str) -> str:
 
 def step_key(idempotency_key: str, step: str) -> str:
     """The Idempotency-Key for one step of a run, within Stripe's 255 characters."""
-    key = f"{idempotency_key}:{step}"
-    if len(key) <= MAX_IDEMPOTENCY_KEY:
-        return key
-    digest = hashlib.sha256(idempotency_key.encode()).hexdigest()  # stable, so retries still match
-    return f"{digest}:{step}"[:MAX_IDEMPOTENCY_KEY]
+    return base.step_key(idempotency_key, step, MAX_IDEMPOTENCY_KEY)
 
 
 # --- the requests, built once for sending and previewing ------------------------------------------
@@ -118,9 +115,16 @@ def invoice_params(draft: InvoiceDraft, customer_id: str) -> dict[str, Any]:
         else:
             params["metadata"] = {"reference": draft.reference, **draft.metadata}
     tax_rates, tax_rates_on = _tax_options(draft)
-    if tax_rates and tax_rates_on == "invoice":
+    if tax_rates and tax_rates_on == "invoice" and not _marked_not_taxable(draft):
         params["default_tax_rates"] = tax_rates
     return params
+
+
+def _marked_not_taxable(draft: InvoiceDraft) -> bool:
+    """Whether a line is marked not taxable. Stripe applies default_tax_rates "to any line item that does not
+    have `tax_rates` set", and an empty tax_rates in form encoding ("tax_rates=") reads as not set: so an
+    invoice with such a line gets its rates on each of its other lines instead of as the invoice's default."""
+    return any(line.taxable is False for line in draft.lines)
 
 
 def item_params(draft: InvoiceDraft, line: LineItem, customer_id: str, invoice_id: str) -> dict[str, Any]:
@@ -132,16 +136,19 @@ def item_params(draft: InvoiceDraft, line: LineItem, customer_id: str, invoice_i
     }
     quantity = Decimal(str(line.quantity))
     if quantity >= 0 and quantity == quantity.to_integral_value():
-        # unit_amount_minor is already in the smallest unit (yen for JPY): sent as is, never rescaled.
+        # The draft's ISO minor unit in Stripe's own (the same but for MGA and ISK, see money.py).
         params["quantity"] = int(quantity)
-        params["unit_amount"] = line.unit_amount_minor
+        params["unit_amount"] = to_target_minor(line.unit_amount_minor, draft.currency, TARGET,
+                                                what=f"the unit price of {line.description[:40]!r}")
     else:
         # Stripe's quantity (API 2023-08-16) is a non-negative integer: a fractional or negative quantity
-        # becomes the line's total, rounded to the smallest unit.
-        total = (quantity * line.unit_amount_minor).quantize(Decimal(1), rounding=ROUND_HALF_UP)
-        params["amount"] = int(total)
+        # becomes the line's total, rounded (and logged) to Stripe's unit.
+        params["amount"] = to_target_minor(quantity * line.unit_amount_minor, draft.currency, TARGET,
+                                           what=f"the total of {line.description[:40]!r}")
     tax_rates, tax_rates_on = _tax_options(draft)
-    if tax_rates and tax_rates_on == "taxable_lines" and line.taxable:
+    on_this_line = bool(line.taxable) if tax_rates_on == "taxable_lines" else (
+        _marked_not_taxable(draft) and line.taxable is not False)  # else the invoice's default_tax_rates
+    if tax_rates and on_this_line:
         params["tax_rates"] = tax_rates
     params["metadata"] = _line_metadata(draft, line) or None
     return params
@@ -184,10 +191,12 @@ def _check_draft(draft: InvoiceDraft) -> tuple[bool, bool]:
         raise ConfigurationError("stripe cannot send an invoice left as a draft (send needs finalize)")
     if draft.memo and len(draft.memo) > MAX_INVOICE_DESCRIPTION:
         raise TargetRejected(f"stripe takes invoice memos of at most {MAX_INVOICE_DESCRIPTION} characters")
-    requests = [invoice_params(draft, CUSTOMER_ID)]
-    requests += [item_params(draft, line, CUSTOMER_ID, INVOICE_ID) for line in draft.lines]
-    for params in requests:
+    items = [item_params(draft, line, CUSTOMER_ID, INVOICE_ID) for line in draft.lines]
+    for params in [invoice_params(draft, CUSTOMER_ID), *items]:
         _check_metadata(params.get("metadata") or {})
+    totals = [int(p["amount"]) if "amount" in p else int(p["unit_amount"]) * int(p["quantity"]) for p in items]
+    check_maximum([*((f"line {n}", t) for n, t in enumerate(totals, start=1)), ("the invoice", sum(totals))],
+                  draft.currency, TARGET)
     return finalize, send
 
 
@@ -205,22 +214,14 @@ def _check_metadata(metadata: Mapping[str, str]) -> None:
             )
 
 
-def _candidate_names(customer: CustomerInfo) -> list[str]:
-    person = " ".join(p.strip() for p in (customer.first_name, customer.last_name) if p and p.strip())
-    names: list[str] = []
-    for name in (person, customer.name.strip()):
-        if name and name not in names:
-            names.append(name)
-    return names
-
-
-def _matching(connection: Connection) -> str:
-    mode = connection.settings.get("customer_matching") or "create_if_missing"
-    if mode not in MATCHING_MODES:
-        raise ConfigurationError(
-            f"connection {connection.name!r}: customer_matching must be one of {', '.join(MATCHING_MODES)}"
-        )
-    return str(mode)
+def customer_lookup(criterion: matching.CustomerCriterion) -> tuple[str, dict[str, Any]]:
+    """The GET for one lookup: the stored id read directly, the email through the list's (case-sensitive)
+    email filter, names through the search API; up to 10 answers, so that a second match is seen."""
+    if criterion.field == "id":
+        return f"/v1/customers/{quote(criterion.value, safe='')}", {}
+    if criterion.field == "email":
+        return "/v1/customers", {"email": criterion.value, "limit": LOOKUP_LIMIT}
+    return "/v1/customers/search", {"query": f"name:{search_literal(criterion.value)}", "limit": LOOKUP_LIMIT}
 
 
 # --- the API client -------------------------------------------------------------------------------
@@ -267,15 +268,15 @@ class StripeConnector(Connector):
         self, draft: InvoiceDraft, connection: Connection, context: SendContext
     ) -> DispatchResult:
         finalize, send = _check_draft(draft)
-        matching = _matching(connection)
+        mode = matching.customer_matching_mode(connection)
         api = _StripeApi(connection)
         key = context.idempotency_key
 
-        customer = self._find_customer(api, draft.customer)
+        match = matching.find_customer(draft.customer, lambda criterion: self._find_customer(api, criterion))
+        matching.require_customer(match, mode=mode, target="Stripe")
+        customer = match.found
         created = customer is None
         if customer is None:
-            if matching == "strict":
-                raise CustomerNotFound(self._not_found_reason(draft.customer))
             customer = api.post("/v1/customers", customer_params(draft.customer), step_key(key, "customer"))
         customer_id = str(customer["id"])
 
@@ -312,7 +313,7 @@ class StripeConnector(Connector):
         lookup finds say so in "when".
         """
         finalize, send = _check_draft(draft)
-        matching = _matching(connection)
+        mode = matching.customer_matching_mode(connection)
         base_url = str(connection.settings.get("base_url") or DEFAULT_BASE_URL).rstrip("/")
         key = context.idempotency_key
         steps: list[dict[str, Any]] = []
@@ -327,17 +328,12 @@ class StripeConnector(Connector):
                           "params": params, "form": encode_form(params),
                           "idempotency_key": step_key(key, step), **({"when": when} if when else {})})
 
-        customer = draft.customer
-        if customer.external_id:
-            lookup("find_customer_by_id", f"/v1/customers/{quote(customer.external_id, safe='')}", {})
-        if customer.email:
-            lookup("find_customer_by_email", "/v1/customers", {"email": customer.email, "limit": 1},
-                   when="no customer found yet")
-        for name in _candidate_names(customer):
-            lookup("find_customer_by_name", "/v1/customers/search",
-                   {"query": f"name:{search_literal(name)}", "limit": 1}, when="no customer found yet")
-        if matching == "create_if_missing":
-            post("customer", "/v1/customers", customer_params(customer), when="no customer found")
+        for index, criterion in enumerate(matching.customer_criteria(draft.customer)):
+            path, params = customer_lookup(criterion)
+            lookup(f"find_customer_by_{criterion.field}", path, params,
+                   when="no customer found yet" if index else None)
+        if mode == matching.CREATE_IF_MISSING:
+            post("customer", "/v1/customers", customer_params(draft.customer), when="no customer found")
         else:
             steps.append({"step": "fail", "when": "no customer found", "error": "CustomerNotFound"})
         post("invoice", "/v1/invoices", invoice_params(draft, CUSTOMER_ID))
@@ -349,31 +345,38 @@ class StripeConnector(Connector):
             post("send", f"/v1/invoices/{INVOICE_ID}/send", {})
         return steps
 
+    def test_connection(self, connection: Connection, tenant: str) -> ConnectionReport:
+        """GET /v1/account: the account the key reaches, its name and default currency."""
+        account = _StripeApi(connection).get("/v1/account")
+        settings = account.get("settings") or {}
+        name = (settings.get("dashboard") or {}).get("display_name") or \
+            (account.get("business_profile") or {}).get("name") or account.get("email")
+        restricted = str(connection.settings.get("api_key", "")).startswith("rk_")
+        notes = [f"country {account['country']}"] if account.get("country") else []
+        if restricted:
+            notes.append("a restricted key: whether it may write invoices is only known from the Dashboard's "
+                         "key permissions (Invoices and Customers: write)")
+        if account.get("charges_enabled") is False:
+            notes.append("charges are not enabled on this account yet: invoices can be created, not paid")
+        return ConnectionReport(
+            connection=connection.name, kind=self.kind, checked="GET /v1/account",
+            account_name=name, account_id=account.get("id"),
+            currency=str(account["default_currency"]).upper() if account.get("default_currency") else None,
+            tax_regime="tax rates chosen per rule (options tax_rates, tax_rates_on)",
+            can_create={"invoice": None if restricted else True}, notes=notes)
+
     # --- customers -------------------------------------------------------------------------------
     @staticmethod
-    def _find_customer(api: _StripeApi, customer: CustomerInfo) -> dict[str, Any] | None:
-        """By the id stored on the CRM, then by email, then by name; a deleted customer does not count."""
-        if customer.external_id:
-            found = api.get(f"/v1/customers/{quote(customer.external_id, safe='')}", missing_ok=True)
-            if isinstance(found, dict) and not found.get("deleted"):
-                return found
-        if customer.email:
-            page = api.get("/v1/customers", {"email": customer.email, "limit": 1})
-            if page.get("data"):
-                return dict(page["data"][0])
-        for name in _candidate_names(customer):
-            page = api.get("/v1/customers/search", {"query": f"name:{search_literal(name)}", "limit": 1})
-            if page.get("data"):
-                return dict(page["data"][0])
-        return None
-
-    @staticmethod
-    def _not_found_reason(customer: CustomerInfo) -> str:
-        tried = []
-        if customer.external_id:
-            tried.append(f"id {customer.external_id!r}")
-        if customer.email:
-            tried.append("the email address")  # not echoed: error messages end up in logs
-        tried += [f"name {name!r}" for name in _candidate_names(customer)]
-        return (f"no Stripe customer matches {', '.join(tried)}; customer_matching is strict, "
-                "so none was created")
+    def _find_customer(api: _StripeApi, criterion: matching.CustomerCriterion) -> dict[str, Any] | None:
+        """One lookup (connectors/matching.py decides the order); a deleted customer does not count, and
+        several matches are not guessed from."""
+        path, params = customer_lookup(criterion)
+        if criterion.field == "id":
+            found = api.get(path, missing_ok=True)
+            return found if isinstance(found, dict) and not found.get("deleted") else None
+        page = api.get(path, params)
+        hits = [c for c in page.get("data") or [] if isinstance(c, dict) and (
+            c.get("email") == criterion.value if criterion.field == "email"  # Stripe compares emails exactly
+            else matching.same_text(c.get("name"), criterion.value))]
+        return matching.single_match(hits, criterion, target="Stripe",
+                                     describe=lambda c: f"{c.get('id')} {c.get('name')!r}")

@@ -15,7 +15,7 @@ import json
 from typing import Any, ClassVar, TypeGuard
 from urllib.parse import quote
 
-from billflow.connectors.base import CrmConnector
+from billflow.connectors.base import ConnectionReport, CrmConnector
 from billflow.connectors.http import DEFAULT_TIMEOUT, HttpResponse, error_message, raise_for, request
 from billflow.errors import TargetRejected
 from billflow.storage.secrets import Connection
@@ -57,7 +57,23 @@ class TwentyConnector(CrmConnector):
             "contact": self.get_record(connection, "person", contact_id) if _is_id(contact_id) else None,
         }
 
+    def test_connection(self, connection: Connection, tenant: str) -> ConnectionReport:
+        """GET /rest/opportunities?limit=1: the key is accepted and the workspace answers."""
+        url = f"{_rest_root(connection)}/{_plural(connection, 'opportunity')}?limit=1"
+        answer = request("GET", url, headers=self._headers(connection), target=TARGET, raise_for_status=False,
+                         timeout=float(connection.settings.get("timeout_seconds") or DEFAULT_TIMEOUT))
+        raise_for(answer, TARGET)
+        doc = answer.json()
+        count = doc.get("totalCount") if isinstance(doc, dict) else None
+        return ConnectionReport(
+            connection=connection.name, kind=self.kind, checked="GET /rest/opportunities?limit=1",
+            notes=[f"{count} opportunities in the workspace"] if isinstance(count, int) else [])
+
     # --- plumbing --------------------------------------------------------------------------------
+    @staticmethod
+    def _headers(connection: Connection) -> dict[str, str]:
+        return {"Authorization": f"Bearer {connection.require('api_key')}", "Accept": "application/json"}
+
     def _call(
         self, connection: Connection, method: str, object_name: str, record_id: str, body: bytes | None = None
     ) -> HttpResponse:
@@ -65,10 +81,7 @@ class TwentyConnector(CrmConnector):
             raise TargetRejected(f"{TARGET}: {object_name} id {record_id!r} is not a record id")
         # depth=0: the record alone, also in a PATCH's answer, which billflow does not read.
         url = f"{_rest_root(connection)}/{_plural(connection, object_name)}/{quote(record_id, safe='')}?depth=0"
-        headers = {
-            "Authorization": f"Bearer {connection.require('api_key')}",
-            "Accept": "application/json",
-        }
+        headers = self._headers(connection)
         if body is not None:
             headers["Content-Type"] = "application/json"
         timeout = float(connection.settings.get("timeout_seconds") or DEFAULT_TIMEOUT)

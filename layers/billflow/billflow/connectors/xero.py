@@ -34,15 +34,17 @@ import json
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from billflow.connectors import http, matching
-from billflow.connectors.base import Connector, SendContext
+from billflow.connectors import base, http, matching
+from billflow.connectors.base import ConnectionReport, Connector, SendContext
+from billflow.connectors.matching import same_text
 from billflow.connectors.oauth import OAuthSession, TokenStore
 from billflow.errors import AuthorizationRevoked, ConfigurationError, TargetRejected, TransientError
 from billflow.models.documents import CustomerInfo, DispatchResult, InvoiceDraft, LineItem
-from billflow.money import minor_to_decimal, minor_unit_exponent
+from billflow.money import ROUNDING, minor_to_decimal, minor_unit_exponent, round_logged
 from billflow.storage.rate_limits import XERO, RateLimiter, get_rate_limiter
 from billflow.storage.secrets import Connection
 
@@ -57,6 +59,7 @@ MAX_CONTACT_NUMBER = 50
 MAX_CONTACT_NAME = 255
 MAX_QUOTE_TITLE = 100
 MAX_QUOTE_SUMMARY = 3000
+QUOTE_UNIT_DECIMALS = 2  # PUT /Quotes has no unitdp parameter (PUT /Invoices does: up to 4)
 INVOICE_STATUSES = ("DRAFT", "SUBMITTED", "AUTHORISED")
 QUOTE_STATUSES = ("DRAFT", "SENT")
 LINE_AMOUNT_TYPES = ("Exclusive", "Inclusive", "NoTax")  # quotes spell them in capitals
@@ -68,11 +71,7 @@ CONTACT_ID = "{contact.ContactID}"
 # --- small helpers -----------------------------------------------------------------------------------
 def step_key(idempotency_key: str, step: str) -> str:
     """The Idempotency-Key for one step of a run, within Xero's 128 characters."""
-    key = f"{idempotency_key}:{step}"
-    if len(key) <= MAX_IDEMPOTENCY_KEY:
-        return key
-    digest = hashlib.sha256(idempotency_key.encode()).hexdigest()  # stable, so retries still match
-    return f"{digest}:{step}"[:MAX_IDEMPOTENCY_KEY]
+    return base.step_key(idempotency_key, step, MAX_IDEMPOTENCY_KEY)
 
 
 def where_literal(value: str) -> str:
@@ -182,10 +181,14 @@ def item_body(product: matching.ProductToCreate, currency: str, account_code: st
 def line_body(
     draft: InvoiceDraft, line: LineItem, code: str | None, account_code: str | None
 ) -> dict[str, Any]:
+    unit_amount = minor_to_decimal(line.unit_amount_minor, draft.currency)
+    if draft.document_type == "estimate" and minor_unit_exponent(draft.currency) > QUOTE_UNIT_DECIMALS:
+        unit_amount = round_logged(unit_amount, QUOTE_UNIT_DECIMALS, what=f"a Xero quote's unit price "
+                                   f"({draft.currency.upper()}, {line.description[:40]!r})")
     body: dict[str, Any] = {
         "Description": line.description,
         "Quantity": line.quantity,
-        "UnitAmount": float(minor_to_decimal(line.unit_amount_minor, draft.currency)),
+        "UnitAmount": float(unit_amount),
     }
     if code:
         body["ItemCode"] = code
@@ -239,6 +242,21 @@ def document_body(
     if amount_types:
         doc["LineAmountTypes"] = amount_types
     return {"Invoices": [doc]}
+
+
+def quote_roundings(draft: InvoiceDraft) -> list[dict[str, Any]]:
+    """The unit prices a quote carries rounded: PUT /Quotes takes no unitdp, so Xero keeps two decimals of a
+    unit amount; billflow rounds them itself (half up) and says so in the result, rather than let the
+    third decimal of KWD, BHD... vanish unsaid."""
+    if draft.document_type != "estimate" or minor_unit_exponent(draft.currency) <= QUOTE_UNIT_DECIMALS:
+        return []
+    found = []
+    for number, line in enumerate(draft.lines, start=1):
+        exact = minor_to_decimal(line.unit_amount_minor, draft.currency)
+        rounded = exact.quantize(Decimal(1).scaleb(-QUOTE_UNIT_DECIMALS), rounding=ROUNDING)
+        if rounded != exact:
+            found.append({"line": number, "unit_amount": str(exact), "sent": str(rounded)})
+    return found
 
 
 def unit_decimal_places(currency: str) -> dict[str, str]:
@@ -330,10 +348,6 @@ class _XeroApi:
         return [x for x in found if isinstance(x, dict)]
 
 
-def _same(a: Any, b: str) -> bool:
-    return isinstance(a, str) and a.strip().casefold() == b.strip().casefold()
-
-
 def _created(doc: dict[str, Any], collection: str, what: str) -> list[dict[str, Any]]:
     """The created elements; an element carrying ValidationErrors (summarizeErrors off) is a refusal."""
     elements = [e for e in doc.get(collection) or [] if isinstance(e, dict)]
@@ -419,9 +433,32 @@ class XeroConnector(Connector):
                 "contact_created": match.found is None,
                 "contact_matched_by": match.criterion.field if match.criterion else None,
                 "items_created": [item_code(p.sku, p.name) for p in wanted],
+                "unit_amounts_rounded": quote_roundings(draft),
                 "api_calls": api.calls,
             },
         )
+
+    def test_connection(self, connection: Connection, tenant: str) -> ConnectionReport:
+        """GET /Organisation: the organisation the grant reaches, its base currency and tax settings."""
+        api = _XeroApi(connection, SendContext(tenant, "connection-test"),
+                       self._rate_limiter or get_rate_limiter(), self._token_store)
+        organisations = api.call("GET", "/Organisation").get("Organisations") or [{}]
+        org = organisations[0] if isinstance(organisations[0], dict) else {}
+        country = org.get("CountryCode")
+        basis = org.get("SalesTaxBasis")
+        regime = ", ".join(part for part in (
+            str(country) if country else "", f"sales tax basis {basis}" if basis else "",
+            "tax number on file" if org.get("TaxNumber") else "") if part) or None
+        scopes = str(connection.settings.get("scope") or "").split()
+        allowed = ("accounting.transactions" in scopes) if scopes else None
+        notes = [] if scopes else ["the grant's scopes are not stored with the connection: creating invoices and "
+                                   "quotes needs accounting.transactions (and accounting.contacts, "
+                                   "accounting.settings for contacts and items)"]
+        return ConnectionReport(
+            connection=connection.name, kind=self.kind, checked="GET /Organisation",
+            account_name=org.get("Name"), account_id=org.get("OrganisationID") or api.tenant_id,
+            currency=org.get("BaseCurrency"), tax_regime=regime,
+            can_create={"invoice": allowed, "estimate": allowed}, notes=notes)
 
     def preview_document(
         self, draft: InvoiceDraft, connection: Connection, context: SendContext
@@ -495,17 +532,19 @@ class XeroConnector(Connector):
         query = self._contact_query(criterion)
         if query is None:
             return None  # a stored id that is not a GUID cannot be a Xero ContactID
-        for contact in api.find("/Contacts", "Contacts", query):
-            if criterion.field == "id" and _same(contact.get("ContactID"), criterion.value):
-                return contact
-            if criterion.field == "email" and _same(contact.get("EmailAddress"), criterion.value):
-                return contact
-            if criterion.field == "person_name" and _same(contact.get("FirstName"), criterion.values[0]) \
-                    and _same(contact.get("LastName"), criterion.values[1]):
-                return contact
-            if criterion.field == "name" and _same(contact.get("Name"), criterion.value[:MAX_CONTACT_NAME]):
-                return contact
-        return None
+        def matches(contact: dict[str, Any]) -> bool:
+            if criterion.field == "id":
+                return same_text(contact.get("ContactID"), criterion.value)
+            if criterion.field == "email":
+                return same_text(contact.get("EmailAddress"), criterion.value)
+            if criterion.field == "person_name":
+                return same_text(contact.get("FirstName"), criterion.values[0]) \
+                    and same_text(contact.get("LastName"), criterion.values[1])
+            return same_text(contact.get("Name"), criterion.value[:MAX_CONTACT_NAME])
+
+        hits = [c for c in api.find("/Contacts", "Contacts", query) if matches(c)]
+        return matching.single_match(hits, criterion, target="Xero",
+                                     describe=lambda c: f"ContactID {c.get('ContactID')} {c.get('Name')!r}")
 
     @staticmethod
     def _item_value(criterion: matching.ProductCriterion) -> str:
@@ -521,6 +560,6 @@ class XeroConnector(Connector):
         field = "Code" if criterion.field == "sku" else "Name"
         value = self._item_value(criterion)
         for item in api.find("/Items", "Items", {"where": self._item_where(criterion)}):
-            if _same(item.get(field), value) and item.get("Code"):
+            if same_text(item.get(field), value) and item.get("Code"):
                 return item
         return None

@@ -29,8 +29,9 @@ organization's data centre, e.g. https://www.zohoapis.eu) is where the API calls
 names none.
 
 Connection settings: organization_id (required), client_id, client_secret, refresh_token, api_domain or
-base_url (default https://www.zohoapis.com), token_url (default https://accounts.zoho.com/oauth/v2/token;
-per data centre: accounts.zoho.eu, accounts.zoho.in...), customer_matching ("create_if_missing" or
+base_url (default https://www.zohoapis.com), accounts-server (as Zoho returns it with the grant, e.g.
+https://accounts.zoho.eu), token_url (default: the accounts server of the api_domain's data centre, see
+DATA_CENTRES; https://accounts.zoho.com/oauth/v2/token for the US), customer_matching ("create_if_missing" or
 "strict"), create_products (default false), item_product_type (goods, service or digital_service, default
 service), sales_account_id (the income account of new items).
 
@@ -45,15 +46,18 @@ import hashlib
 import json
 from collections.abc import Mapping
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, urlencode, urlsplit
 
 from billflow.connectors import http, matching
-from billflow.connectors.base import Connector, SendContext
+from billflow.connectors.base import ConnectionReport, Connector, SendContext
+from billflow.connectors.limits import option_problems
+from billflow.connectors.matching import same_text
 from billflow.connectors.oauth import OAuthSession, TokenStore
 from billflow.errors import ConfigurationError, TargetRejected, TransientError
 from billflow.models.documents import CustomerInfo, DispatchResult, InvoiceDraft, LineItem
-from billflow.money import minor_to_decimal
+from billflow.money import exchange_rate, minor_to_decimal
 from billflow.storage.rate_limits import ZOHO_BOOKS, RateLimiter, get_rate_limiter
 from billflow.storage.secrets import Connection
 
@@ -61,8 +65,27 @@ TARGET = "zoho_books"
 DEFAULT_BASE_URL = "https://www.zohoapis.com"
 DEFAULT_TOKEN_URL = "https://accounts.zoho.com/oauth/v2/token"  # noqa: S105 - a URL, not a secret
 API_PATH = "/books/v3"
+TOKEN_PATH = "/oauth/v2/token"  # noqa: S105 - a path, not a secret
+# Zoho's data centres: the API domain a token answers (api_domain) and the accounts server its tokens come
+# from. Zoho: the accounts server URL "is specific to the location (i.e., datacenter)"; the pairs are Zoho's
+# own table (Multi-DC support: "Accounts Domain" and "API Domain" per region).
+DATA_CENTRES: dict[str, tuple[str, str]] = {  # API host -> (data centre, accounts server)
+    "www.zohoapis.com": ("US", "https://accounts.zoho.com"),
+    "www.zohoapis.eu": ("EU", "https://accounts.zoho.eu"),
+    "www.zohoapis.in": ("IN", "https://accounts.zoho.in"),
+    "www.zohoapis.com.au": ("AU", "https://accounts.zoho.com.au"),
+    "www.zohoapis.jp": ("JP", "https://accounts.zoho.jp"),
+    "www.zohoapis.ca": ("CA", "https://accounts.zohocloud.ca"),
+    "www.zohoapis.com.cn": ("CN", "https://accounts.zoho.com.cn"),
+    "www.zohoapis.sa": ("SA", "https://accounts.zoho.sa"),
+}
+ACCOUNTS_SERVERS = frozenset(server for _, server in DATA_CENTRES.values())
 MAX_REFERENCE = 100
-MAX_CONTACT_NAME = 200
+MAX_CONTACT_NAME = 200  # createContact: contact_name "Max-length [200]"
+MAX_CONTACT_SEARCH = 100  # listContacts: contact_name "Max-length [100]" (and its _startswith variant)
+MAX_PAYMENT_TERMS = 100  # createInvoice: payment_terms "Maximum value is 100 days."
+ITEMS_PER_PAGE = 200  # the items list's largest page
+MAX_ITEM_PAGES = 50  # 10,000 active items: beyond that a SKU lookup would cost too many calls
 MAX_ITEM_NAME = 100
 MAX_DESCRIPTION = 2000
 MAX_NOTES = 5000
@@ -198,7 +221,8 @@ def line_body(draft: InvoiceDraft, line: LineItem, item_id: str) -> dict[str, An
 
 
 def document_body(
-    draft: InvoiceDraft, customer_id: str, item_ids: list[str], reference: str, today: date | None = None
+    draft: InvoiceDraft, customer_id: str, item_ids: list[str], reference: str, today: date | None = None,
+    exchange_rate: Decimal | None = None,
 ) -> dict[str, Any]:
     day = document_date(draft, today)
     days = draft.days_until_due or 0
@@ -208,6 +232,8 @@ def document_body(
         "reference_number": reference,
         "line_items": [line_body(draft, line, item_id) for line, item_id in zip(draft.lines, item_ids, strict=True)],
     }
+    if exchange_rate is not None:
+        body["exchange_rate"] = float(exchange_rate)
     if draft.document_type == "estimate":
         body["expiry_date"] = (day + timedelta(days=days)).isoformat()
     else:
@@ -218,10 +244,19 @@ def document_body(
     return body
 
 
+def exchange_rate_option(draft: InvoiceDraft) -> Decimal | None:
+    """The rule's exchange_rate: base-currency units for one unit of the document's currency."""
+    return exchange_rate(draft.options.get("exchange_rate"), option="zoho_books option exchange_rate")
+
+
 def check_draft(draft: InvoiceDraft) -> None:
     """Refuse, before any call, what would fail after billflow created a customer or items."""
     if draft.document_type not in _DOCUMENTS:
         raise ConfigurationError(f"zoho_books creates invoices and estimates, not {draft.document_type}")
+    problems = option_problems(f"{TARGET}.{draft.document_type}", {"days_until_due": draft.days_until_due})
+    if problems:
+        raise ConfigurationError("; ".join(problems))
+    exchange_rate_option(draft)
     if not draft.customer.name.strip():
         raise ConfigurationError("zoho_books needs the customer's name (a contact's contact_name is required)")
     document_body(draft, CUSTOMER_ID, [""] * len(draft.lines), "")  # validates every option
@@ -262,13 +297,44 @@ def api_root(connection: Connection, refreshed: Mapping[str, Any] | None = None)
     return str(domain or DEFAULT_BASE_URL).rstrip("/") + API_PATH
 
 
+def data_centre(connection: Connection) -> str | None:
+    """The data centre (US, EU, IN, AU, JP, CA, CN, SA) of the connection's API domain; None for a host
+    that is not one of Zoho's (a proxy, a test server)."""
+    domain = connection.settings.get("api_domain") or connection.settings.get("base_url") or DEFAULT_BASE_URL
+    host = (urlsplit(str(domain)).hostname or "").lower()
+    if host in DATA_CENTRES:
+        return DATA_CENTRES[host][0]
+    if host.startswith("www.zohoapis.") or host.endswith(".zohoapis.com"):
+        raise ConfigurationError(
+            f"connection {connection.name!r}: {host} is not a Zoho data centre billflow knows "
+            f"({', '.join(sorted(DATA_CENTRES))}); set token_url to its accounts server's token endpoint")
+    return None
+
+
+def token_url(connection: Connection) -> str:
+    """Where refresh grants go: the grant's own accounts-server (Zoho returns it with the authorization
+    code), else the accounts server of the API domain's data centre, else the US one. The connection's
+    token_url setting, when present, wins over both (OAuthSession reads it)."""
+    server = connection.settings.get("accounts-server") or connection.settings.get("accounts_server")
+    if server:
+        server = str(server).rstrip("/")
+        if server not in ACCOUNTS_SERVERS:
+            raise ConfigurationError(f"connection {connection.name!r}: accounts-server {server!r} is not a Zoho "
+                                     f"accounts server ({', '.join(sorted(ACCOUNTS_SERVERS))})")
+        return server + TOKEN_PATH
+    centre = data_centre(connection)
+    if centre is None:
+        return DEFAULT_TOKEN_URL
+    return next(accounts for name, accounts in DATA_CENTRES.values() if name == centre) + TOKEN_PATH
+
+
 class _ZohoApi:
     def __init__(
         self, connection: Connection, context: SendContext, limiter: RateLimiter, token_store: TokenStore | None,
     ) -> None:
         self.connection = connection
         self.organization_id = str(connection.require("organization_id"))
-        self.session = OAuthSession(connection, token_url=DEFAULT_TOKEN_URL, store=token_store,
+        self.session = OAuthSession(connection, token_url=token_url(connection), store=token_store,
                                     client_auth="body", auth_scheme=AUTH_SCHEME)
         self.limiter = limiter
         self.scope = f"{context.tenant}#{self.organization_id}"
@@ -282,7 +348,8 @@ class _ZohoApi:
         self, method: str, path: str, *, query: Mapping[str, str] | None = None, body: Any = None,
         missing_ok: bool = False,
     ) -> dict[str, Any] | None:
-        params = {"organization_id": self.organization_id, **(query or {})}
+        # every call names the organization, but the one listing them
+        params = {**({} if path == "/organizations" else {"organization_id": self.organization_id}), **(query or {})}
         headers = {"Accept": "application/json", "User-Agent": "billflow"}
         data = None
         if body is not None:
@@ -316,12 +383,52 @@ class _ZohoApi:
         return created
 
 
-def _same(a: Any, b: str) -> bool:
-    return isinstance(a, str) and a.strip().casefold() == b.strip().casefold()
-
-
 def _is_active_customer(contact: dict[str, Any]) -> bool:
     return bool(contact.get("contact_type", "customer") == "customer" and contact.get("status", "active") == "active")
+
+
+class _ItemCatalog:
+    """Items by SKU and by name for one send. Zoho's items list has no SKU filter (search_text searches "by
+    name or description"), so SKUs are matched exactly against the listing of active items, read once per
+    send, page by page; names use the list's documented name filter. A SKU in the listing is never created
+    again (Zoho: the SKU "should be unique")."""
+
+    def __init__(self, api: _ZohoApi) -> None:
+        self.api = api
+        self._by_sku: dict[str, dict[str, Any]] | None = None
+
+    @staticmethod
+    def page_query(page: int) -> dict[str, str]:
+        return {"filter_by": ACTIVE, "page": str(page), "per_page": str(ITEMS_PER_PAGE)}
+
+    @staticmethod
+    def name_query(name: str) -> dict[str, str]:
+        return {"name": name[:MAX_ITEM_NAME], "filter_by": ACTIVE}
+
+    def find(self, criterion: matching.ProductCriterion) -> dict[str, Any] | None:
+        if criterion.field == "sku":
+            return self._skus().get(criterion.value.strip().casefold())
+        name = criterion.value[:MAX_ITEM_NAME]
+        for item in self.api.get("/items", "items", self.name_query(name)):
+            if same_text(item.get("name"), name) and item.get("item_id"):
+                return item
+        return None
+
+    def _skus(self) -> dict[str, dict[str, Any]]:
+        if self._by_sku is None:
+            self._by_sku = {}
+            for page in range(1, MAX_ITEM_PAGES + 1):
+                doc = self.api.call("GET", "/items", query=self.page_query(page)) or {}
+                for item in doc.get("items") or []:
+                    sku = item.get("sku") if isinstance(item, dict) else None
+                    if isinstance(sku, str) and sku.strip() and item.get("item_id"):
+                        self._by_sku.setdefault(sku.strip().casefold(), item)
+                if not (doc.get("page_context") or {}).get("has_more_page"):
+                    break
+            else:
+                raise TargetRejected(f"zoho_books: more than {MAX_ITEM_PAGES * ITEMS_PER_PAGE} active items to "
+                                     "search for SKUs; nothing was created")
+        return self._by_sku
 
 
 # --- the connector --------------------------------------------------------------------------------
@@ -350,18 +457,17 @@ class ZohoBooksConnector(Connector):
         # 1. Resolve everything: nothing is created while something could still refuse the send.
         match = matching.find_customer(draft.customer, lambda c: self._find_contact(api, c))
         matching.require_customer(match, mode=mode, target="Zoho Books")
-        currency_id: str | None = None
-        if match.found is not None:
-            if match.found.get("currency_code") and not _same(match.found["currency_code"], currency):
-                raise TargetRejected(
-                    f"zoho_books: customer {match.found.get('contact_name')!r} bills in "
-                    f"{match.found['currency_code']}, the draft is in {currency}; Zoho Books invoices are in "
-                    "the customer's currency, so nothing was created"
-                )
-        else:
-            currency_id = self._currency_id(api, currency)
+        if match.found is not None and match.found.get("currency_code") \
+                and not same_text(match.found["currency_code"], currency):
+            raise TargetRejected(
+                f"zoho_books: customer {match.found.get('contact_name')!r} bills in "
+                f"{match.found['currency_code']}, the draft is in {currency}; Zoho Books invoices are in "
+                "the customer's currency, so nothing was created"
+            )
+        currency_id, exchange_rate = self._currency(api, draft, currency)
+        catalog = _ItemCatalog(api)
         products = matching.match_products(
-            draft.lines, lambda c: self._find_item(api, c), create_missing=create_products, target="Zoho Books"
+            draft.lines, catalog.find, create_missing=create_products, target="Zoho Books"
         )
 
         # 2. Create what is missing; a customer found by the lookups may already have this document.
@@ -383,7 +489,7 @@ class ZohoBooksConnector(Connector):
         document = existing
         if document is None:
             query = {"send": "true"} if _flag_option(draft, "send") else None
-            body = document_body(draft, customer_id, item_ids, reference)
+            body = document_body(draft, customer_id, item_ids, reference, exchange_rate=exchange_rate)
             document = api.create(path, answer_key, body, query=query)
         return DispatchResult(
             external_id=str(document.get(id_field)) if document.get(id_field) else None,
@@ -404,6 +510,27 @@ class ZohoBooksConnector(Connector):
                 "api_calls": api.calls,
             },
         )
+
+    def test_connection(self, connection: Connection, tenant: str) -> ConnectionReport:
+        """GET /organizations: the organizations the grant reaches; the connection's must be among them."""
+        api = _ZohoApi(connection, SendContext(tenant, "connection-test"),
+                       self._rate_limiter or get_rate_limiter(), self._token_store)
+        found = api.get("/organizations", "organizations", {})
+        org = next((o for o in found if str(o.get("organization_id")) == api.organization_id), None)
+        if org is None:
+            raise TargetRejected(f"zoho_books: the grant does not reach organization {api.organization_id} "
+                                 f"(it reaches {', '.join(str(o.get('organization_id')) for o in found) or 'none'})")
+        session_settings = api.session.settings
+        centre = data_centre(Connection(connection.name, connection.type, session_settings))
+        return ConnectionReport(
+            connection=connection.name, kind=self.kind, checked="GET /organizations",
+            account_name=org.get("name"), account_id=api.organization_id, currency=org.get("currency_code"),
+            data_centre=centre or session_settings.get("api_domain") or api.base_url,
+            tax_regime="taxes chosen per rule (option tax_id), as set up in Zoho Books",
+            # Zoho scopes (ZohoBooks.invoices.CREATE...) are not readable through the API.
+            can_create={"invoice": None, "estimate": None},
+            notes=["creating needs the scopes ZohoBooks.invoices.CREATE, ZohoBooks.estimates.CREATE, "
+                   "ZohoBooks.contacts.CREATE and ZohoBooks.settings.READ"])
 
     def preview_document(
         self, draft: InvoiceDraft, connection: Connection, context: SendContext
@@ -435,16 +562,19 @@ class ZohoBooksConnector(Connector):
             api_path, query = self._contact_lookup(criterion)
             add(f"find_customer_by_{criterion.field}", "GET", api_path, query,
                 when=None if not steps else "no customer found yet")
+        add("currencies", "GET", "/settings/currencies")
         if mode == matching.CREATE_IF_MISSING:
-            add("currencies", "GET", "/settings/currencies", when="no customer found")
             add("customer", "POST", "/contacts", body=contact_body(draft.customer, "{currency.currency_id}"),
                 when="no customer found")
         else:
             steps.append({"step": "fail", "when": "no customer found", "error": "CustomerNotFound"})
+        if any((line.sku or "").strip() for line in draft.lines):
+            add("list_items_for_skus", "GET", "/items", _ItemCatalog.page_query(1))
         for index, line in enumerate(draft.lines):
             for position, wanted in enumerate(matching.product_criteria(line)):
-                add(f"find_item_by_{wanted.field}:{index}", "GET", "/items", self._item_query(wanted),
-                    when="no item found by SKU" if position else None)
+                if wanted.field == "name":
+                    add(f"find_item_by_name:{index}", "GET", "/items", _ItemCatalog.name_query(wanted.value),
+                        when="no item found by SKU" if position else None)
         add("existing", "GET", path, {"customer_id": CUSTOMER_ID, "reference_number": reference},
             when="the customer was found (an earlier attempt may have created the document)")
         if create_products:
@@ -457,7 +587,8 @@ class ZohoBooksConnector(Connector):
             steps.append({"step": "fail", "when": "a line matches no item", "error": "ProductNotFound"})
         send = {"send": "true"} if _flag_option(draft, "send") else None
         add(draft.document_type, "POST", path, send,
-            body=document_body(draft, CUSTOMER_ID, ["{item.item_id}"] * len(draft.lines), reference),
+            body=document_body(draft, CUSTOMER_ID, ["{item.item_id}"] * len(draft.lines), reference,
+                               exchange_rate=exchange_rate_option(draft)),
             when="no document with this reference_number exists yet")
         return steps
 
@@ -471,7 +602,10 @@ class ZohoBooksConnector(Connector):
         if criterion.field == "person_name":
             first, last = criterion.values
             return "/contacts", {"first_name": first, "last_name": last, "filter_by": ACTIVE}
-        return "/contacts", {"contact_name": criterion.value[:MAX_CONTACT_NAME], "filter_by": ACTIVE}
+        name = criterion.value[:MAX_CONTACT_NAME]
+        if len(name) > MAX_CONTACT_SEARCH:  # the filter takes 100 characters: the rest is compared here
+            return "/contacts", {"contact_name_startswith": name[:MAX_CONTACT_SEARCH], "filter_by": ACTIVE}
+        return "/contacts", {"contact_name": name, "filter_by": ACTIVE}
 
     def _find_contact(self, api: _ZohoApi, criterion: matching.CustomerCriterion) -> dict[str, Any] | None:
         path, query = self._contact_lookup(criterion)
@@ -481,41 +615,43 @@ class ZohoBooksConnector(Connector):
             doc = api.call("GET", path, missing_ok=True)
             contact = (doc or {}).get("contact")
             return contact if isinstance(contact, dict) and _is_active_customer(contact) else None
-        for contact in api.get(path, "contacts", query):
+        def matches(contact: dict[str, Any]) -> bool:
             if not _is_active_customer(contact):
-                continue  # a vendor or an inactive contact cannot be invoiced
-            if criterion.field == "email" and _same(contact.get("email"), criterion.value):
-                return contact
-            if criterion.field == "person_name" and _same(contact.get("first_name"), criterion.values[0]) \
-                    and _same(contact.get("last_name"), criterion.values[1]):
-                return contact
-            if criterion.field == "name" and _same(contact.get("contact_name"), criterion.value[:MAX_CONTACT_NAME]):
-                return contact
-        return None
+                return False  # a vendor or an inactive contact cannot be invoiced
+            if criterion.field == "email":
+                return same_text(contact.get("email"), criterion.value)
+            if criterion.field == "person_name":
+                return same_text(contact.get("first_name"), criterion.values[0]) \
+                    and same_text(contact.get("last_name"), criterion.values[1])
+            return same_text(contact.get("contact_name"), criterion.value[:MAX_CONTACT_NAME])
+
+        hits = [c for c in api.get(path, "contacts", query) if matches(c)]
+        return matching.single_match(hits, criterion, target="Zoho Books",
+                                     describe=lambda c: f"contact_id {c.get('contact_id')} {c.get('contact_name')!r}")
 
     @staticmethod
-    def _item_query(criterion: matching.ProductCriterion) -> dict[str, str]:
-        # The items list has no SKU filter: search_text finds candidates, the SKU is compared exactly here.
-        if criterion.field == "sku":
-            return {"search_text": criterion.value[:MAX_ITEM_NAME], "filter_by": ACTIVE}
-        return {"name": criterion.value[:MAX_ITEM_NAME], "filter_by": ACTIVE}
-
-    def _find_item(self, api: _ZohoApi, criterion: matching.ProductCriterion) -> dict[str, Any] | None:
-        field, value = ("sku", criterion.value) if criterion.field == "sku" \
-            else ("name", criterion.value[:MAX_ITEM_NAME])
-        for item in api.get("/items", "items", self._item_query(criterion)):
-            if _same(item.get(field), value) and item.get("item_id"):
-                return item
-        return None
-
-    @staticmethod
-    def _currency_id(api: _ZohoApi, currency: str) -> str | None:
-        """The id to give a new customer for the draft's currency; None for the organization's own."""
-        for entry in api.get("/settings/currencies", "currencies", {}):
-            if _same(entry.get("currency_code"), currency):
-                return None if entry.get("is_base_currency") else str(entry["currency_id"])
-        raise TargetRejected(f"zoho_books: the organization has no currency {currency}; add it in Zoho Books "
-                             "(Settings, Currencies), nothing was created")
+    def _currency(api: _ZohoApi, draft: InvoiceDraft, currency: str) -> tuple[str | None, Decimal | None]:
+        """For the draft's currency: the id a new customer gets (None for the organization's base currency)
+        and the exchange_rate the document carries (None in the base currency). Zoho's invoice schema says of
+        exchange_rate: "Required when the invoice currency differs from the organization's base currency."
+        The rate is the rule's exchange_rate option; without it a foreign-currency document is refused here,
+        before anything is created."""
+        currencies = api.get("/settings/currencies", "currencies", {})
+        base = next((str(c.get("currency_code")) for c in currencies if c.get("is_base_currency")), None)
+        entry = next((c for c in currencies if same_text(c.get("currency_code"), currency)), None)
+        if entry is None:
+            raise TargetRejected(f"zoho_books: the organization has no currency {currency}; add it in Zoho Books "
+                                 "(Settings, Currencies), nothing was created")
+        if entry.get("is_base_currency"):
+            return None, None
+        rate = exchange_rate_option(draft)
+        if rate is None:
+            raise TargetRejected(
+                f"zoho_books: a {draft.document_type} in {currency} needs an exchange rate to the organization's "
+                f"base currency {base} (Zoho: \"Required when the invoice currency differs from the "
+                "organization's base currency.\"); set the rule's exchange_rate option (base-currency units for "
+                f"one {currency}); nothing was created", currency=currency, base_currency=base)
+        return str(entry["currency_id"]), rate
 
     @staticmethod
     def _find_document(

@@ -35,7 +35,7 @@ class LineItem(BaseModel):
     unit_amount_minor: int = Field(description="Price per unit in the currency's smallest unit")
     sku: str | None = None
     product_name: str | None = None
-    taxable: bool = False
+    taxable: bool | None = Field(default=None, description="True: taxed; False: marked not taxable; None: unsaid")
 
 
 class InvoiceDraft(BaseModel):
