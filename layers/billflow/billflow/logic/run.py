@@ -24,6 +24,7 @@ from zoneinfo import ZoneInfo
 from billflow.actions import get_action_type
 from billflow.connectors import get_crm
 from billflow.errors import TransientError
+from billflow.logic.reservations import lease_end
 from billflow.logic.workflow import RunState
 from billflow.models.documents import DispatchResult
 from billflow.models.rules import DOCUMENT_ACTIONS, LOOKUP_ROOTS, Action, DateTrigger
@@ -92,6 +93,7 @@ def plan_next(state: RunState, now: datetime | None = None) -> dict[str, Any]:
             "day": now.strftime("%Y-%m-%d"),
             "limit": str(limit),
             "expires_at": str(int(now.timestamp()) + COUNTER_TTL_SECONDS),
+            "hold_expires_at": lease_end(now.timestamp()),  # issue 8 §4: the reservation's lease
         },
     }
     if state.usage_alert is not None:
@@ -244,8 +246,10 @@ def dispatch(
     except TransientError as exc:
         if exc.retry_after_seconds is None or attempt >= MAX_RETRY_AFTER_ROUNDS:
             raise
-        return {"retry_after": max(1, int(exc.retry_after_seconds + 0.999)), "attempt": attempt,
-                "reason": exc.message}
+        wait = max(1, int(exc.retry_after_seconds + 0.999))
+        # The reservation's lease is renewed past the wait (RenewHold).
+        return {"retry_after": wait, "attempt": attempt, "reason": exc.message,
+                "hold_expires_at": lease_end(extra_seconds=wait)}
     outcome = {"index": step["index"], "action_type": action.type, **result.model_dump(mode="json")}
     execution = state.execution_name
     return {

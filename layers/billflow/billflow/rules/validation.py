@@ -167,9 +167,10 @@ def action_problems(rule: Rule) -> list[Problem]:
         if isinstance(handler, _ChecksOptions):
             problems.extend(Problem(rule.id, f"{path}.{where}", message) for where, message in handler.check(action))
         if not _BLOCK_ACTION.match(path):  # blocks' actions had their {{ }} placeholders checked above
+            allowed = PLACEHOLDER_ROOTS | ({"failure"} if path.startswith("on_failure") else set())  # issue 8 §8
             for name in sorted(placeholders(_templated(action))):
-                if name.split(".")[0] not in PLACEHOLDER_ROOTS:
-                    roots = ", ".join(sorted(PLACEHOLDER_ROOTS))
+                if name.split(".")[0] not in allowed:
+                    roots = ", ".join(sorted(allowed))
                     problems.append(Problem(rule.id, path, f"unknown placeholder {{{{ {name} }}}}; placeholders "
                                                            f"start with one of {roots}"))
         earlier = {a.type for _, a in actions[:index]} if not path.startswith("on_failure") else {
