@@ -127,7 +127,7 @@ def test_after_an_outage_replays_invoice_exactly_the_limit(stack: Stack) -> None
     assert len(first) == 8 and {r["status"] for r in first} == {"FAILED"}
     assert stack.invoiced(deals) == []
     during = stack.counter("outage")
-    assert (during.count, during.reserved, during.holds) == (0, 0, {})  # nothing sent, nothing held
+    assert (during.count, during.sent, during.holds) == (0, 0, {})  # nothing sent, nothing held
 
     stack.stripe.reset()  # Stripe is back
     with ThreadPoolExecutor(8) as pool:
@@ -140,7 +140,7 @@ def test_after_an_outage_replays_invoice_exactly_the_limit(stack: Stack) -> None
     assert sorted((r["status"], r["error"]) for r in replays) == (
         [("FAILED", "DailyLimitReached")] * 3 + [("SUCCEEDED", None)] * 5)
     after = stack.counter("outage")
-    assert (after.count, after.reserved, after.holds) == (5, 5, {})
+    assert (after.count, after.sent, after.holds) == (5, 5, {})
     assert stack.stripe.violations == []
 
 
@@ -157,7 +157,7 @@ def test_120_deals_racing_for_a_limit_of_50_make_exactly_50_invoices(stack: Stac
     assert outcomes.count(("SUCCEEDED", None)) == 50
     assert outcomes.count(("FAILED", "DailyLimitReached")) == 70
     counter = stack.counter("rush")
-    assert (counter.count, counter.reserved, counter.holds) == (50, 50, {})
+    assert (counter.count, counter.sent, counter.holds) == (50, 50, {})
     print(f"120 deals against a limit of 50: {elapsed:.1f} s")  # the figure for the report (-s)
 
 
@@ -195,4 +195,4 @@ def test_a_run_stopped_between_reserve_and_commit_gives_its_place_back_when_its_
     assert reclaimed_run["status"] == "SUCCEEDED"
     assert stack.invoiced({stopped, limited, reclaimed}) == [reclaimed]
     counter = stack.counter("crash")
-    assert (counter.count, counter.reserved, counter.holds) == (1, 1, {})
+    assert (counter.count, counter.sent, counter.holds) == (1, 1, {})

@@ -2,7 +2,7 @@
 
 The state machine does the hot path with DynamoDB service integrations on the counters table
 (storage/counters.py): Reserve before Dispatch, Commit once the action was sent, Release when it failed or
-sent nothing. Reserve's condition (`reserved < limit`) is one atomic conditional update, so N runs racing for
+sent nothing. Reserve's condition (`count < limit`, count being sends made and in flight) is one atomic conditional update, so N runs racing for
 a limit L send exactly min(N, L), never L + 1; a failed send gives its place back, so replays of runs that
 failed in an outage, or were limited while those held places, go through once the limit allows.
 
@@ -55,6 +55,6 @@ def settle(counter: dict[str, Any], hold: str, store: CounterStore | None = None
         logger.warning("lapsed daily-limit holds reclaimed", extra={"counter": item.pk, "reclaimed": reclaimed})
     # Retry too when places came free since Reserve was refused (another run reclaimed the lapsed holds,
     # or a send failed and released its hold): the condition decides again, atomically.
-    if reclaimed or lapsed or item.reserved < int(counter["limit"]):
+    if reclaimed or lapsed or item.count < int(counter["limit"]):
         return {"outcome": "retry", "reclaimed": reclaimed}
     return {"outcome": "limited", "reclaimed": 0}

@@ -2,12 +2,13 @@
 
 The state machine writes the hot path itself (dynamodb:updateItem, statemachine/billflow.asl.json):
 
-- Reserve: `SET <hold> = <lease end> ADD reserved 1`, only if `reserved < limit` and the hold is absent;
-- Commit (the action was sent): `REMOVE <hold> ADD count 1`, only if the hold is still there;
-- Release (it failed or sent nothing): `REMOVE <hold> ADD reserved -1`, only if the hold is still there.
+- Reserve: `SET <hold> = <lease end> ADD count 1`, only if `count < limit` and the hold is absent;
+- Commit (the action was sent): `REMOVE <hold> ADD sent 1`, only if the hold is still there;
+- Release (it failed or sent nothing): `REMOVE <hold> ADD count -1`, only if the hold is still there.
 
-`reserved` is what was sent plus what is in flight, so the condition never lets limit + 1 runs through;
-`count` is what was sent. A hold is an attribute named `hold#<execution>#<action index>` whose value is
+`count` is what was sent plus what is in flight (the places taken), so the condition never lets limit + 1
+runs through; it is the attribute the limit always checked, so a day's item written before holds existed
+keeps counting. `sent` is what was sent. A hold is an attribute named `hold#<execution>#<action index>` whose value is
 the epoch second its lease ends. This module reads an item back and reclaims a lapsed hold, for the rare
 path where Reserve is refused (logic/reservations.py).
 """
@@ -28,11 +29,11 @@ def hold_name(execution: str, index: int | str) -> str:
 
 @dataclass(frozen=True)
 class DayCounter:
-    """One counter item as read: what was sent, what is sent or in flight, and the holds in flight."""
+    """One counter item as read: places taken (sent or in flight), sends made, and the holds in flight."""
 
     pk: str
     count: int = 0
-    reserved: int = 0
+    sent: int = 0
     holds: dict[str, int] = field(default_factory=dict)  # hold name -> epoch second its lease ends
 
 
@@ -47,7 +48,7 @@ class CounterStore:
         return DayCounter(
             pk=pk,
             count=int(found.get("count", {}).get("N", 0)),
-            reserved=int(found.get("reserved", {}).get("N", 0)),
+            sent=int(found.get("sent", {}).get("N", 0)),
             holds={name: int(value["N"]) for name, value in found.items()
                    if name.startswith(HOLD_PREFIX) and "N" in value},
         )
@@ -59,9 +60,9 @@ class CounterStore:
         try:
             ddb.update_item(
                 TableName=self._table, Key={"pk": {"S": pk}},
-                UpdateExpression="REMOVE #hold ADD reserved :minus_one",
+                UpdateExpression="REMOVE #hold ADD #count :minus_one",
                 ConditionExpression="#hold = :lease_end",
-                ExpressionAttributeNames={"#hold": hold},
+                ExpressionAttributeNames={"#hold": hold, "#count": "count"},
                 ExpressionAttributeValues={":lease_end": {"N": str(lease_end)}, ":minus_one": {"N": "-1"}},
             )
         except ddb.exceptions.ConditionalCheckFailedException:
