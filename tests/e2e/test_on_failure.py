@@ -50,26 +50,32 @@ class AlertHook(FakeServer):
         return [r.json() for r in self.requests if r.json().get("deal") == deal]
 
 
-def rules(hook_url: str) -> str:
-    return f"""\
+RULES = """\
 id: invoice-or-alert
 source: twenty
 object: opportunity
-trigger: {{type: event, on: edited}}
+trigger: {type: event, on: edited}
 criteria:
-  - {{field: stage, comparator: changed_to, value: CUSTOMER}}
+  - {field: stage, comparator: changed_to, value: CUSTOMER}
 actions:
-  - {{type: stripe.invoice, connection: stripe-main, options: {{description: "{{{{ record.name }}}}"}}}}
+  - {type: stripe.invoice, connection: stripe-main, options: {description: "{{ record.name }}"}}
 on_failure:
   - type: notification
-    options: {{title: "Not invoiced: {{{{ record.name }}}}", message: "{{{{ failure.status }}}}: {{{{ failure.reason }}}}", level: error}}
+    options:
+      title: "Not invoiced: {{ record.name }}"
+      message: "{{ failure.status }}: {{ failure.reason }}"
+      level: error
   - type: email_alert
-    options: {{to: [{BILLING}], subject: "billflow {{{{ failure.status }}}}: {{{{ record.name }}}}",
-               text: "{{{{ failure.reason }}}} (run {{{{ failure.execution }}}})"}}
-  - {{type: crm.field_update, field: billingStatus, value: "{{{{ failure.status }}}}: {{{{ failure.error }}}}"}}
+    options:
+      to: [BILLING]
+      subject: "billflow {{ failure.status }}: {{ record.name }}"
+      text: "{{ failure.reason }} (run {{ failure.execution }})"
+  - {type: crm.field_update, field: billingStatus, value: "{{ failure.status }}: {{ failure.error }}"}
   - type: webhook
-    options: {{url: "{hook_url}/alerts", body_format: raw,
-               body: {{deal: "{{{{ record.name }}}}", status: "{{{{ failure.status }}}}", reason: "{{{{ failure.reason }}}}"}}}}
+    options:
+      url: HOOK/alerts
+      body_format: raw
+      body: {deal: "{{ record.name }}", status: "{{ failure.status }}", reason: "{{ failure.reason }}"}
 """
 
 
@@ -125,7 +131,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     twenty = FakeTwenty(custom_fields={"opportunity": {"billingStatus": {"type": "string"}}}).start()
     hook = AlertHook().start()
     path = tmp_path_factory.mktemp("on-failure") / "rules.yaml"
-    path.write_text(rules(hook.url))
+    path.write_text(RULES.replace("BILLING", BILLING).replace("HOOK", hook.url))
     connections = {"tenants": {TENANT: {
         "sources": {"twenty": {"signing_secret": SECRET}},
         "connections": {"twenty": twenty.connection_settings(),

@@ -5,7 +5,6 @@ unless its rule says `once_per: transition`."""
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -17,23 +16,21 @@ from tests.e2e.conftest import TENANT, Stack
 
 # The example rule (won-to-stripe) invoices on CUSTOMER and writes the id back to invoiceId. These two
 # invoice on other stages, with no write-back: one per record (the default) and one per transition.
+INVOICE = {"type": "stripe.invoice", "connection": "stripe-main", "options": {"description": "{{ record.name }}"}}
+EDITED = {"type": "event", "on": "edited"}
 RULES = [
-    {"id": "signed-by-log", "source": "twenty", "object": "opportunity", "trigger": {"type": "event", "on": "edited"},
-     "criteria": [{"field": "stage", "comparator": "changed_to", "value": "SCREENING"}],
-     "actions": [{"type": "stripe.invoice", "connection": "stripe-main", "options": {"description": "{{ record.name }}"}}]},
-    {"id": "each-meeting", "source": "twenty", "object": "opportunity", "trigger": {"type": "event", "on": "edited"},
-     "once_per": "transition",
-     "criteria": [{"field": "stage", "comparator": "changed_to", "value": "MEETING"}],
-     "actions": [{"type": "stripe.invoice", "connection": "stripe-main", "options": {"description": "{{ record.name }}"}}]},
+    {"id": "signed-by-log", "source": "twenty", "object": "opportunity", "trigger": EDITED,
+     "criteria": [{"field": "stage", "comparator": "changed_to", "value": "SCREENING"}], "actions": [INVOICE]},
+    {"id": "each-meeting", "source": "twenty", "object": "opportunity", "trigger": EDITED, "once_per": "transition",
+     "criteria": [{"field": "stage", "comparator": "changed_to", "value": "MEETING"}], "actions": [INVOICE]},
 ]
 
 
 @pytest.fixture(scope="module", autouse=True)
-def more_rules(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+def more_rules(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> None:
     path = tmp_path_factory.mktemp("once") / "rules.yaml"
     path.write_text(yaml.safe_dump_all(RULES))
     stack.runtime.put_rules(load_rules(path, TENANT))
-    yield
 
 
 def move(stack: Stack, event: dict[str, Any], stage: str, hour: int) -> dict[str, Any]:

@@ -2,9 +2,10 @@
 
 The state machine does the hot path with DynamoDB service integrations on the counters table
 (storage/counters.py): Reserve before Dispatch, Commit once the action was sent, Release when it failed or
-sent nothing. Reserve's condition (`count < limit`, count being sends made and in flight) is one atomic conditional update, so N runs racing for
-a limit L send exactly min(N, L), never L + 1; a failed send gives its place back, so replays of runs that
-failed in an outage, or were limited while those held places, go through once the limit allows.
+sent nothing. Reserve's condition (`count < limit`, count being the sends made and in flight) is one atomic
+conditional update, so N runs racing for a limit L send exactly min(N, L), never L + 1; a failed send gives
+its place back, so replays of runs that failed in an outage, or were limited while those held places, go
+through once the limit allows.
 
 Why a lease. Step Functions runs a Catch whenever a task fails, so every failure path reaches Release; a hold
 is left behind only when the execution itself ends without running its Catch: StopExecution (an admin), the

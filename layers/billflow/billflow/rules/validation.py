@@ -11,6 +11,7 @@ from pydantic import BaseModel, ValidationError
 from billflow.logic.templates import normalise, placeholders, references
 from billflow.models.rules import DOCUMENT_ACTIONS, OTHER_ACTIONS, Action, Rule
 from billflow.rules import comparators
+from billflow.rules.options import option_problems
 from billflow.rules.pattern import PatternError, parse_pattern
 
 # Where placeholders may read from (the run's context, see logic.workflow.RunState.context).
@@ -164,6 +165,8 @@ def action_problems(rule: Rule) -> list[Problem]:
             problems.append(Problem(rule.id, path, f"a rule may have at most {limit} {action.type} action(s); "
                                                    f"this is one too many"))
         handler = get_action_type(action.type)
+        problems.extend(Problem(rule.id, f"{path}.{where}", message)  # issue 8 §8: unknown options refused
+                        for where, message in option_problems(action))
         if isinstance(handler, _ChecksOptions):
             problems.extend(Problem(rule.id, f"{path}.{where}", message) for where, message in handler.check(action))
         if not _BLOCK_ACTION.match(path):  # blocks' actions had their {{ }} placeholders checked above

@@ -16,6 +16,7 @@ path where Reserve is refused (logic/reservations.py).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
 from billflow.aws import client
 from billflow.settings import get_settings
 
