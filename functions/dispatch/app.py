@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from billflow.logic.failures import run_task
 from billflow.logic.run import dispatch
 from billflow.models.run import RunState
 from billflow.observability import logger
@@ -15,5 +16,7 @@ from billflow.storage.idempotency import register_lambda_context
 @requires_settings("idempotency_table")
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     register_lambda_context(context)  # an in-progress send expires with the invocation, so a retry can run
+    if "task" in event:  # Settle (a refused reservation) and RunOnFailure (the rule's error branch)
+        return run_task(event)
     # "counted": CountDaily's answer (the day's count after this send), for the usage-threshold alert.
     return dispatch(RunState.model_validate(event), event["step"], event.get("dispatched"), event.get("counted"))

@@ -25,6 +25,7 @@ from billflow.actions import get_action_type
 from billflow.connectors import get_crm
 from billflow.errors import TransientError
 from billflow.logic.limits import alert_at, check_usage
+from billflow.logic.reservations import lease_end
 from billflow.logic.schedule import RESCHEDULE_TOLERANCE, group_due, occurrence_after, plan_timed, trigger_zone
 from billflow.models.documents import DispatchResult
 from billflow.models.events import GENERIC_SOURCES
@@ -97,6 +98,7 @@ def plan_next(state: RunState, now: datetime | None = None) -> dict[str, Any]:
             "day": now.strftime("%Y-%m-%d"),
             "limit": str(limit),
             "expires_at": str(int(now.timestamp()) + COUNTER_TTL_SECONDS),
+            "hold_expires_at": lease_end(now.timestamp()),  # issue 8 §4: the reservation's lease
         },
     }
     if state.usage_alert is not None:
@@ -232,6 +234,10 @@ def dispatch(
     admins are told once a day (logic/limits.py), whatever becomes of the send.
     """
     action = Action.model_validate(step["action"])
+    from billflow.logic.once_per import earlier_document, skipped_dispatch  # issue 8 §2
+
+    if (existing := earlier_document(state, action)) is not None:
+        return skipped_dispatch(state, step, action, existing)
     key = f"{state.execution_key}:{step['index']}"
     attempt = int((previous or {}).get("attempt", 0)) + 1
     if counted and previous is None:
@@ -241,8 +247,10 @@ def dispatch(
     except TransientError as exc:
         if exc.retry_after_seconds is None or attempt >= MAX_RETRY_AFTER_ROUNDS:
             raise
-        return {"retry_after": max(1, int(exc.retry_after_seconds + 0.999)), "attempt": attempt,
-                "reason": exc.message}
+        wait = max(1, int(exc.retry_after_seconds + 0.999))
+        # The reservation's lease is renewed past the wait (RenewHold).
+        return {"retry_after": wait, "attempt": attempt, "reason": exc.message,
+                "hold_expires_at": lease_end(extra_seconds=wait)}
     outcome = {"index": step["index"], "action_type": action.type, **result.model_dump(mode="json")}
     execution = state.execution_name
     return {

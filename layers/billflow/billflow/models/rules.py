@@ -24,6 +24,8 @@ DOCUMENT_ACTIONS = frozenset(
     {"invoice", "estimate", "sales_receipt", "paid_invoice", "refund_receipt", "expense"}
 )
 OTHER_ACTIONS = frozenset({"webhook", "field_update", "email_alert", "notification", "expression"})
+# What a rule's error branch may do when a run fails or is limited.
+ON_FAILURE_ACTIONS = frozenset({"notification", "email_alert", "field_update", "webhook"})
 # Criteria fields under these roots read what Lookup fetched (the record's company and contact), not the
 # record: the filter cannot decide them, the run decides them right after Lookup.
 LOOKUP_ROOTS = frozenset({"company", "contact"})
@@ -244,7 +246,17 @@ class Rule(BaseModel):
                     "or every matching block (every)",
     )
     blocks: list[Block] = Field(default_factory=list, max_length=10)
-    on_failure: list[Action] = Field(default_factory=list)
+    on_failure: list[Action] = Field(
+        default_factory=list,
+        description="Run once when a run fails or is limited (notification, email_alert, field_update, webhook); "
+                    "{{ failure.status }}, {{ failure.reason }}, {{ failure.error }} and {{ failure.execution }} "
+                    "say what happened",
+    )
+    once_per: Literal["record", "transition"] = Field(
+        default="record",
+        description="Document actions make one document of a type per record and rule (record, the default), "
+                    "or one per transition (a deal won, reopened and won again is invoiced twice)",
+    )
     version: int = 1
 
     @model_validator(mode="before")
@@ -277,6 +289,15 @@ class Rule(BaseModel):
         if not NAME_SEGMENT.match(value):
             raise ValueError("letters, digits, '_', '.', '-' only")
         return value
+
+    @field_validator("on_failure")
+    @classmethod
+    def _error_branch(cls, actions: list[Action]) -> list[Action]:
+        for action in actions:
+            if action.type not in ON_FAILURE_ACTIONS:
+                raise ValueError(f"on_failure runs {', '.join(sorted(ON_FAILURE_ACTIONS))}; not {action.type} "
+                                 f"(an error branch tells people and marks the record, it makes no documents)")
+        return actions
 
     @property
     def is_date_triggered(self) -> bool:

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ValidationError
 
 from billflow.models.rules import DOCUMENT_ACTIONS, OTHER_ACTIONS, Action, DateTrigger, Rule, is_lookup_field
 from billflow.rules import comparators
+from billflow.rules.options import option_problems
 from billflow.rules.pattern import PatternError, parse_pattern
 from billflow.rules.templates import normalise, placeholders, references
 
@@ -168,12 +169,15 @@ def action_problems(rule: Rule, action_types: ActionTypes) -> list[Problem]:
             problems.append(Problem(rule.id, path, f"a rule may have at most {limit} {action.type} action(s); "
                                                    f"this is one too many"))
         handler = action_types(action.type)
+        problems.extend(Problem(rule.id, f"{path}.{where}", message)  # issue 8 §8: unknown options refused
+                        for where, message in option_problems(action))
         if isinstance(handler, _ChecksOptions):
             problems.extend(Problem(rule.id, f"{path}.{where}", message) for where, message in handler.check(action))
         if not _BLOCK_ACTION.match(path):  # blocks' actions had their {{ }} placeholders checked above
+            allowed = PLACEHOLDER_ROOTS | ({"failure"} if path.startswith("on_failure") else set())  # issue 8 §8
             for name in sorted(placeholders(_templated(action))):
-                if name.split(".")[0] not in PLACEHOLDER_ROOTS:
-                    roots = ", ".join(sorted(PLACEHOLDER_ROOTS))
+                if name.split(".")[0] not in allowed:
+                    roots = ", ".join(sorted(allowed))
                     problems.append(Problem(rule.id, path, f"unknown placeholder {{{{ {name} }}}}; placeholders "
                                                            f"start with one of {roots}"))
         earlier = {a.type for _, a in actions[:index]} if not path.startswith("on_failure") else {

@@ -1,0 +1,76 @@
+"""The daily counters and the holds inside them: one item per tenant, action type and UTC day.
+
+The state machine writes the hot path itself (dynamodb:updateItem, statemachine/billflow.asl.json):
+
+- Reserve: `SET <hold> = <lease end> ADD count 1`, only if `count < limit` and the hold is absent;
+- Commit (the action was sent): `REMOVE <hold> ADD sent 1`, only if the hold is still there;
+- Release (it failed or sent nothing): `REMOVE <hold> ADD count -1`, only if the hold is still there.
+
+`count` is what was sent plus what is in flight (the places taken), so the condition never lets limit + 1
+runs through; it is the attribute the limit always checked, so a day's item written before holds existed
+keeps counting. `sent` is what was sent. A hold is an attribute named `hold#<execution>#<action index>` whose value is
+the epoch second its lease ends. This module reads an item back and reclaims a lapsed hold, for the rare
+path where Reserve is refused (logic/reservations.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from billflow.aws import client
+from billflow.settings import get_settings
+
+HOLD_PREFIX = "hold#"
+
+
+def hold_name(execution: str, index: int | str) -> str:
+    """The attribute that holds one action's reservation (the state machine builds the same string)."""
+    return f"{HOLD_PREFIX}{execution}#{index}"
+
+
+@dataclass(frozen=True)
+class DayCounter:
+    """One counter item as read: places taken (sent or in flight), sends made, and the holds in flight."""
+
+    pk: str
+    count: int = 0
+    sent: int = 0
+    holds: dict[str, int] = field(default_factory=dict)  # hold name -> epoch second its lease ends
+
+
+class CounterStore:
+    def __init__(self, table: str) -> None:
+        self._table = table
+
+    def read(self, pk: str) -> DayCounter:
+        """The item as it is now (a strongly consistent read: a hold just written is seen)."""
+        item = client("dynamodb").get_item(TableName=self._table, Key={"pk": {"S": pk}}, ConsistentRead=True)
+        found = item.get("Item") or {}
+        return DayCounter(
+            pk=pk,
+            count=int(found.get("count", {}).get("N", 0)),
+            sent=int(found.get("sent", {}).get("N", 0)),
+            holds={name: int(value["N"]) for name, value in found.items()
+                   if name.startswith(HOLD_PREFIX) and "N" in value},
+        )
+
+    def reclaim(self, pk: str, hold: str, lease_end: int) -> bool:
+        """Give back a lapsed hold's place: True if this call removed it (it had not been renewed, committed,
+        released or reclaimed meanwhile)."""
+        ddb = client("dynamodb")
+        try:
+            ddb.update_item(
+                TableName=self._table, Key={"pk": {"S": pk}},
+                UpdateExpression="REMOVE #hold ADD #count :minus_one",
+                ConditionExpression="#hold = :lease_end",
+                ExpressionAttributeNames={"#hold": hold, "#count": "count"},
+                ExpressionAttributeValues={":lease_end": {"N": str(lease_end)}, ":minus_one": {"N": "-1"}},
+            )
+        except ddb.exceptions.ConditionalCheckFailedException:
+            return False
+        return True
+
+
+def get_counter_store() -> CounterStore:
+    # Not cached: the table name comes from settings, which tests and the local runtime reset.
+    return CounterStore(get_settings().counters_table)
