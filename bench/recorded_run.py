@@ -245,6 +245,7 @@ def _count_reads(call: AwsCall, operation: str, params: dict[str, Any], result: 
 # ------------------------------------------------------------------------------------- the run
 @dataclass
 class Recording:
+    warm_up: Phase
     unmatched: Phase
     invoice: Phase
     ingest_event: dict[str, Any]
@@ -280,6 +281,7 @@ def record(unmatched: int = 20, invoices: int = 5) -> Recording:
             runtime.start()
             runtime.put_rules([Rule.model_validate({**ONE_ACTION_RULE, "tenant": TENANT})])
             stack = _Stack(runtime, twenty)
+            warm_up = recorder.phase
             stack.deliver("opportunity-stage-proposal")  # warm-up: every handler loaded once
             stack.deliver("opportunity-won")
             recorder.phase = unmatched_phase = Phase("unmatched")
@@ -308,7 +310,7 @@ def record(unmatched: int = 20, invoices: int = 5) -> Recording:
                   for logical_id in runtime.template.resources_of_type("AWS::DynamoDB::Table")}
         ingest_event = next(i.event for i in invoice_phase.invocations if i.function == "IngestFunction")
         admin_event = next(i.event for i in admin_phase.invocations if i.function == "AdminFunction")
-        return Recording(unmatched_phase, invoice_phase, ingest_event, admin_event, memory, tables)
+        return Recording(warm_up, unmatched_phase, invoice_phase, ingest_event, admin_event, memory, tables)
     finally:
         if runtime is not None:
             runtime.stop()
