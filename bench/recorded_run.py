@@ -62,6 +62,8 @@ class AwsCall:
     wru: float = 0.0
     table: str = ""
     failed: str = ""
+    read_bytes: int = 0
+    read_items: int = 0
 
 
 @dataclass
@@ -239,6 +241,7 @@ def _count_reads(call: AwsCall, operation: str, params: dict[str, Any], result: 
     consistent = bool(params.get("ConsistentRead")) and not params.get("IndexName")
     items = [result["Item"]] if result.get("Item") else list(result.get("Items") or [])
     size = sum(_typed_size(item) for item in items)
+    call.read_bytes, call.read_items = size, len(items)
     call.rru = max(1, math.ceil(size / 4096)) * (1.0 if consistent else 0.5)
 
 
@@ -252,6 +255,7 @@ class Recording:
     admin_event: dict[str, Any]
     memory_mb: dict[str, int]
     table_names: dict[str, str]
+    target_calls: dict[str, float]  # HTTP requests to each stand-in per invoice (Stripe, the CRM)
 
 
 def record(unmatched: int = 20, invoices: int = 5) -> Recording:
@@ -290,9 +294,12 @@ def record(unmatched: int = 20, invoices: int = 5) -> Recording:
                 unmatched_phase.deliveries += 1
             recorder.phase = invoice_phase = Phase("invoice")
             stack.won_records.clear()
+            before = {"stripe": len(stripe.requests), "twenty": len(twenty.requests)}
             for _ in range(invoices):
                 stack.deliver("opportunity-won")
                 invoice_phase.deliveries += 1
+            target_calls = {"stripe": (len(stripe.requests) - before["stripe"]) / invoices,
+                            "twenty": (len(twenty.requests) - before["twenty"]) / invoices}
             recorder.phase = Phase("admin")
             _get(f"{runtime.url}/admin/tenants/{TENANT}/rules")
             admin_phase = recorder.phase
@@ -310,7 +317,8 @@ def record(unmatched: int = 20, invoices: int = 5) -> Recording:
                   for logical_id in runtime.template.resources_of_type("AWS::DynamoDB::Table")}
         ingest_event = next(i.event for i in invoice_phase.invocations if i.function == "IngestFunction")
         admin_event = next(i.event for i in admin_phase.invocations if i.function == "AdminFunction")
-        return Recording(warm_up, unmatched_phase, invoice_phase, ingest_event, admin_event, memory, tables)
+        return Recording(warm_up, unmatched_phase, invoice_phase, ingest_event, admin_event, memory, tables,
+                         target_calls)
     finally:
         if runtime is not None:
             runtime.stop()
