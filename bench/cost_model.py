@@ -131,8 +131,8 @@ def express_alternative(phase: Phase, recording: Recording, prices: dict[str, An
 
 def report(cost: PathCost, target: float) -> bool:
     per_1000 = cost.total * 1000
-    print(f"\nper 1,000 {cost.name}: ${per_1000:.5f}  (target <= ${target:g}: "
-          f"{'ok' if per_1000 <= target else 'OVER by $%.5f, %.2fx' % (per_1000 - target, per_1000 / target)})")
+    verdict = "ok" if per_1000 <= target else f"OVER by ${per_1000 - target:.5f}, {per_1000 / target:.2f}x"
+    print(f"\nper 1,000 {cost.name}: ${per_1000:.5f}  (target <= ${target:g}: {verdict})")
     for line, dollars in sorted(cost.lines.items(), key=lambda kv: -kv[1]):
         print(f"  {line:<34} ${dollars * 1000:9.5f}  {100 * dollars / cost.total:5.1f}%  {cost.quantities[line]}")
     return per_1000 <= target

@@ -24,7 +24,7 @@ import time
 import urllib.request
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,6 +111,7 @@ class Recorder:
 
     def __init__(self) -> None:
         self.phase = Phase("warm-up")
+        self.first_invocations: dict[str, Invocation] = {}  # each function's cold call, with its AWS calls
         self._local = threading.local()
         self._lock = threading.Lock()
 
@@ -152,6 +153,7 @@ class Recorder:
             self._local.invocation = outer
             with self._lock:
                 self.phase.invocations.append(invocation)
+                self.first_invocations.setdefault(name, invocation)
 
     def _api_call(self, original: Any, client: Any, operation: str, params: dict[str, Any]) -> Any:
         service = client.meta.service_model.service_name
@@ -201,7 +203,7 @@ def _stored_item(table: Any, key: dict[str, Any]) -> Any:
         return None
     try:
         return table.get_item(DynamoType(hash_value), DynamoType(range_value) if range_value else None)
-    except Exception:  # noqa: BLE001 - a key moto cannot read costs what a missing item costs
+    except Exception:  # a key moto cannot read costs what a missing item costs
         return None
 
 
@@ -256,11 +258,14 @@ class Recording:
     memory_mb: dict[str, int]
     table_names: dict[str, str]
     target_calls: dict[str, float]  # HTTP requests to each stand-in per invoice (Stripe, the CRM)
+    first_invocations: dict[str, Invocation]  # every function's first (cold) call in the run
 
 
-def record(unmatched: int = 20, invoices: int = 5) -> Recording:
+def record(unmatched: int = 20, invoices: int = 5,
+           while_running: Callable[[Recording, Any], None] | None = None) -> Recording:
     """Post `unmatched` webhooks that match no rule, then `invoices` won deals, one at a time (each handler's
-    duration is then its own, not a queue's), after a warm-up of one of each (cold handlers excluded)."""
+    duration is then its own, not a queue's), after a warm-up of one of each (cold handlers excluded); then
+    one admin API call and one scheduler run. `while_running(recording, runtime)` runs before the stack stops."""
     from billflow.models.rules import Rule
 
     from billflow_local.runtime import LocalRuntime
@@ -303,6 +308,8 @@ def record(unmatched: int = 20, invoices: int = 5) -> Recording:
             recorder.phase = Phase("admin")
             _get(f"{runtime.url}/admin/tenants/{TENANT}/rules")
             admin_phase = recorder.phase
+            recorder.phase = Phase("scheduler")
+            runtime.invoke("SchedulerFunction", scheduled_event())
         for execution in runtime.executions():
             record_id = ((execution["input"] or {}).get("event") or {}).get("record_id")
             if record_id in stack.won_records:
@@ -317,8 +324,11 @@ def record(unmatched: int = 20, invoices: int = 5) -> Recording:
                   for logical_id in runtime.template.resources_of_type("AWS::DynamoDB::Table")}
         ingest_event = next(i.event for i in invoice_phase.invocations if i.function == "IngestFunction")
         admin_event = next(i.event for i in admin_phase.invocations if i.function == "AdminFunction")
-        return Recording(warm_up, unmatched_phase, invoice_phase, ingest_event, admin_event, memory, tables,
-                         target_calls)
+        recording = Recording(warm_up, unmatched_phase, invoice_phase, ingest_event, admin_event, memory, tables,
+                              target_calls, dict(recorder.first_invocations))
+        if while_running is not None:
+            while_running(recording, runtime)
+        return recording
     finally:
         if runtime is not None:
             runtime.stop()
@@ -347,6 +357,15 @@ class _Stack:
         self.runtime.wait_idle(60)
         if sample == "opportunity-won":
             self.won_records.add(record["id"])
+
+
+def scheduled_event() -> dict[str, Any]:
+    """What an EventBridge schedule delivers to its target, fired now."""
+    from datetime import UTC, datetime
+
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {"version": "0", "id": str(uuid.uuid4()), "detail-type": "Scheduled Event", "source": "aws.events",
+            "account": "123456789012", "time": now, "region": "us-east-1", "resources": [], "detail": {}}
 
 
 def _get(url: str) -> Any:
