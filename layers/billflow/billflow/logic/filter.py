@@ -24,6 +24,7 @@ from billflow.models.events import CrmEvent
 from billflow.models.rules import Rule, UsageAlert
 from billflow.observability import logger
 from billflow.rules.engine import Clock, RuleVerdict, evaluate_rule, transition_held
+from billflow.rules.index import RuleIndex
 from billflow.settings import get_settings
 from billflow.storage import keys
 from billflow.storage.records import RecordStateStore
@@ -61,6 +62,7 @@ def match_rules(
         return [], []
     watched = set().union(*(r.watched_paths() for r in rules))
     changes = observe_changes(record_store, event, watched)
+    rules = RuleIndex(rules).candidates(changes)  # the others need a change this event did not make
     # A source without a CRM has nothing to look up: its company/contact criteria read the record.
     lookup: dict[str, Any] | None = {} if event.source in _NO_LOOKUP else None
     verdicts = [evaluate_rule(rule, event, changes, clock=Clock.for_rule(rule, lookup=lookup)) for rule in rules]
