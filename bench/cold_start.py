@@ -169,12 +169,14 @@ class Bench:
             env["STATE_MACHINE_ARN"] = self.pass_machine
         return env
 
-    def run_child(self, spec: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
+    def run_child(self, spec: dict[str, Any], env: dict[str, str], python_options: tuple[str, ...] = ()
+                  ) -> dict[str, Any]:
         path = self.tmp / f"spec-{uuid.uuid4().hex}.json"
         out = self.tmp / f"out-{uuid.uuid4().hex}.json"
         path.write_text(json.dumps({**spec, "out": str(out)}))
-        done = subprocess.run([sys.executable, str(self.child), str(path)], env=env, capture_output=True,
-                              text=True, cwd=self.tmp, check=False)
+        done = subprocess.run([sys.executable, *python_options, str(self.child), str(path)], env=env,
+                              capture_output=True, text=True, cwd=self.tmp, check=False)
+        self.last_stderr = done.stderr
         if done.returncode or not out.exists():
             raise RuntimeError(f"{spec['function']} {spec['mode']} failed: {done.stderr[-2000:]}")
         result: dict[str, Any] = json.loads(out.read_text())
@@ -182,19 +184,42 @@ class Bench:
             raise RuntimeError(f"{spec['function']}: the first event was refused: {done.stdout[-1000:]}")
         return result
 
+    def handler_spec(self, function: str, run: int) -> dict[str, Any]:
+        first = self.recording.first_invocations[function]
+        return {"function": function, "memory": self.recording.memory_mb[function], "mode": "handler",
+                "event": _fresh(function, first.event, run), "code": str(ROOT / "functions" / FUNCTION_DIRS[function]),
+                "layer": str(ROOT / "layers" / "billflow")}
+
+    def profile(self, function: str, endpoint: str) -> None:
+        """Where one cold start of `function` goes: the slowest imports (-X importtime, self time) and
+        the handler call's cumulative profile (cProfile)."""
+        import pstats
+
+        env = self.environment(function, endpoint)
+        self.run_child(self.handler_spec(function, 0), env, ("-X", "importtime"))
+        rows = []
+        for line in self.last_stderr.splitlines():
+            if line.startswith("import time:") and "|" in line and "self" not in line:
+                own, total, name = (part.strip() for part in line.removeprefix("import time:").split("|"))
+                rows.append((int(own), int(total), name.strip()))
+        print(f"{function}: slowest imports by self time (us), with their cumulative time")
+        for own, total, name in sorted(rows, reverse=True)[:25]:
+            print(f"  {own:8d} {total:9d}  {name}")
+        stats_file = self.tmp / "profile.out"
+        self.run_child(self.handler_spec(function, 1), env, ("-m", "cProfile", "-o", str(stats_file)))
+        print(f"{function}: the whole cold start, cumulative")
+        pstats.Stats(str(stats_file)).sort_stats("cumulative").print_stats(45)
+
     def measure(self, endpoint: str) -> dict[str, dict[str, list[float]]]:
         figures: dict[str, dict[str, list[float]]] = {
             f: {"import": [], "first": [], "floor_import": [], "floor": []} for f in FUNCTION_DIRS}
         for run in range(self.runs):
-            for function, folder in FUNCTION_DIRS.items():
-                first = self.recording.first_invocations[function]
+            for function in FUNCTION_DIRS:
                 base = {"function": function, "memory": self.recording.memory_mb[function]}
                 env = self.environment(function, endpoint)
                 floor = self.run_child({**base, "mode": "floor", "call": _first_call(function, self.recording)},
                                        env)
-                handler = self.run_child({**base, "mode": "handler", "event": _fresh(function, first.event, run),
-                                          "code": str(ROOT / "functions" / folder),
-                                          "layer": str(ROOT / "layers" / "billflow")}, env)
+                handler = self.run_child(self.handler_spec(function, run), env)
                 figures[function]["floor_import"].append(floor["import"])
                 figures[function]["floor"].append(floor["first"])
                 figures[function]["import"].append(handler["import"])
@@ -205,6 +230,7 @@ class Bench:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--profile", metavar="FUNCTION", help="profile one cold start (e.g. FilterFunction)")
     args = parser.parse_args(argv)
     results: dict[str, Any] = {}
 
@@ -225,12 +251,17 @@ def main(argv: list[str] | None = None) -> int:
         server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
         server.start()
         try:
+            if args.profile:
+                bench.profile(args.profile, f"http://127.0.0.1:{port}")
+                return
             results["figures"] = bench.measure(f"http://127.0.0.1:{port}")
             results["calls"] = {f: _first_call(f, recording) for f in FUNCTION_DIRS}
         finally:
             server.stop()
 
     record(unmatched=1, invoices=1, while_running=while_running)
+    if args.profile:
+        return 0
     figures = results["figures"]
     print("first AWS call (floor): " + ", ".join(
         f"{f.removesuffix('Function')} {c[0]}.{c[1]}" if c else f"{f.removesuffix('Function')} none"

@@ -66,3 +66,32 @@ def test_a_rule_with_several_blocks_is_a_candidate_when_any_block_may_match() ->
     assert [r.id for r in index.candidates(changed("name", "a", "b"))] == ["blocks"]
     assert [r.id for r in index.candidates(changed("stage", "NEW", "CUSTOMER"))] == ["blocks"]
     assert index.candidates(changed("amount", 1, 2)) == []
+
+
+def test_the_filter_reads_the_rules_again_only_after_a_rule_write(aws: None) -> None:
+    from billflow.aws import client
+    from billflow.rules.index import indexed_rules
+    from billflow.storage.rules import RuleStore
+
+    ddb = client("dynamodb")
+    ddb.create_table(
+        TableName="rules-index-test", BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
+                              {"AttributeName": "sk", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+    )
+    store = RuleStore("rules-index-test")
+    queries: list[str] = []
+    ddb.meta.events.register("before-call.dynamodb.Query", lambda **_: queries.append("query"))
+    store.put(rule("won", [WON, POSITIVE], order=2).model_copy(update={"tenant": "acme"}))
+
+    first = indexed_rules(store, "acme", "twenty", "opportunity")
+    again = indexed_rules(store, "acme", "twenty", "opportunity")
+    assert [r.id for r in again.rules] == ["won"] and again is first and len(queries) == 1
+
+    store.put(rule("any-close", [{"field": "closeDate", "comparator": "changed"}], order=1)
+              .model_copy(update={"tenant": "acme"}))
+    after = indexed_rules(store, "acme", "twenty", "opportunity")
+    assert [r.id for r in after.rules] == ["any-close", "won"] and len(queries) == 2
+    store.delete(after.rules[1])
+    assert [r.id for r in indexed_rules(store, "acme", "twenty", "opportunity").rules] == ["any-close"]

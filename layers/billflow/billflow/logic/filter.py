@@ -24,7 +24,7 @@ from billflow.models.events import CrmEvent
 from billflow.models.rules import Rule, UsageAlert
 from billflow.observability import logger
 from billflow.rules.engine import Clock, RuleVerdict, evaluate_rule, transition_held
-from billflow.rules.index import RuleIndex
+from billflow.rules.index import RuleIndex, indexed_rules
 from billflow.settings import get_settings
 from billflow.storage import keys
 from billflow.storage.records import RecordStateStore
@@ -53,16 +53,17 @@ class FilterOutcome:
 
 def match_rules(
     event: CrmEvent, rule_store: RuleStore, record_store: RecordStateStore, rules: list[Rule] | None = None,
+    index: RuleIndex | None = None,
 ) -> tuple[list[Rule], list[RuleVerdict]]:
-    """The object's active event-triggered rules and their verdicts (rules: already read, if given)."""
+    """The object's active event-triggered rules and their verdicts (rules: already read, if given; with
+    their index, only the rules this event's changes may match are evaluated)."""
     if rules is None:
         rules = [r for r in rule_store.rules_for(event.tenant, event.source, event.object) if r.active]
-    rules = [r for r in rules if r.active and not r.is_date_triggered]
-    if not rules:
+    index = index or RuleIndex([r for r in rules if r.active])
+    if not index.event_rules:
         return [], []
-    watched = set().union(*(r.watched_paths() for r in rules))
-    changes = observe_changes(record_store, event, watched)
-    rules = RuleIndex(rules).candidates(changes)  # the others need a change this event did not make
+    changes = observe_changes(record_store, event, index.watched)
+    rules = index.candidates(changes)  # the others need a change this event did not make
     # A source without a CRM has nothing to look up: its company/contact criteria read the record.
     lookup: dict[str, Any] | None = {} if event.source in _NO_LOOKUP else None
     verdicts = [evaluate_rule(rule, event, changes, clock=Clock.for_rule(rule, lookup=lookup)) for rule in rules]
@@ -70,8 +71,9 @@ def match_rules(
 
 
 def route_event(event: CrmEvent, rule_store: RuleStore, record_store: RecordStateStore) -> FilterOutcome:
-    stored = [r for r in rule_store.rules_for(event.tenant, event.source, event.object) if r.active]
-    _, verdicts = match_rules(event, rule_store, record_store, stored)
+    index = indexed_rules(rule_store, event.tenant, event.source, event.object)
+    stored = index.rules
+    _, verdicts = match_rules(event, rule_store, record_store, stored, index)
     outcome = FilterOutcome(rules_considered=len(stored), verdicts=verdicts)
     dated = [r for r in stored if r.is_date_triggered]
     if dated:

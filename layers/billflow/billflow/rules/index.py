@@ -4,12 +4,17 @@ A block of criteria needs a transition criterion (changed, changed_to, changed_f
 false whenever that criterion is false, whatever the others say. A rule whose every block needs one can
 only match an event that changed one of those fields (to, or from, the value the criterion names); it is
 filed under them. A rule with a block that needs no change (criteria on values only) is always a candidate.
-Candidates keep the rules' order.
+Candidates keep the rules' order. Date-triggered rules never match an event: they are kept, not indexed.
+
+A container keeps each object's index while the rules partition's version token is unchanged (every rule
+write through RuleStore changes it right after; the cache is never older than CACHE_SECONDS), so an event
+reads one small item of the partition instead of every rule of the object.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +23,7 @@ from billflow.rules import comparators
 from billflow.rules.comparators import FieldChange
 from billflow.rules.engine import kleene
 from billflow.rules.pattern import default_pattern, parse_pattern
+from billflow.storage.rules import RuleStore
 
 
 @dataclass(frozen=True, eq=False)
@@ -40,9 +46,14 @@ def required_change(block: Block) -> WatchedChange | None:
         name = comparators.canonical(criterion.comparator)
         if name not in comparators.TRANSITION_COMPARATORS:
             continue
-        if kleene(tree, lambda n, number=number: False if n == number else None) is False:
+        if kleene(tree, _false_only(number)) is False:
             return WatchedChange(criterion.field, name, criterion.value)
     return None
+
+
+def _false_only(number: int) -> Callable[[int], bool | None]:
+    """Criterion `number` false, every other one unknown."""
+    return lambda n: False if n == number else None
 
 
 class RuleIndex:
@@ -50,9 +61,14 @@ class RuleIndex:
 
     def __init__(self, rules: Sequence[Rule]) -> None:
         self.rules = list(rules)
+        self.event_rules = [r for r in self.rules if not r.is_date_triggered]
+        self.dated = [r for r in self.rules if r.is_date_triggered]
+        self.watched: set[str] = set().union(*(r.watched_paths() for r in self.event_rules))
         self._always: list[int] = []
         self._by_path: dict[str, list[tuple[int, WatchedChange]]] = {}
         for position, rule in enumerate(self.rules):
+            if rule.is_date_triggered:
+                continue
             needed = [required_change(block) for block in rule.blocks]
             if not needed or any(change is None for change in needed):
                 self._always.append(position)
@@ -68,3 +84,21 @@ class RuleIndex:
                 if position not in positions and watched.happened(change):
                     positions.add(position)
         return [self.rules[p] for p in sorted(positions)]
+
+
+CACHE_SECONDS = 60.0  # at most this old, whatever the token says (a rule write cut short of its token)
+_indexes: dict[tuple[str, str, str, str], tuple[str, float, RuleIndex]] = {}
+
+
+def indexed_rules(store: RuleStore, tenant: str, source: str, object_name: str) -> RuleIndex:
+    """The object's active rules, indexed: read again only when the partition's version token changed."""
+    key = (store.table, tenant, source, object_name)
+    token = store.version(tenant, source, object_name)  # read before the rules: they are at least this new
+    cached = _indexes.get(key)
+    now = time.monotonic()
+    if token is not None and cached is not None and cached[0] == token and now - cached[1] < CACHE_SECONDS:
+        return cached[2]
+    index = RuleIndex([r for r in store.rules_for(tenant, source, object_name) if r.active])
+    if token is not None:  # rules written before version tokens existed are read every time
+        _indexes[key] = (token, now, index)
+    return index
