@@ -22,6 +22,7 @@ from billflow.models.events import GENERIC_SOURCES, CrmEvent
 from billflow.models.rules import Rule, UsageAlert
 from billflow.models.run import LogKeys, RunState, utc_text
 from billflow.rules.engine import Clock, RuleVerdict, evaluate_rule, transition_held
+from billflow.rules.index import RuleIndex, indexed_rules
 from billflow.settings import get_settings
 from billflow.storage import keys
 from billflow.storage.due_index import DueIndex, get_due_index
@@ -51,18 +52,20 @@ class FilterOutcome:
 
 def match_rules(
     event: CrmEvent, rule_store: RuleStore, record_store: RecordStateStore, rules: list[Rule] | None = None,
+    index: RuleIndex | None = None,
 ) -> tuple[list[Rule], list[RuleVerdict]]:
-    """The object's active event-triggered rules and their verdicts (rules: already read, if given)."""
+    """The object's active event-triggered rules and their verdicts (rules: already read, if given; with
+    their index, only the rules this event's changes may match are evaluated)."""
     if rules is None:
         rules = [r for r in rule_store.rules_for(event.tenant, event.source, event.object) if r.active]
-    rules = [r for r in rules if r.active and not r.is_date_triggered]
-    if not rules:
+    index = index or RuleIndex([r for r in rules if r.active])
+    if not index.event_rules:
         return [], []
-    watched = set().union(*(r.watched_paths() for r in rules))
-    observed = observe_record(record_store, event, watched)
+    observed = observe_record(record_store, event, index.watched)
     changes = observed.changes
     if observed.undecided:  # never silent: the execution log says which deliveries could not be decided
-        log_undecided(get_execution_log(), event, rules, observed.undecided)
+        log_undecided(get_execution_log(), event, index.event_rules, observed.undecided)
+    rules = index.candidates(changes)  # the others need a change this event did not make
     # A source without a CRM has nothing to look up: its company/contact criteria read the record.
     lookup: dict[str, Any] | None = {} if event.source in GENERIC_SOURCES else None
     verdicts = [evaluate_rule(rule, event, changes, clock=Clock.for_rule(rule, lookup=lookup)) for rule in rules]
@@ -74,8 +77,9 @@ def route_event(
     executions: Executions | None = None, due_index: DueIndex | None = None,
 ) -> FilterOutcome:
     """Match the event; start one named execution per matched rule; index its date rules' due times."""
-    stored = [r for r in rule_store.rules_for(event.tenant, event.source, event.object) if r.active]
-    _, verdicts = match_rules(event, rule_store, record_store, stored)
+    index = indexed_rules(rule_store, event.tenant, event.source, event.object)
+    stored = index.rules
+    _, verdicts = match_rules(event, rule_store, record_store, stored, index)
     outcome = FilterOutcome(rules_considered=len(stored), verdicts=verdicts)
     dated = [r for r in stored if r.is_date_triggered]
     if dated:

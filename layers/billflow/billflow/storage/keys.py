@@ -20,6 +20,9 @@ def rule_sk(rule_id: str) -> str:
     return f"rule#{rule_id}"
 
 
+RULES_VERSION_SK = "rules-version"  # in each rules partition: a token changed by every rule write
+
+
 def settings_pk(tenant: str) -> str:
     return f"{tenant}#_settings"
 

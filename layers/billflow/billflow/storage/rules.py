@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Any
 
 from billflow.aws import client
@@ -18,11 +19,16 @@ class RuleStore:
     def __init__(self, table: str) -> None:
         self._table = table
 
+    @property
+    def table(self) -> str:
+        return self._table
+
     def rules_for(self, tenant: str, source: str, object_name: str) -> list[Rule]:
         """One partition per (tenant, source, object): cost follows that object's rules, not all rules."""
         items = self._query(
-            KeyConditionExpression="pk = :pk",
-            ExpressionAttributeValues={":pk": {"S": keys.rules_pk(tenant, source, object_name)}},
+            KeyConditionExpression="pk = :pk AND begins_with(sk, :rule)",
+            ExpressionAttributeValues={":pk": {"S": keys.rules_pk(tenant, source, object_name)},
+                                       ":rule": {"S": keys.rule_sk("")}},
             ConsistentRead=True,
         )
         rules = [Rule.model_validate_json(item["document"]["S"]) for item in items]
@@ -46,29 +52,51 @@ class RuleStore:
         )
         return Rule.model_validate_json(items[0]["document"]["S"]) if items else None
 
+    def version(self, tenant: str, source: str, object_name: str) -> str | None:
+        """The partition's version token: it changes with every rule written or deleted through this store
+        (None before the first such write). One small item, read strongly consistent."""
+        item = client("dynamodb").get_item(
+            TableName=self._table, ConsistentRead=True,
+            Key={"pk": {"S": keys.rules_pk(tenant, source, object_name)}, "sk": {"S": keys.RULES_VERSION_SK}},
+        ).get("Item")
+        return item["token"]["S"] if item else None
+
     def put(self, rule: Rule) -> None:
         if not rule.tenant:
             raise ValueError("a stored rule belongs to a tenant")
-        client("dynamodb").put_item(
-            TableName=self._table,
-            Item={
-                "pk": {"S": keys.rules_pk(rule.tenant, rule.source, rule.object)},
-                "sk": {"S": keys.rule_sk(rule.id)},
-                "tenant": {"S": rule.tenant},
-                "rule_id": {"S": rule.id},
-                "active": {"BOOL": rule.active},
-                "order": {"N": str(rule.order)},
-                "document": {"S": rule.model_dump_json(exclude_defaults=False)},
-            },
-        )
+        self._write_with_new_version(rule, {"Put": {"TableName": self._table, "Item": {
+            "pk": {"S": keys.rules_pk(rule.tenant, rule.source, rule.object)},
+            "sk": {"S": keys.rule_sk(rule.id)},
+            "tenant": {"S": rule.tenant},
+            "rule_id": {"S": rule.id},
+            "active": {"BOOL": rule.active},
+            "order": {"N": str(rule.order)},
+            "document": {"S": rule.model_dump_json(exclude_defaults=False)},
+        }}})
 
     def delete(self, rule: Rule) -> None:
-        client("dynamodb").delete_item(
+        self._write_with_new_version(rule, {"Delete": {"TableName": self._table, "Key": {
+            "pk": {"S": keys.rules_pk(rule.tenant, rule.source, rule.object)},
+            "sk": {"S": keys.rule_sk(rule.id)},
+        }}})
+
+    def _write_with_new_version(self, rule: Rule, write: dict[str, Any]) -> None:
+        """The rule write, then a new version token (filters cache the object's rules until it changes).
+        Not one transaction: DynamoDB would bill it double, and moto copies the table for each. A reader
+        between the two writes uses the rules it had for that one event; a crash between them is bounded by
+        the filters' cache age (rules/index.py)."""
+        ddb = client("dynamodb")
+        if "Put" in write:
+            ddb.put_item(**write["Put"])
+        else:
+            ddb.delete_item(**write["Delete"])
+        ddb.update_item(
             TableName=self._table,
-            Key={
-                "pk": {"S": keys.rules_pk(rule.tenant, rule.source, rule.object)},
-                "sk": {"S": keys.rule_sk(rule.id)},
-            },
+            Key={"pk": {"S": keys.rules_pk(rule.tenant, rule.source, rule.object)},
+                 "sk": {"S": keys.RULES_VERSION_SK}},
+            UpdateExpression="SET #token = :token",
+            ExpressionAttributeNames={"#token": "token"},
+            ExpressionAttributeValues={":token": {"S": uuid.uuid4().hex}},
         )
 
     def tenant_settings(self, tenant: str) -> TenantSettings:
