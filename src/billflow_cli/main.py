@@ -152,6 +152,13 @@ def _parser() -> argparse.ArgumentParser:
     _api_args(replay)
     replay.set_defaults(run=_replay)
 
+    connections = commands.add_parser("connections", help="the tenant's connections to CRMs and billing systems")
+    connection_commands = connections.add_subparsers(dest="connections_command", required=True)
+    connection_test = connection_commands.add_parser("test", help="check a connection with one harmless read")
+    connection_test.add_argument("name", metavar="NAME", help="the connection's name, as rules name it (stripe-main)")
+    _api_args(connection_test)
+    connection_test.set_defaults(run=_test_connection)
+
     redrive = commands.add_parser("redrive", help="put the filter's failed events (its on-failure queue) back on "
                                                   "the bus, once the cause is fixed; safe to run again")
     redrive.add_argument("--tenant", default=os.environ.get("BILLFLOW_TENANT") or None,
@@ -467,6 +474,27 @@ def _replay(args: argparse.Namespace) -> int:
     answer = AdminApi(args.api).post(path)
     why = f", {answer['original_error']}" if answer.get("original_error") else ""
     print(f"replaying {answer['replay_of']} ({answer['original_status'].lower()}{why}) as {answer['execution']}")
+    return 0
+
+
+def _test_connection(args: argparse.Namespace) -> int:
+    path = f"/admin/tenants/{segment(args.tenant)}/connections/{segment(args.name)}/test"
+    report = AdminApi(args.api).post(path)
+    facts = [("account", report.get("account_name")), ("id", report.get("account_id")),
+             ("currency", report.get("currency")), ("multicurrency", report.get("multicurrency")),
+             ("tax regime", report.get("tax_regime")), ("data centre", report.get("data_centre"))]
+    verdict = "ok" if report.get("ok") else "FAILED"
+    print(f"{report.get('connection')} ({report.get('kind')}): {verdict} - {report.get('checked') or 'no read made'}")
+    for label, value in facts:
+        if value is not None:
+            print(f"  {label}: {value}")
+    for document, allowed in sorted((report.get("can_create") or {}).items()):
+        print(f"  can create {document}: {'unknown' if allowed is None else 'yes' if allowed else 'no'}")
+    for note in report.get("notes") or []:
+        print(f"  note: {note}")
+    if not report.get("ok"):
+        print(f"  error: {report.get('error')}", file=sys.stderr)
+        return 1
     return 0
 
 

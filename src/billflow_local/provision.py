@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from billflow.storage.rules import get_rule_store
+from billflow.storage.secrets import secret_name
 from moto.events.models import EventPattern
 
 from billflow_local.bus import EVENTBRIDGE_DEFAULT_MAX_AGE_SECONDS, EVENTBRIDGE_DEFAULT_RETRIES, BusTarget, bus_name
@@ -198,19 +199,14 @@ class Provisioner:
 
 
 # ---- secret names: storage/secrets.py will expose the one function that names them; swap it in here.
-def secret_name(prefix: str, tenant: str, kind: str, name: str) -> str:
-    """The Secrets Manager name of a tenant's source signing secret (kind "source") or connection."""
-    return f"{prefix.rstrip('/')}/{tenant}/{kind}/{name}"
-
-
 def store_tenants(client: Callable[[str], Any], prefix: str, tenants: dict[str, TenantConfig]) -> None:
     """The connections file's secrets in Secrets Manager and settings in the rules table."""
     secrets = client("secretsmanager")
     for tenant, config in tenants.items():
         for source, secret in config.sources.items():
-            secrets.create_secret(Name=secret_name(prefix, tenant, "source", source), SecretString=json.dumps(secret))
+            secrets.create_secret(Name=secret_name(tenant, "source", source, prefix), SecretString=json.dumps(secret))
         for name, connection in config.connections.items():
-            secrets.create_secret(Name=secret_name(prefix, tenant, "connection", name),
+            secrets.create_secret(Name=secret_name(tenant, "connection", name, prefix),
                                   SecretString=json.dumps(connection))
         if config.settings is not None:
             get_rule_store().put_tenant_settings(tenant, config.settings)

@@ -231,3 +231,16 @@ def _post(runtime: LocalRuntime, path: str) -> tuple[int, Any]:
             return answer.status, json.loads(answer.read())
     except urllib.error.HTTPError as err:
         return err.code, json.loads(err.read())
+
+
+def test_a_connection_is_tested_before_the_first_deal(
+    runtime: LocalRuntime, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`billflow connections test` goes through the admin API to the Stripe stand-in's GET /v1/account."""
+    out = cli(runtime, capsys, "connections", "test", "stripe-main")
+    assert "stripe-main (stripe): ok" in out
+    assert "currency:" in out
+
+    code = main(["connections", "test", "no-such-connection", "--tenant", TENANT, "--api", runtime.url])
+    _, err = capsys.readouterr()
+    assert code != 0 and "no-such-connection" in err

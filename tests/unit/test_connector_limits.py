@@ -1,9 +1,9 @@
-"""Each target's option limits, declared once in connectors/limits.py (issue 9, item 4)."""
+"""Each target's option limits, declared once in rules/target_limits.py (issue 9, item 4)."""
 
 from __future__ import annotations
 
 import pytest
-from billflow.connectors.limits import OPTION_LIMITS, option_problems
+from billflow.rules.target_limits import OPTION_LIMITS, option_problems
 
 
 def test_zoho_payment_terms_above_100_days_are_a_problem() -> None:

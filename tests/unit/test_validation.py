@@ -79,3 +79,13 @@ print(sorted(m for m in sys.modules if m.startswith(("billflow.actions", "billfl
     checked, loaded = out.splitlines()
     assert "rule won-to-stripe: blocks.0.actions.1.options: checked by field_update" in checked
     assert loaded == "[]"
+
+
+def test_a_target_limit_is_refused_when_the_rule_is_saved() -> None:
+    """Zoho Books: payment_terms "Maximum value is 100 days": 120 is refused at validation, 100 is accepted."""
+    def zoho(days: int) -> dict[str, Any]:
+        return {**GOOD, "actions": [{"type": "zoho_books.invoice", "connection": "zoho-main",
+                                     "options": {"days_until_due": days}}]}
+
+    assert any("100" in p and "days_until_due" in p for p in problems(zoho(120))), problems(zoho(120))
+    assert problems(zoho(100)) == []

@@ -52,12 +52,12 @@ from urllib.parse import quote, urlencode, urlsplit
 
 from billflow.connectors import http, matching
 from billflow.connectors.base import ConnectionReport, Connector, SendContext
-from billflow.connectors.limits import option_problems
 from billflow.connectors.matching import same_text
 from billflow.connectors.oauth import OAuthSession, TokenStore
 from billflow.errors import ConfigurationError, TargetRejected, TransientError
 from billflow.models.documents import CustomerInfo, DispatchResult, InvoiceDraft, LineItem
 from billflow.money import exchange_rate, minor_to_decimal
+from billflow.rules.target_limits import option_problems
 from billflow.storage.rate_limits import ZOHO_BOOKS, RateLimiter, get_rate_limiter
 from billflow.storage.secrets import Connection
 

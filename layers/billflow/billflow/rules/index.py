@@ -16,14 +16,24 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from billflow.models.rules import Block, Rule
 from billflow.rules import comparators
 from billflow.rules.comparators import FieldChange
 from billflow.rules.engine import kleene
 from billflow.rules.pattern import default_pattern, parse_pattern
-from billflow.storage.rules import RuleStore
+
+
+class RuleSource(Protocol):
+    """What the index reads (storage.rules.RuleStore): passed in, so rules/ never imports storage."""
+
+    @property
+    def table(self) -> str: ...
+
+    def version(self, tenant: str, source: str, object_name: str) -> str | None: ...
+
+    def rules_for(self, tenant: str, source: str, object_name: str) -> list[Rule]: ...
 
 
 @dataclass(frozen=True, eq=False)
@@ -90,7 +100,7 @@ CACHE_SECONDS = 60.0  # at most this old, whatever the token says (a rule write 
 _indexes: dict[tuple[str, str, str, str], tuple[str, float, RuleIndex]] = {}
 
 
-def indexed_rules(store: RuleStore, tenant: str, source: str, object_name: str) -> RuleIndex:
+def indexed_rules(store: RuleSource, tenant: str, source: str, object_name: str) -> RuleIndex:
     """The object's active rules, indexed: read again only when the partition's version token changed."""
     key = (store.table, tenant, source, object_name)
     token = store.version(tenant, source, object_name)  # read before the rules: they are at least this new

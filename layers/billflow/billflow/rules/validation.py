@@ -18,6 +18,7 @@ from billflow.models.rules import DOCUMENT_ACTIONS, OTHER_ACTIONS, Action, DateT
 from billflow.rules import comparators
 from billflow.rules.options import option_problems
 from billflow.rules.pattern import PatternError, parse_pattern
+from billflow.rules.target_limits import option_problems as target_option_problems
 from billflow.rules.templates import normalise, placeholders, references
 
 # Where placeholders may read from (the run's context, see models.run.RunState.context).
@@ -171,6 +172,9 @@ def action_problems(rule: Rule, action_types: ActionTypes) -> list[Problem]:
         handler = action_types(action.type)
         problems.extend(Problem(rule.id, f"{path}.{where}", message)  # issue 8 §8: unknown options refused
                         for where, message in option_problems(action))
+        if action.type in DOCUMENT_ACTIONS and action.system:  # issue 9: each target's own limits, in one place
+            problems.extend(Problem(rule.id, f"{path}.options", message)
+                            for message in target_option_problems(f"{action.system}.{action.type}", action.options))
         if isinstance(handler, _ChecksOptions):
             problems.extend(Problem(rule.id, f"{path}.{where}", message) for where, message in handler.check(action))
         if not _BLOCK_ACTION.match(path):  # blocks' actions had their {{ }} placeholders checked above
