@@ -10,8 +10,8 @@ from typing import Any
 
 import billflow
 import pytest
+from billflow.logic.validate import validate_rule
 from billflow.rules.options import DRAFT_OPTIONS, SYSTEM_OPTIONS
-from billflow.rules.validation import validate_rule
 
 PACKAGE = Path(billflow.__file__).parent
 RULE: dict[str, Any] = {
@@ -67,7 +67,7 @@ def test_the_known_options_are_the_ones_the_code_reads(system: str) -> None:
 
 
 def test_the_draft_options_are_the_ones_the_draft_reads() -> None:
-    assert options_read(PACKAGE / "logic" / "drafts.py") == set(DRAFT_OPTIONS)
+    assert options_read(PACKAGE / "actions" / "drafts.py") == set(DRAFT_OPTIONS)
 
 
 def test_on_failure_may_read_the_failure_and_the_rest_of_the_rule_may_not() -> None:

@@ -23,6 +23,7 @@ import copy
 import random
 import re
 import string
+import threading
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable
@@ -121,6 +122,8 @@ class FakeStripe(FakeServer):
             self.invoice_items: dict[str, dict[str, Any]] = {}
             self.tax_rates: dict[str, dict[str, Any]] = {}
             self.sent_invoices: list[str] = []  # ids, in the order /send was called
+            self._in_flight: set[tuple[str, str]] = set()
+            self._in_flight_lock = threading.Lock()
             self.replayed: list[str] = []  # idempotency keys answered from a saved first answer
             self.answers: list[tuple[str, int, Any]] = []  # (operationId, status, body): for schema checks
             self._saved: dict[tuple[str, str], _Saved] = {}
@@ -226,9 +229,24 @@ class FakeStripe(FakeServer):
 
         key = req.headers.get("idempotency-key") if req.method == "POST" else None
         if key is not None:
-            replay = self._replay(req, key, checked.params)
-            if replay is not None:
-                return replay
+            with self._in_flight_lock:  # as Stripe: a key whose first request is still running answers 409
+                replay = self._replay(req, key, checked.params)
+                if replay is not None:
+                    return replay
+                if (self._caller(req), key) in self._in_flight:
+                    return StripeError(409, "There is currently another in-progress request using this "
+                                       "Idempotent Key (that probably means you submitted twice, and the other "
+                                       "request is still going through): " + key,
+                                       kind="idempotency_error").response()
+                self._in_flight.add((self._caller(req), key))
+        try:
+            return self._answer(req, op, checked, where, key)
+        finally:
+            if key is not None:
+                with self._in_flight_lock:
+                    self._in_flight.discard((self._caller(req), key))
+
+    def _answer(self, req: Request, op: Any, checked: Any, where: str, key: str | None) -> Response:
         try:
             answer = Response(200, self._handlers[op.operation_id](checked.params, **checked.path_params))
         except StripeError as err:

@@ -109,7 +109,9 @@ def raise_for(answer: HttpResponse, target: str) -> None:
         raise TargetRejected(f"{target} answered a redirect ({answer.status}); billflow does not follow redirects",
                              status=answer.status)
     message = error_message(answer)
-    if answer.status == 429 or answer.status >= 500:
+    # 409: another request with the same idempotency key is still in progress (Stripe documents it as "the
+    # request conflicts with another request (perhaps due to using the same idempotent key)"; its SDKs retry it).
+    if answer.status in (409, 429) or answer.status >= 500:
         raise TransientError(
             f"{target} answered {answer.status}: {message}",
             retry_after_seconds=retry_after(answer.headers),

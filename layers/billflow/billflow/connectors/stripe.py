@@ -16,6 +16,8 @@ line is so marked and on each taxed line otherwise; or "taxable_lines": only lin
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterator, Mapping
 from decimal import Decimal
 from typing import Any
@@ -82,6 +84,16 @@ def _flatten(value: Any, name: str | None) -> Iterator[tuple[str, str]]:
 def search_literal(text: str) -> str:
     """A quoted string for Stripe's search query language: backslash-escape backslashes and quotes."""
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def customer_key(customer: CustomerInfo, idempotency_key: str) -> str:
+    """One key per CRM company (else per run): concurrent first deals of a new company create one customer,
+    the others get Stripe's first answer (or a 409 while it is in progress, retried) instead of a duplicate."""
+    if not customer.crm_company_id:
+        return step_key(idempotency_key, "customer")
+    # The same parameters under the same key: Stripe refuses a key reused with other parameters.
+    identity = json.dumps([customer.crm_company_id, customer_params(customer)], sort_keys=True, default=str)
+    return "billflow-customer-" + hashlib.sha256(identity.encode()).hexdigest()
 
 
 def step_key(idempotency_key: str, step: str) -> str:
@@ -277,7 +289,7 @@ class StripeConnector(Connector):
         customer = match.found
         created = customer is None
         if customer is None:
-            customer = api.post("/v1/customers", customer_params(draft.customer), step_key(key, "customer"))
+            customer = api.post("/v1/customers", customer_params(draft.customer), customer_key(draft.customer, key))
         customer_id = str(customer["id"])
 
         invoice = api.post("/v1/invoices", invoice_params(draft, customer_id), step_key(key, "invoice"))

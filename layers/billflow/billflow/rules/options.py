@@ -16,10 +16,11 @@ DRAFT_OPTIONS = frozenset({"description", "currency", "customer_id_field", "days
 SYSTEM_OPTIONS: dict[str, frozenset[str]] = {
     "stripe": frozenset({"finalize", "send", "tax_rates", "tax_rates_on"}),
     "xero": frozenset({"status", "date", "tax_type", "tax_type_exempt", "line_amount_types", "title"}),
-    "zoho_books": frozenset({"date", "tax_id", "send"}),
+    "zoho_books": frozenset({"date", "tax_id", "send", "exchange_rate"}),
     # A rule option overrides the connection setting of the same name (connectors/quickbooks.py _option).
     "quickbooks": frozenset({
         "amounts_include_tax", "default_item_id", "default_tax_code", "deposit_account_id", "doc_number",
+        "exchange_rate",
         "expense_account_id", "expiration_days", "income_account_id", "item_id", "non_taxable_tax_code",
         "payment_account_id", "payment_method_id", "payment_type", "refund_account_id", "sales_term_id",
         "tax_code", "txn_date", "vendor_id",
