@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ from moto.core.models import DEFAULT_ACCOUNT_ID
 from moto.ses.models import ses_backends
 
 from billflow_local.runtime import LocalRuntime
-from tests.fakes.signing import signed_twenty_delivery
+from tests.fakes.signing import post_stage_change
 from tests.fakes.twenty_server import FakeTwenty
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -58,17 +57,7 @@ class LimitStack:
 
     def post_stage(self, name: str, stage: str) -> dict[str, Any]:
         deal = self.twenty.add_opportunity(name, stage=stage)
-        payload = {
-            "eventName": "opportunity.updated", "objectMetadata": {"nameSingular": "opportunity"},
-            "webhookId": "c2a9f1f4-9f3b-4b7e-a7c4-0d1b2e3f4a5b",
-            "eventDate": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-            "record": deal, "updatedFields": ["stage"],
-        }
-        headers, body = signed_twenty_delivery(SIGNING_SECRET, payload)
-        request = urllib.request.Request(f"{self.runtime.url}/webhooks/{TENANT}/twenty", data=body,
-                                         headers=headers, method="POST")
-        with urllib.request.urlopen(request, timeout=10) as answer:
-            assert answer.status == 202
+        assert post_stage_change(self.runtime.url, TENANT, SIGNING_SECRET, deal, timeout=10) == 202
         return deal
 
     def topic_notes(self, status: str) -> list[dict[str, Any]]:

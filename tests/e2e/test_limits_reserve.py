@@ -24,7 +24,7 @@ from billflow.storage import keys
 from billflow.storage.day_counters import HOLD_PREFIX, CounterStore, DayCounter
 
 from billflow_local.runtime import LocalRuntime, load_rules
-from tests.fakes.signing import signed_twenty_delivery
+from tests.fakes.signing import post_stage_change
 from tests.fakes.stripe_server import FakeStripe
 from tests.fakes.twenty_server import FakeTwenty
 
@@ -56,17 +56,7 @@ class Stack:
         """A deal moved to CUSTOMER in Twenty, and its signed webhook: the record id."""
         deal = self.twenty.add_opportunity(name, id=str(uuid.uuid4()), amount_micros=1_000_000_000,
                                            stage="CUSTOMER")
-        payload = {
-            "eventName": "opportunity.updated", "objectMetadata": {"nameSingular": "opportunity"},
-            "webhookId": "c2a9f1f4-9f3b-4b7e-a7c4-0d1b2e3f4a5b",
-            "eventDate": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-            "record": deal, "updatedFields": ["stage"],
-        }
-        headers, body = signed_twenty_delivery(SECRET, payload)
-        request = urllib.request.Request(f"{self.runtime.url}/webhooks/{tenant}/twenty", data=body,
-                                         headers=headers, method="POST")
-        with urllib.request.urlopen(request, timeout=30) as answer:
-            assert answer.status == 202
+        assert post_stage_change(self.runtime.url, tenant, SECRET, deal, timeout=30) == 202
         return str(deal["id"])
 
     def invoiced(self, record_ids: set[str]) -> list[str]:

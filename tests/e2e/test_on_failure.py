@@ -4,11 +4,9 @@ the failure in its placeholders, and is logged; a retried error branch does not 
 from __future__ import annotations
 
 import json
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +17,7 @@ from moto.ses.models import ses_backends
 
 from billflow_local.runtime import LocalRuntime
 from tests.fakes.base import FakeServer, Request, Response
-from tests.fakes.signing import signed_twenty_delivery
+from tests.fakes.signing import post_stage_change
 from tests.fakes.stripe_server import FakeStripe
 from tests.fakes.twenty_server import FakeTwenty
 
@@ -88,17 +86,7 @@ class Stack:
 
     def win(self, name: str) -> str:
         deal = self.twenty.add_opportunity(name, id=str(uuid.uuid4()), amount_micros=2_000_000_000, stage="CUSTOMER")
-        payload = {
-            "eventName": "opportunity.updated", "objectMetadata": {"nameSingular": "opportunity"},
-            "webhookId": "c2a9f1f4-9f3b-4b7e-a7c4-0d1b2e3f4a5b",
-            "eventDate": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-            "record": deal, "updatedFields": ["stage"],
-        }
-        headers, body = signed_twenty_delivery(SECRET, payload)
-        request = urllib.request.Request(f"{self.runtime.url}/webhooks/{TENANT}/twenty", data=body,
-                                         headers=headers, method="POST")
-        with urllib.request.urlopen(request, timeout=30) as answer:
-            assert answer.status == 202
+        assert post_stage_change(self.runtime.url, TENANT, SECRET, deal, timeout=30) == 202
         self.runtime.wait_idle(60)
         return str(deal["id"])
 

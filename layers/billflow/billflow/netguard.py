@@ -22,7 +22,6 @@ from typing import Any
 from billflow.errors import ConfigurationError
 from billflow.settings import get_settings
 
-ALLOW_LOOPBACK_VARIABLE = "ALLOW_LOOPBACK_TARGETS"
 PRODUCTION_STAGES = frozenset({"prod", "production"})
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _CGNAT = ipaddress.ip_network("100.64.0.0/10")

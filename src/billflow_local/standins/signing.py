@@ -18,6 +18,8 @@ import hmac
 import json
 import secrets
 import time
+import urllib.request
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -54,3 +56,18 @@ def signed_twenty_delivery(
     """(headers, body) of a delivery of `payload`, ready to POST or to hand to the ingest."""
     body = twenty_body(payload)
     return twenty_headers(secret, body, timestamp_ms), body
+
+
+def post_stage_change(base_url: str, tenant: str, secret: str, deal: dict[str, Any], timeout: float = 30) -> int:
+    """POST Twenty's signed `opportunity.updated` for a deal whose stage just changed; the HTTP status."""
+    payload = {
+        "eventName": "opportunity.updated", "objectMetadata": {"nameSingular": "opportunity"},
+        "webhookId": "c2a9f1f4-9f3b-4b7e-a7c4-0d1b2e3f4a5b",
+        "eventDate": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "record": deal, "updatedFields": ["stage"],
+    }
+    headers, body = signed_twenty_delivery(secret, payload)
+    url = f"{base_url}/webhooks/{tenant}/twenty"  # the local runtime's own http:// URL
+    request = urllib.request.Request(url, data=body, headers=headers, method="POST")  # noqa: S310
+    with urllib.request.urlopen(request, timeout=timeout) as answer:  # noqa: S310
+        return int(answer.status)

@@ -86,13 +86,13 @@ def search_literal(text: str) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def customer_key(customer: CustomerInfo, idempotency_key: str) -> str:
+def customer_key(customer: CustomerInfo, params: Mapping[str, Any], idempotency_key: str) -> str:
     """One key per CRM company (else per run): concurrent first deals of a new company create one customer,
     the others get Stripe's first answer (or a 409 while it is in progress, retried) instead of a duplicate."""
     if not customer.crm_company_id:
         return step_key(idempotency_key, "customer")
     # The same parameters under the same key: Stripe refuses a key reused with other parameters.
-    identity = json.dumps([customer.crm_company_id, customer_params(customer)], sort_keys=True, default=str)
+    identity = json.dumps([customer.crm_company_id, params], sort_keys=True, default=str)
     return "billflow-customer-" + hashlib.sha256(identity.encode()).hexdigest()
 
 
@@ -289,7 +289,8 @@ class StripeConnector(Connector):
         customer = match.found
         created = customer is None
         if customer is None:
-            customer = api.post("/v1/customers", customer_params(draft.customer), customer_key(draft.customer, key))
+            params = customer_params(draft.customer)
+            customer = api.post("/v1/customers", params, customer_key(draft.customer, params, key))
         customer_id = str(customer["id"])
 
         invoice = api.post("/v1/invoices", invoice_params(draft, customer_id), step_key(key, "invoice"))
