@@ -56,9 +56,10 @@ def match_rules(
 ) -> tuple[list[Rule], list[RuleVerdict]]:
     """The object's active event-triggered rules and their verdicts (rules: already read, if given; with
     their index, only the rules this event's changes may match are evaluated)."""
-    if rules is None:
-        rules = [r for r in rule_store.rules_for(event.tenant, event.source, event.object) if r.active]
-    index = index or RuleIndex([r for r in rules if r.active])
+    if index is None:
+        if rules is None:
+            rules = rule_store.rules_for(event.tenant, event.source, event.object)
+        index = RuleIndex([r for r in rules if r.active])
     if not index.event_rules:
         return [], []
     observed = observe_record(record_store, event, index.watched)
@@ -79,7 +80,7 @@ def route_event(
     """Match the event; start one named execution per matched rule; index its date rules' due times."""
     index = indexed_rules(rule_store, event.tenant, event.source, event.object)
     stored = index.rules
-    _, verdicts = match_rules(event, rule_store, record_store, stored, index)
+    _, verdicts = match_rules(event, rule_store, record_store, index=index)
     outcome = FilterOutcome(rules_considered=len(stored), verdicts=verdicts)
     dated = [r for r in stored if r.is_date_triggered]
     if dated:
