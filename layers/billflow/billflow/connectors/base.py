@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from datetime import datetime
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, Field
 
@@ -86,6 +88,36 @@ class Connector(Testable):
         raise ConfigurationError(f"{self.kind} does not take raw payloads")
 
 
+FilterOp = Literal["eq", "neq", "gt", "gte", "lt", "lte", "in", "is_null", "is_not_null"]
+
+
+@dataclass(frozen=True)
+class RecordFilter:
+    """One condition of a CRM search, in the CRM's own field names (translated by each connector)."""
+
+    field: str
+    op: FilterOp
+    value: Any = None
+
+
+@dataclass(frozen=True)
+class RecordQuery:
+    """Records of one object that meet every filter, optionally changed in [updated_after, updated_before)
+    (the CRM's own last-modified field): what the reconciliation sweep and date-based rules ask a CRM."""
+
+    object_name: str
+    filters: tuple[RecordFilter, ...] = ()
+    updated_after: datetime | None = None
+    updated_before: datetime | None = None
+    page_size: int = 100
+
+
+@dataclass(frozen=True)
+class RecordPage:
+    records: list[dict[str, Any]]
+    next_cursor: str | None = None  # None: the last page
+
+
 class CrmConnector(Testable):
     """A CRM billflow reads from (lookup) and writes back to."""
 
@@ -103,3 +135,29 @@ class CrmConnector(Testable):
     @abstractmethod
     def lookup(self, connection: Connection, object_name: str, record: dict[str, Any]) -> dict[str, Any]:
         """What the formatters need beyond the record: company, contacts, line items."""
+
+    def search_records(
+        self, connection: Connection, query: RecordQuery, cursor: str | None = None
+    ) -> RecordPage:
+        """One page of the records matching the query (cursor from the previous page), within the CRM's rate
+        limits; connectors that cannot search say so."""
+        raise ConfigurationError(f"{self.kind} cannot search records")
+
+
+def iter_records(
+    crm: CrmConnector, connection: Connection, query: RecordQuery, max_records: int = 10_000
+) -> Iterator[dict[str, Any]]:
+    """Every record matching the query, page after page, at most max_records (a bound, not a silent cut:
+    callers that may exceed it split their window)."""
+    cursor: str | None = None
+    seen = 0
+    while True:
+        page = crm.search_records(connection, query, cursor)
+        for record in page.records:
+            if seen >= max_records:
+                return
+            seen += 1
+            yield record
+        if page.next_cursor is None or not page.records:
+            return
+        cursor = page.next_cursor
