@@ -50,6 +50,10 @@ _FORMATS.checks("date-time")(_is_date_time)
 
 Schema = dict[str, Any]
 CustomFields = Mapping[str, Mapping[str, Schema]]
+# singular -> (plural, its own fields): objects a workspace created (a line-item object, say).
+CustomObjects = Mapping[str, tuple[str, Mapping[str, Schema]]]
+# The fields Twenty gives every object, custom ones included (as CompanyForResponse declares them).
+SYSTEM_FIELDS = ("id", "createdAt", "updatedAt", "deletedAt", "position", "createdBy", "updatedBy")
 
 
 @dataclass(frozen=True)
@@ -63,10 +67,12 @@ class Operation:
 class TwentyContract:
     def __init__(
         self, *, stages: Sequence[str] = DEFAULT_STAGES, custom_fields: CustomFields | None = None,
-        spec_path: Path = SPEC_PATH,
+        custom_objects: CustomObjects | None = None, spec_path: Path = SPEC_PATH,
     ) -> None:
         doc = copy.deepcopy(_load(spec_path))
         _set_stages(doc, stages)
+        for singular, (plural, own_fields) in (custom_objects or {}).items():
+            _add_object(doc, singular, plural, own_fields)
         for object_name, fields in (custom_fields or {}).items():
             _add_fields(doc, object_name, fields)
         self._doc = doc
@@ -247,6 +253,26 @@ def _add_fields(doc: dict[str, Any], object_name: str, fields: Mapping[str, Sche
         if key not in schemas:
             raise KeyError(f"the trimmed spec has no {key}; is {object_name!r} an object billflow reads?")
         schemas[key]["properties"].update(copy.deepcopy(dict(fields)))
+
+
+def _add_object(doc: dict[str, Any], singular: str, plural: str, fields: Mapping[str, Schema]) -> None:
+    """What Twenty adds to a workspace's spec when a custom object is created: {Name}ForResponse (the
+    system fields and the object's own), {Name}ForUpdate, and the list, get and update operations, shaped
+    exactly as the standard objects' (here: copied from the company's, names replaced)."""
+    schemas = doc["components"]["schemas"]
+    name = _schema_name(singular)
+    company = schemas["CompanyForResponse"]["properties"]
+    schemas[f"{name}ForResponse"] = {"type": "object", "properties": {
+        **{key: copy.deepcopy(company[key]) for key in SYSTEM_FIELDS}, **copy.deepcopy(dict(fields))}}
+    schemas[f"{name}ForUpdate"] = {"type": "object", "properties": {"position": {"type": "number"},
+                                                                    **copy.deepcopy(dict(fields))}}
+    for template, own in (("/companies", f"/{plural}"), ("/companies/{id}", f"/{plural}/{{id}}")):
+        text = json.dumps(doc["paths"][template])
+        for old, new in (("CompanyForResponse", f"{name}ForResponse"), ("CompanyForUpdate", f"{name}ForUpdate"),
+                         ('"updateCompany"', f'"update{name}"'), ('"companies"', f'"{plural}"'),
+                         ('"company"', f'"{singular}"')):
+            text = text.replace(old, new)
+        doc["paths"][own] = json.loads(text)
 
 
 def _variant(doc: dict[str, Any], uri: str, transform: Callable[[Schema], Schema]) -> dict[str, Any]:

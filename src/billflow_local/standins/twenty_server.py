@@ -28,7 +28,7 @@ from typing import Any
 from billflow.storage.secrets import Connection
 
 from billflow_local.standins.base import FakeServer, Request, Response
-from billflow_local.standins.twenty_contract import DEFAULT_STAGES, CustomFields, TwentyContract
+from billflow_local.standins.twenty_contract import DEFAULT_STAGES, CustomFields, CustomObjects, TwentyContract
 from billflow_local.standins.twenty_query import QueryError, matches, parse_filter, parse_order_by, sort_records
 
 SAMPLE_WORKSPACE = Path(__file__).resolve().parents[3] / "events" / "twenty" / "workspace" / "records.json"
@@ -40,6 +40,19 @@ WORKSPACE_MEMBER_ID = "20202020-0687-4c41-b707-ed1bfca972a7"  # Twenty's seeded 
 _FOREIGN_KEYS = {"companyId": "company", "pointOfContactId": "person"}
 # The 401 body of the spec's example.
 _UNAUTHORIZED = {"statusCode": 401, "message": "Token invalid.", "error": "Unauthorized"}
+
+
+# A line-item custom object as a workspace might create it (Twenty has none built in): the fields billflow's
+# default line_items mapping reads (connectors/twenty.py DEFAULT_LINE_ITEM_FIELDS), linked to an opportunity.
+_CURRENCY_FIELD = {"type": "object", "properties": {"amountMicros": {"type": "number"},
+                                                    "currencyCode": {"type": "string"}}}
+LINE_ITEM_OBJECT: dict[str, tuple[str, dict[str, Any]]] = {"lineItem": ("lineItems", {
+    "name": {"type": "string"}, "sku": {"type": "string"}, "quantity": {"type": "number"},
+    "unitPrice": _CURRENCY_FIELD, "discountPercent": {"type": "number"}, "discountAmount": _CURRENCY_FIELD,
+    "taxable": {"type": "boolean"}, "description": {"type": "string"}, "term": {"type": "string"},
+    "opportunityId": {"type": "string", "format": "uuid"},
+})}
+LINE_ITEM_SETTINGS = {"object": "lineItem", "relation_field": "opportunityId"}
 
 
 def load_sample_workspace() -> dict[str, list[dict[str, Any]]]:
@@ -75,16 +88,18 @@ class FakeTwenty(FakeServer):
 
     def __init__(
         self, *, api_key: str = DEFAULT_API_KEY, stages: Sequence[str] = DEFAULT_STAGES,
-        custom_fields: CustomFields | None = None,
+        custom_fields: CustomFields | None = None, custom_objects: CustomObjects | None = None,
     ) -> None:
         super().__init__()
         self.api_key = api_key
-        self.contract = TwentyContract(stages=stages, custom_fields=custom_fields)
-        self.records: dict[str, dict[str, dict[str, Any]]] = {singular: {} for singular in OBJECTS.values()}
+        self.contract = TwentyContract(stages=stages, custom_fields=custom_fields, custom_objects=custom_objects)
+        # plural -> singular of every object this workspace has: the standard three and its custom ones.
+        self.objects = {**OBJECTS, **{plural: singular for singular, (plural, _) in (custom_objects or {}).items()}}
+        self.records: dict[str, dict[str, dict[str, Any]]] = {singular: {} for singular in self.objects.values()}
         self.patches: list[RecordedPatch] = []
         self._failures: deque[Response] = deque()
         self._position = 0
-        plural = "|".join(OBJECTS)
+        plural = "|".join(self.objects)
         self.list_requests: list[dict[str, str]] = []  # the query of every list call, for paging tests
         self.route("GET", rf"/rest/({plural})", self._checked(self._list))
         self.route("GET", rf"/rest/({plural})/([^/]+)", self._checked(self._get))
@@ -170,6 +185,19 @@ class FakeTwenty(FakeServer):
         }
         return self._store("opportunity", record)
 
+    def add_custom(self, object_name: str, **fields: Any) -> dict[str, Any]:
+        """A record of a custom object: the system fields Twenty gives every record, and `fields`."""
+        return self._store(object_name, {**self._system_fields(fields.pop("id", None)), **fields})
+
+    def add_line_item(
+        self, opportunity_id: str, name: str, *, unit_price_micros: int, currency: str = "USD",
+        quantity: float = 1, sku: str | None = None, **fields: Any,
+    ) -> dict[str, Any]:
+        """A record of LINE_ITEM_OBJECT (the fake must have been made with custom_objects=LINE_ITEM_OBJECT)."""
+        return self.add_custom(
+            "lineItem", name=name, sku=sku, quantity=quantity, opportunityId=opportunity_id,
+            unitPrice={"amountMicros": unit_price_micros, "currencyCode": currency}, **fields)
+
     def add_record(self, object_name: str, record: dict[str, Any]) -> dict[str, Any]:
         """Hold a record exactly as given (a webhook's `record`, say): it must read as Twenty's own."""
         return self._store(object_name, copy.deepcopy(record))
@@ -178,7 +206,7 @@ class FakeTwenty(FakeServer):
         """Hold records keyed by plural, the shape of events/twenty/workspace/records.json."""
         for plural, items in records.items():
             for record in items:
-                self.add_record(OBJECTS[plural], record)
+                self.add_record(self.objects[plural], record)
 
     def _system_fields(self, record_id: str | None) -> dict[str, Any]:
         self._position += 1
@@ -260,7 +288,7 @@ class FakeTwenty(FakeServer):
         """GET /rest/{plural}: the records that pass `filter`, in `order_by` order (id last, as Twenty adds
         it), `limit` of them (default 60) after the `starting_after` cursor or before `ending_before`.
         Cursors are record ids, as the spec's pageInfo declares them (format uuid)."""
-        singular = OBJECTS[plural]
+        singular = self.objects[plural]
         query = {name: values[-1] for name, values in req.query.items() if values}
         with self._lock:
             self.list_requests.append(query)
@@ -305,7 +333,7 @@ class FakeTwenty(FakeServer):
         return Response(200, {"data": {plural: rendered}, "pageInfo": info, "totalCount": len(found)})
 
     def _get(self, req: Request, plural: str, record_id: str) -> Response:
-        singular = OBJECTS[plural]
+        singular = self.objects[plural]
         record = self.records[singular].get(record_id)
         if record is None:
             return _error(404, ["Record not found"])
@@ -313,7 +341,7 @@ class FakeTwenty(FakeServer):
         return Response(200, {"data": {singular: self._render(singular, record, depth)}})
 
     def _patch(self, req: Request, plural: str, record_id: str) -> Response:
-        singular = OBJECTS[plural]
+        singular = self.objects[plural]
         record = self.records[singular].get(record_id)
         if record is None:
             return _error(404, ["Record not found"])

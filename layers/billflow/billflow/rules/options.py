@@ -11,7 +11,8 @@ from __future__ import annotations
 from billflow.models.rules import DOCUMENT_ACTIONS, Action
 
 # logic/drafts.py: how the draft is built from the record.
-DRAFT_OPTIONS = frozenset({"description", "currency", "customer_id_field", "days_until_due", "memo", "reference"})
+DRAFT_OPTIONS = frozenset({"description", "currency", "customer_id_field", "days_until_due", "memo", "reference",
+                           "require_line_items"})
 # Each connector's draft options (its module docstring says what they do).
 SYSTEM_OPTIONS: dict[str, frozenset[str]] = {
     "stripe": frozenset({"finalize", "send", "tax_rates", "tax_rates_on"}),
