@@ -50,6 +50,8 @@ def option_problems(action: Action) -> list[tuple[str, str]]:
     if known is None:
         return []
     problems: list[tuple[str, str]] = []
+    if "require_line_items" in action.options and not isinstance(action.options["require_line_items"], bool):
+        problems.append(("options.require_line_items", "must be true or false"))
     for name in sorted(set(action.options) - known):
         if not known:
             problems.append((f"options.{name}", f"{action.type} takes no options (give field and value)"))
