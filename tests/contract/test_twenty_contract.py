@@ -168,7 +168,7 @@ def test_custom_fields_on_an_object_outside_the_trimmed_spec_are_a_mistake() -> 
 @pytest.mark.parametrize("sample", sorted(p.name for p in (EVENTS_DIR / "twenty").glob("*.json")))
 def test_every_sample_webhook_record_is_a_record_twenty_could_return(sample: str) -> None:
     event = twenty_event(sample)
-    stages = CUSTOM_STAGES if event["record"]["stage"] == "CLOSED_WON" else DEFAULT_STAGES
+    stages = CUSTOM_STAGES if event["record"].get("stage") == "CLOSED_WON" else DEFAULT_STAGES
     contract = TwentyContract(stages=stages)
     assert contract.response_schema_errors(event["objectMetadata"]["nameSingular"], event["record"]) == []
 
