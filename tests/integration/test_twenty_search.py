@@ -258,3 +258,12 @@ def test_the_stand_in_answers_400_where_twenty_does(twenty: FakeTwenty, params: 
     assert status == 400
     assert message in " ".join(doc["messages"])
     assert twenty.violations  # and the test that sent it hears about it
+
+
+def test_twentys_own_429_is_retried_after_its_wait(twenty: FakeTwenty, crm: TwentyConnector) -> None:
+    """Another client spent the key's budget: Twenty answers 429 and the run waits for Retry-After."""
+    twenty.fail_next(429, retry_after="17", body={"statusCode": 429, "error": "TooManyRequests",
+                                                   "messages": ["Too many requests"]})
+    with pytest.raises(TransientError) as caught:
+        crm.search_records(twenty.connection(), RecordQuery("opportunity"))
+    assert caught.value.retry_after_seconds == 17
