@@ -282,19 +282,20 @@ def normalise_line_item(row: dict[str, Any], settings: LineItemSettings, number:
     if unit_price is None:
         raise ConfigurationError(f"{TARGET}: {settings.object} {row.get('id')} (line {number}) has no "
                                  f"{settings.fields['unit_price']}")
+    discount_amount = money("discount_amount")  # read before currency is final: it may name it too
     taxable = read("taxable")
     return {
         "name": _plain(read("name")) or "",
         "sku": _plain(read("sku")),
         "quantity": number_text("quantity") or "1",
         "unit_price": unit_price,
-        "currency": None,  # set below, once every money field was read
+        "currency": currency,
         "discount_percent": number_text("discount_percent"),
-        "discount_amount": money("discount_amount"),
+        "discount_amount": discount_amount,
         "taxable": taxable if isinstance(taxable, bool) else None,
         "description": _plain(read("description")),
         "term": _plain(read("term")),
-    } | {"currency": currency}
+    }
 
 
 def _number(value: Any, key: str, number: int) -> Decimal:
@@ -309,8 +310,7 @@ def _number(value: Any, key: str, number: int) -> Decimal:
 
 def _text(value: Decimal) -> str:
     """A decimal as plain text, without exponent or trailing zeros (1.50 -> "1.5", 2E+1 -> "20")."""
-    text = format(value.normalize(), "f")
-    return text
+    return format(value.normalize(), "f")
 
 
 def _plain(value: Any) -> str | None:
