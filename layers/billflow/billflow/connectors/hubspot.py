@@ -151,7 +151,9 @@ class HubSpotConnector(CrmConnector):
         if contacts:
             fresh["pointOfContactId"] = contacts[0]["id"]
         line_item_ids = self.associated_ids(connection, found, record_id, "line_items")
-        result["line_items"] = self.line_items(connection, line_item_ids)
+        currency = (fresh.get("amount") or {}).get("currencyCode")
+        result["line_items"] = [{**item, "currency": item["currency"] or currency}
+                                for item in self.line_items(connection, line_item_ids)]
         if found.name == "commerce_payment":
             invoices = self.associated_ids(connection, found, record_id, "invoices")
             source = str(fresh.get("hs_payment_source") or "").lower()
