@@ -113,7 +113,8 @@ class HubSpotContract:
         content = declared.get("content")
         if not content:
             return [] if body in (None, b"") else [f"status {status} has no documented body"]
-        return self._errors(op.spec, content["application/json"]["schema"], body, "answer")
+        media = content.get("application/json") or next(iter(content.values()))  # errors: "*/*"
+        return self._errors(op.spec, media["schema"], body, "answer")
 
     def _resolve(self, spec: str, ref: str) -> dict[str, Any]:
         node: Any = self._docs[spec]

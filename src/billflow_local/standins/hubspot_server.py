@@ -165,14 +165,17 @@ class FakeHubSpot(FakeServer):
 
     def connection_settings(self, *, oauth: bool = False) -> dict[str, Any]:
         """The secret billflow keeps for a HubSpot connection to this portal: a private app token, or OAuth."""
+        # The portal's own properties billflow writes back (and so must read): see DEFAULT_PROPERTIES.
+        read = {"deal": ["invoice_id"], "company": ["stripe_customer_id"], "quote": ["invoice_id"],
+                "commerce_payment": ["invoice_id"]}
         if not oauth:
             return {"type": "hubspot", "base_url": self.url, "private_app_token": self.token,
-                    "portal_id": str(self.portal_id)}
+                    "portal_id": str(self.portal_id), "properties": read}
         refresh = secrets.token_urlsafe(16)
         with self._lock:
             self._grants[refresh] = _Grant(refresh)
         return {"type": "hubspot", "base_url": self.url, "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET,
-                "refresh_token": refresh, "portal_id": str(self.portal_id)}
+                "refresh_token": refresh, "portal_id": str(self.portal_id), "properties": read}
 
     def connection(self, name: str = "hubspot", **kwargs: Any) -> Connection:
         return Connection(name=name, type="hubspot", settings=self.connection_settings(**kwargs))
@@ -280,6 +283,7 @@ class FakeHubSpot(FakeServer):
         limit = int(body.get("limit") or 10)
         after = int(body.get("after") or 0)
         if limit > SEARCH_PAGE_MAX:
+            self.violate(f"{req.method} {req.path}: limit {limit} is over {SEARCH_PAGE_MAX}")
             return _error(400, f"limit must be at most {SEARCH_PAGE_MAX}", "VALIDATION_ERROR")
         if after + limit > SEARCH_RESULTS_MAX:
             self.violate(f"{req.method} {req.path}: paging past {SEARCH_RESULTS_MAX} results")

@@ -17,7 +17,9 @@
 Connection settings: base_url (default https://api.hubapi.com), and either private_app_token (a private
 app's access token, sent as Bearer) or OAuth (client_id, client_secret, refresh_token; access tokens are
 refreshed at POST /oauth/v1/token and kept in the connection's secret, see connectors/oauth.py), optionally
-portal_id (checked by test_connection) and timeout_seconds.
+properties ({"deal": ["invoice_id"], "company": ["stripe_customer_id"]}: the portal's own properties rules
+read or write back, read with the defaults; HubSpot answers only the properties asked for), portal_id (shown by
+test_connection) and timeout_seconds.
 """
 
 from __future__ import annotations
@@ -204,7 +206,7 @@ class HubSpotConnector(CrmConnector):
             filters.append({"propertyName": modified, "operator": "LT", "value": _ms(query.updated_before)})
         body = {
             "filterGroups": [{"filters": filters}] if filters else [],
-            "properties": list(PROPERTIES.get(found.name, ("hs_object_id",))),
+            "properties": _properties(connection, found),
             "sorts": [modified],
             "limit": max(1, min(query.page_size, SEARCH_PAGE_MAX)),
             "after": cursor or "0",
@@ -277,7 +279,7 @@ class HubSpotConnector(CrmConnector):
 
     # --- plumbing ----------------------------------------------------------------------------------
     def _read(self, connection: Connection, found: HubSpotObject, record_id: str) -> dict[str, Any] | None:
-        query = {"properties": ",".join(PROPERTIES.get(found.name, ("hs_object_id",)))}
+        query = {"properties": ",".join(_properties(connection, found))}
         answer = self._send(connection, "GET", f"/crm/v3/objects/{found.path}/{_id(record_id)}", query=query)
         if answer.status == 404:
             return None
@@ -370,6 +372,14 @@ def _position(record: dict[str, Any]) -> int:
         return int(str(raw))
     except (TypeError, ValueError):
         return 1 << 30
+
+
+def _properties(connection: Connection, found: HubSpotObject) -> list[str]:
+    """The properties read of an object: billflow's defaults and the connection's own (custom) ones."""
+    extra = (connection.settings.get("properties") or {}).get(found.name) or []
+    if isinstance(extra, str):
+        extra = [extra]
+    return list(dict.fromkeys([*PROPERTIES.get(found.name, ("hs_object_id",)), *map(str, extra)]))
 
 
 def _object(name: str) -> HubSpotObject:
