@@ -12,6 +12,7 @@ from billflow.connectors import get_crm
 from billflow.connectors.base import RecordFilter, RecordQuery, iter_records
 from billflow.connectors.hubspot import HubSpotConnector, SearchThrottle
 from billflow.connectors.oauth import reset_token_stores
+from billflow.errors import TargetRejected
 
 from billflow_local.standins.hubspot_server import FakeHubSpot
 
@@ -181,6 +182,9 @@ def test_a_window_over_10000_results_is_split(hubspot: FakeHubSpot, crm: HubSpot
     found = list(crm.iter_window(hubspot.connection(), query))
     assert len({r["id"] for r in found}) == 10_050
     assert hubspot.violations == []  # never paged past 10,000 in one query
+    # Paging the unsplit window to its 10,000th result is refused, never cut short in silence.
+    with pytest.raises(TargetRejected, match="split the window"):
+        crm.search_records(hubspot.connection(), query, cursor="9800")
 
 
 def test_oauth_connections_refresh_their_token_and_private_apps_use_theirs(
@@ -196,3 +200,4 @@ def test_oauth_connections_refresh_their_token_and_private_apps_use_theirs(
     report = crm.test_connection(hubspot.connection(), "acme")
     assert report.ok and report.checked == "GET /crm/v3/objects/deals?limit=1" and report.account_id == "62515"
     assert hubspot.violations == []
+

@@ -204,11 +204,12 @@ class HubSpotConnector(CrmConnector):
             filters.append({"propertyName": modified, "operator": "GTE", "value": _ms(query.updated_after)})
         if query.updated_before is not None:
             filters.append({"propertyName": modified, "operator": "LT", "value": _ms(query.updated_before)})
+        limit = max(1, min(query.page_size, SEARCH_PAGE_MAX))
         body = {
             "filterGroups": [{"filters": filters}] if filters else [],
             "properties": _properties(connection, found),
             "sorts": [modified],
-            "limit": max(1, min(query.page_size, SEARCH_PAGE_MAX)),
+            "limit": limit,
             "after": cursor or "0",
         }
         account = connection.secret_id or connection.name
@@ -222,8 +223,10 @@ class HubSpotConnector(CrmConnector):
         doc = _json(answer)
         records = [_normalised(found, r) for r in doc.get("results") or [] if isinstance(r, dict)]
         after = ((doc.get("paging") or {}).get("next") or {}).get("after")
-        if after and int(after) >= SEARCH_RESULTS_MAX:
-            after = None  # HubSpot refuses to page past 10,000: iter_window splits the window instead
+        if after and int(after) + limit > SEARCH_RESULTS_MAX:
+            # HubSpot refuses to page past 10,000 results: never a silent cut, the window must be split.
+            raise TargetRejected(f"{TARGET} search of {found.path} holds more than {SEARCH_RESULTS_MAX} results; "
+                                 "split the window (HubSpotConnector.iter_window does)", status=400)
         return RecordPage(records=records, next_cursor=str(after) if after else None)
 
     def count(self, connection: Connection, query: RecordQuery) -> int:
