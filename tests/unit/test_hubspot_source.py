@@ -182,3 +182,16 @@ def test_a_misspelt_signature_version_refuses_rather_than_guesses() -> None:
 def test_parse_for_dry_runs_refuses_a_batch_with_nothing_usable() -> None:
     with pytest.raises(InvalidRequest, match="no event"):
         ADAPTER.parse(tenant="acme", body=b'[{"eventId": 1}]', received_at=NOW + timedelta(0))
+
+
+@pytest.mark.parametrize("sample", ["deal-won-batch", "quote-paid-batch", "payment-succeeded-batch"])
+def test_the_sample_batches_in_events_parse_cleanly(sample: str) -> None:
+    from tests.fakes.signing import EVENTS_DIR
+
+    body = (EVENTS_DIR / "hubspot" / f"{sample}.json").read_bytes()
+    parsed = ADAPTER.parse_batch(tenant="acme", body=body, received_at=NOW)
+    assert parsed.skipped == [] and parsed.events
+    assert len({e.event_id for e in parsed.events}) == len(parsed.events)
+    if sample == "deal-won-batch":  # the retried event (attemptNumber 1) is the same event
+        assert [(e.action, e.changed_fields) for e in parsed.events] == [
+            ("updated", ["dealstage"]), ("updated", ["amount"]), ("created", None)]
