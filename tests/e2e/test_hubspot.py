@@ -181,6 +181,20 @@ def test_a_paid_quote_is_invoiced_once(stack: HubSpotStack) -> None:
     assert stack.hubspot.violations == []
 
 
+def test_a_quote_whose_e_signature_completed_is_invoiced(stack: HubSpotStack) -> None:
+    company, contacts = a_customer(stack, "Signed")
+    quote = stack.hubspot.add("quote", {"hs_title": "Q-2", "hs_quote_amount": "99.90", "hs_currency": "USD"},
+                              associations={"company": [company], "contact": contacts})
+    signed = property_change(int(quote), "hs_esign_date", "1780000000000", event_id=stack.event_id(),
+                             occurred_at=int(time.time() * 1000), subscription="object.propertyChange",
+                             objectTypeId="0-14")
+    stack.post([signed])
+    stack.runtime.wait_idle(60)
+
+    [invoice] = stack.invoices_for(quote)
+    assert stack.customer_of(invoice)["email"] == "ada@signed.example"
+
+
 def test_a_payment_is_invoiced_and_a_payment_of_an_invoice_is_not(stack: HubSpotStack) -> None:
     hs = stack.hubspot
     company, contacts = a_customer(stack, "Payer")
