@@ -12,7 +12,6 @@ from billflow.connectors import get_crm
 from billflow.connectors.base import RecordFilter, RecordQuery, iter_records
 from billflow.connectors.hubspot import HubSpotConnector, SearchThrottle
 from billflow.connectors.oauth import reset_token_stores
-from billflow.errors import TargetRejected
 
 from billflow_local.standins.hubspot_server import FakeHubSpot
 
@@ -174,17 +173,21 @@ def test_a_429_from_searches_elsewhere_is_waited_out(hubspot: FakeHubSpot, crm: 
     hubspot.violations.clear()  # the one 429 was the point of the test
 
 
-def test_a_window_over_10000_results_is_split(hubspot: FakeHubSpot, crm: HubSpotConnector) -> None:
+def test_a_window_over_10000_results_is_read_whole_in_slices_hubspot_accepts(
+    hubspot: FakeHubSpot, crm: HubSpotConnector,
+) -> None:
     start = datetime(2026, 10, 1, tzinfo=UTC)
     for n in range(10_050):
         hubspot.add("deal", {"dealname": f"D{n}"}, modified_at=start + timedelta(seconds=n))
     query = RecordQuery("deal", (), start, start + timedelta(seconds=10_050), page_size=200)
-    found = list(crm.iter_window(hubspot.connection(), query))
+
+    found = list(iter_records(crm, hubspot.connection(), query, max_records=20_000))
+
     assert len({r["id"] for r in found}) == 10_050
+    assert len(found) <= 10_051  # at most the record of the millisecond where the slice ended, twice
     assert hubspot.violations == []  # never paged past 10,000 in one query
-    # Paging the unsplit window to its 10,000th result is refused, never cut short in silence.
-    with pytest.raises(TargetRejected, match="split the window"):
-        crm.search_records(hubspot.connection(), query, cursor="9800")
+    restarted = [r.json() for r in hubspot.requests if r.path.endswith("/search") and r.json()["after"] == "0"]
+    assert len(restarted) == 2  # the first query, and the one that goes on from where it reached
 
 
 def test_oauth_connections_refresh_their_token_and_private_apps_use_theirs(

@@ -10,9 +10,9 @@
   associated contact is the one billed, as HubSpot's QuickBooks actions do; all of them under "contacts"),
   and its line items (POST /crm/v3/objects/line_items/batch/read) in billflow's normalised line-item shape;
   a payment also says whether it paid an invoice (`paid_invoice`, see lookup);
-- search: POST /crm/v3/objects/{object}/search, at most 200 a page, 10,000 results a query (past that the
-  window is split: iter_window), and 5 search requests a second per account (throttled here; a 429 is
-  waited out as HubSpot's Retry-After says).
+- search: POST /crm/v3/objects/{object}/search sorted by last modification, at most 200 a page, 10,000
+  results a query (past that the window is split where the reading reached, see search_records), and 5
+  search requests a second per account (throttled here; a 429 is waited out as HubSpot's Retry-After says).
 
 Connection settings: base_url (default https://api.hubapi.com), and either private_app_token (a private
 app's access token, sent as Bearer) or OAuth (client_id, client_secret, refresh_token; access tokens are
@@ -27,8 +27,8 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, ClassVar
 from urllib.parse import quote, urlencode
@@ -197,20 +197,27 @@ class HubSpotConnector(CrmConnector):
     def search_records(
         self, connection: Connection, query: RecordQuery, cursor: str | None = None
     ) -> RecordPage:
+        """One page, sorted by last modification. HubSpot pages a query through at most 10,000 results; before
+        that, the cursor moves the window's start to the last modification time reached ("<ms>:<after>") and
+        the search goes on from there: a window of any size is read whole, in slices HubSpot accepts. (A
+        record modified in the very millisecond a slice ends may come twice; the sweep's idempotency keys make
+        that harmless.)"""
         found = _object(query.object_name)
         modified = LAST_MODIFIED.get(found.name, "hs_lastmodifieddate")
+        since, _, after = (cursor or "0").rpartition(":")
         filters = [_filter(f) for f in query.filters]
-        if query.updated_after is not None:
-            filters.append({"propertyName": modified, "operator": "GTE", "value": _ms(query.updated_after)})
+        lower = since or (_ms(query.updated_after) if query.updated_after is not None else "")
+        if lower:
+            filters.append({"propertyName": modified, "operator": "GTE", "value": lower})
         if query.updated_before is not None:
             filters.append({"propertyName": modified, "operator": "LT", "value": _ms(query.updated_before)})
         limit = max(1, min(query.page_size, SEARCH_PAGE_MAX))
         body = {
             "filterGroups": [{"filters": filters}] if filters else [],
-            "properties": _properties(connection, found),
+            "properties": list(dict.fromkeys([*_properties(connection, found), modified])),
             "sorts": [modified],
             "limit": limit,
-            "after": cursor or "0",
+            "after": after or "0",
         }
         account = connection.secret_id or connection.name
         for _ in range(MAX_429_ROUNDS + 1):
@@ -222,52 +229,16 @@ class HubSpotConnector(CrmConnector):
         raise_for(answer, TARGET)
         doc = _json(answer)
         records = [_normalised(found, r) for r in doc.get("results") or [] if isinstance(r, dict)]
-        after = ((doc.get("paging") or {}).get("next") or {}).get("after")
-        if after and int(after) + limit > SEARCH_RESULTS_MAX:
-            # HubSpot refuses to page past 10,000 results: never a silent cut, the window must be split.
-            raise TargetRejected(f"{TARGET} search of {found.path} holds more than {SEARCH_RESULTS_MAX} results; "
-                                 "split the window (HubSpotConnector.iter_window does)", status=400)
-        return RecordPage(records=records, next_cursor=str(after) if after else None)
-
-    def count(self, connection: Connection, query: RecordQuery) -> int:
-        """How many records match (the search's `total`), to decide whether a window must be split."""
-        found = _object(query.object_name)
-        modified = LAST_MODIFIED.get(found.name, "hs_lastmodifieddate")
-        one = RecordQuery(query.object_name, query.filters, query.updated_after, query.updated_before, 1)
-        filters = [_filter(f) for f in one.filters]
-        if one.updated_after is not None:
-            filters.append({"propertyName": modified, "operator": "GTE", "value": _ms(one.updated_after)})
-        if one.updated_before is not None:
-            filters.append({"propertyName": modified, "operator": "LT", "value": _ms(one.updated_before)})
-        self.throttle.wait(connection.secret_id or connection.name)
-        doc = self._call(connection, "POST", f"/crm/v3/objects/{found.path}/search", body={
-            "filterGroups": [{"filters": filters}] if filters else [], "properties": ["hs_object_id"],
-            "sorts": [modified], "limit": 1, "after": "0"})
-        total = (doc or {}).get("total")
-        return int(total) if isinstance(total, int) else 0
-
-    def iter_window(
-        self, connection: Connection, query: RecordQuery, min_span: timedelta = timedelta(seconds=1),
-    ) -> Iterator[dict[str, Any]]:
-        """Every record of the query's window, splitting it in halves while a half holds more than HubSpot's
-        10,000 results per query (a window narrower than min_span is read as far as HubSpot pages)."""
-        if query.updated_after is None or query.updated_before is None:
-            raise ConfigurationError("a HubSpot search window needs updated_after and updated_before")
-        pending = [(query.updated_after, query.updated_before)]
-        while pending:
-            start, end = pending.pop(0)
-            window = RecordQuery(query.object_name, query.filters, start, end, query.page_size)
-            if end - start > min_span and self.count(connection, window) > SEARCH_RESULTS_MAX:
-                middle = start + (end - start) / 2
-                pending[:0] = [(start, middle), (middle, end)]
-                continue
-            cursor: str | None = None
-            while True:
-                page = self.search_records(connection, window, cursor)
-                yield from page.records
-                if page.next_cursor is None or not page.records:
-                    break
-                cursor = page.next_cursor
+        following = ((doc.get("paging") or {}).get("next") or {}).get("after")
+        if not following or not records:
+            return RecordPage(records=records, next_cursor=None)
+        if int(following) + limit <= SEARCH_RESULTS_MAX:
+            return RecordPage(records=records, next_cursor=f"{since}:{following}" if since else str(following))
+        reached = _epoch_ms(records[-1].get(modified))
+        if reached is None or reached == lower:
+            raise TargetRejected(f"{TARGET}: more than {SEARCH_RESULTS_MAX} {found.path} were modified in the same "
+                                 "millisecond; the search cannot page past them", status=400)
+        return RecordPage(records=records, next_cursor=f"{reached}:0")
 
     # --- connection test ---------------------------------------------------------------------------
     def test_connection(self, connection: Connection, tenant: str) -> ConnectionReport:
@@ -426,6 +397,17 @@ def _filter(condition: RecordFilter) -> dict[str, Any]:
     elif condition.op not in ("is_null", "is_not_null"):
         out["value"] = _ms(condition.value) if isinstance(condition.value, datetime) else _text(condition.value)
     return out
+
+
+def _epoch_ms(value: Any) -> str | None:
+    """A HubSpot date property (ISO 8601, or epoch milliseconds) as epoch milliseconds text."""
+    text = str(value or "").strip()
+    if text.isdigit():
+        return text
+    try:
+        return _ms(datetime.fromisoformat(text.replace("Z", "+00:00")))
+    except ValueError:
+        return None
 
 
 def _ms(when: datetime) -> str:
