@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from billflow.errors import BillflowError, InvalidRequest, TransientError
-from billflow.logic.ingest import WebhookDelivery, accept_webhook
+from billflow.logic.ingest import WebhookDelivery, accept_delivery
 from billflow.observability import logger
 from billflow.settings import requires_settings
 
@@ -16,15 +16,22 @@ from billflow.settings import requires_settings
 @requires_settings("event_bus_name")
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     try:
-        events = accept_webhook(_delivery(event))
+        batch = accept_delivery(_delivery(event))
     except TransientError as exc:
         logger.warning("webhook not accepted, retryable", extra={"reason": exc.message})
         return _answer(503, exc.to_body(), {"Retry-After": "5"})
     except BillflowError as exc:
         logger.info("webhook refused", extra={"status": exc.http_status, "reason": exc.message})
         return _answer(exc.http_status, exc.to_body())
+    events = batch.events
     logger.info("webhook accepted", extra={"events": [e.event_id for e in events]})
-    return _answer(202, {"accepted": len(events), "event_ids": [e.event_id for e in events]})
+    body: dict[str, Any] = {"accepted": len(events), "event_ids": [e.event_id for e in events]}
+    if batch.skipped:
+        # 2xx all the same: the CRM would resend the whole batch, valid events included, for nothing.
+        skipped = [{"index": s.index, "event_id": s.event_id, "reason": s.reason} for s in batch.skipped]
+        logger.warning("webhook events skipped", extra={"skipped": skipped})
+        body["skipped"] = skipped
+    return _answer(202, body)
 
 
 def _delivery(event: dict[str, Any]) -> WebhookDelivery:

@@ -82,3 +82,13 @@ def test_missing_and_malformed_secrets(aws: None) -> None:
     put("broken", ["not", "an", "object"])
     with pytest.raises(ConfigurationError, match="is not a JSON object"):
         store.connection(TENANT, "broken")
+
+
+def test_a_sources_whole_document_is_its_settings(aws: None) -> None:
+    document = {"signing_secret": "client-secret", "signature_versions": ["v3"], "portal_ids": [62515]}
+    billflow.aws.client("secretsmanager").create_secret(
+        Name=secret_name(TENANT, "source", "hubspot"), SecretString=json.dumps(document))
+    store = get_secret_store()
+    assert store.source_settings(TENANT, "hubspot") == document
+    assert store.signing_secret(TENANT, "hubspot") == "client-secret"
+    assert store.source_settings(TENANT, "twenty") is None

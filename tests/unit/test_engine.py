@@ -88,3 +88,25 @@ def test_watched_fields_limit_the_trigger() -> None:
 def test_stripe_invoice_shorthand_is_a_document_action_on_stripe() -> None:
     action = Rule.model_validate(WON_RULE).blocks[0].actions[0]
     assert (action.type, action.system) == ("invoice", "stripe")
+
+
+# --- partial records (HubSpot: one property per event) ---------------------------------------------
+def test_a_field_a_partial_record_does_not_carry_is_decided_after_lookup() -> None:
+    from billflow.rules.engine import Clock
+
+    rule = Rule.model_validate(WON_RULE)
+    won = event({"id": "r1", "stage": "CUSTOMER"}, changed=["stage"])
+    changes = {"stage": FieldChange("stage", "PROPOSAL", "CUSTOMER", 7)}
+
+    whole = evaluate_rule(rule, won, changes)
+    partial = evaluate_rule(rule, won, changes, clock=Clock(partial=True))
+
+    assert not whole.matched  # a complete record without an amount: the criterion fails
+    assert partial.matched and partial.needs_lookup and partial.transition == "stage@7"
+    [block] = partial.blocks
+    assert block.pending and "decided after Lookup" in block.criteria[1].reason
+    # After Lookup the same criterion reads the fetched record: it holds or fails on HubSpot's value.
+    held = {"0.1": True}
+    fetched = {"id": "r1", "stage": "CUSTOMER", "amount": {"amountMicros": 0}}
+    after = evaluate_rule(rule, won, {}, data=fetched, clock=Clock(partial=True, lookup={}, held=held))
+    assert not after.matched

@@ -11,7 +11,7 @@ from billflow_cli.rulesfile import load_rules
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
-@pytest.mark.parametrize("folder", ["rules", "more-rules"])
+@pytest.mark.parametrize("folder", ["rules", "more-rules", "hubspot"])
 def test_example_rules_are_valid(folder: str) -> None:
     rules = load_rules(EXAMPLES / folder, tenant="demo")
     assert rules

@@ -17,7 +17,9 @@ from billflow.storage.secrets import Connection, get_secret_store
 
 class DocumentAction(ActionType):
     def render(self, action: Action, state: RunState) -> dict[str, Any]:
-        draft = draft_for(action, state.event.record, state.context(), state.event.source)
+        # state.record(): what Lookup read from the CRM when it read the record (HubSpot events carry one
+        # property), else the event's record.
+        draft = draft_for(action, state.record(), state.context(), state.event.source)
         return {"draft": draft.model_dump(mode="json")}
 
     def send(self, action: Action, request: dict[str, Any], state: RunState, key: str) -> DispatchResult:

@@ -16,6 +16,7 @@ _CONNECTORS = {
     "stripe": "billflow.connectors.stripe:StripeConnector",
     "webhook": "billflow.connectors.webhook:WebhookConnector",
     "twenty": "billflow.connectors.twenty:TwentyConnector",
+    "hubspot": "billflow.connectors.hubspot:HubSpotConnector",
     "quickbooks": "billflow.connectors.quickbooks:QuickBooksConnector",
     "xero": "billflow.connectors.xero:XeroConnector",
     "zoho_books": "billflow.connectors.zoho_books:ZohoBooksConnector",

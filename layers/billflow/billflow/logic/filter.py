@@ -18,7 +18,7 @@ from typing import Any
 
 from billflow.logic.observe import log_undecided, mark_fired, observe_record
 from billflow.logic.schedule import index_record, plan_timed
-from billflow.models.events import GENERIC_SOURCES, CrmEvent
+from billflow.models.events import GENERIC_SOURCES, PARTIAL_RECORD_SOURCES, CrmEvent
 from billflow.models.rules import Rule, UsageAlert
 from billflow.models.run import LogKeys, RunState, utc_text
 from billflow.rules.engine import Clock, RuleVerdict, evaluate_rule, transition_held
@@ -69,7 +69,9 @@ def match_rules(
     rules = index.candidates(changes)  # the others need a change this event did not make
     # A source without a CRM has nothing to look up: its company/contact criteria read the record.
     lookup: dict[str, Any] | None = {} if event.source in GENERIC_SOURCES else None
-    verdicts = [evaluate_rule(rule, event, changes, clock=Clock.for_rule(rule, lookup=lookup)) for rule in rules]
+    partial = event.source in PARTIAL_RECORD_SOURCES
+    verdicts = [evaluate_rule(rule, event, changes, clock=Clock.for_rule(rule, lookup=lookup, partial=partial))
+                for rule in rules]
     return rules, verdicts
 
 

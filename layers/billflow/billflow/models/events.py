@@ -17,6 +17,10 @@ EVENT_DETAIL_TYPE = "CrmEvent"
 TENANT_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 # Sources with no CRM behind them: nothing to look up or fetch again, criteria read the record itself.
 GENERIC_SOURCES = frozenset({"generic"})
+# Sources whose events carry part of the record (HubSpot: the one property that changed): a criterion on a field
+# the event does not carry is decided after Lookup, on the record as the CRM holds it, never failed for want
+# of the field.
+PARTIAL_RECORD_SOURCES = frozenset({"hubspot"})
 
 
 class CrmEvent(BaseModel):

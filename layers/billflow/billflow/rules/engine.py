@@ -45,6 +45,7 @@ class Clock:
     lookup: dict[str, Any] | None = None  # None: lookup fields are pending
     held: dict[str, bool] | None = None  # "block.number" -> the filter's answer for a transition
     since: dict[str, Any] | None = None  # a recheck: the record as it was at the trigger
+    partial: bool = False  # the record is partial (PARTIAL_RECORD_SOURCES): a missing field waits for Lookup
 
     @classmethod
     def for_rule(cls, rule: Rule, **kwargs: Any) -> Clock:
@@ -108,6 +109,10 @@ def evaluate_criterion(
         actual = get_path(clock.lookup if root in clock.lookup else data, criterion.field)
     else:
         actual = get_path(data, criterion.field)
+        if actual is MISSING and clock.partial and clock.lookup is None:
+            return CriterionResult(number, criterion, False, None,
+                                   f"{criterion.field}: not in the event; decided after Lookup reads the record",
+                                   pending=True)
     if name in comparators.DATE_COMPARATORS:
         ok = comparators.DATE_COMPARATORS[name](actual, criterion.value, clock.zone, clock.current())
     else:

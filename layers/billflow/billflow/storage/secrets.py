@@ -61,9 +61,14 @@ class SecretStore:
         return secret_name(tenant, "connection", name, self._prefix)
 
     def signing_secret(self, tenant: str, source: str) -> str | None:
-        doc = self._get(self.source_secret_id(tenant, source))
+        doc = self.source_settings(tenant, source)
         secret = doc.get("signing_secret") if doc else None
         return secret if isinstance(secret, str) and secret else None
+
+    def source_settings(self, tenant: str, source: str) -> dict[str, Any] | None:
+        """The source's whole secret document: signing_secret and the source's own options (HubSpot's
+        signature_versions, webhook_url, portal_ids); None when the tenant has no such source."""
+        return self._get(self.source_secret_id(tenant, source))
 
     def connection(self, tenant: str, name: str) -> Connection:
         secret_id = self.connection_secret_id(tenant, name)
