@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from billflow.aws import client
+from billflow.errors import ConfigurationError
 from billflow.models.schedules import Schedule
 from billflow.settings import get_settings
 from billflow.storage import shared
@@ -119,15 +120,21 @@ class SchedulerApi:
         return name
 
     def put(self, tenant: str, schedule_id: str, spec: SchedulerSchedule, description: str = "") -> None:
-        """Create or replace the Scheduler schedule of a billflow schedule."""
+        """Create or replace the Scheduler schedule of a billflow schedule. The target is the scheduler
+        function; a re-arm from the function itself (which cannot name its own ARN in the template) keeps the
+        target the schedule already has."""
         settings = get_settings()
         scheduler = client("scheduler")
+        existing = self.get(tenant, schedule_id)
+        target_arn = settings.scheduler_function_arn or ((existing or {}).get("Target") or {}).get("Arn")
+        if not target_arn:
+            raise ConfigurationError("SCHEDULER_FUNCTION_ARN is not set: cannot create a Scheduler schedule")
         params: dict[str, Any] = {
-            "Name": schedule_id, "GroupName": self.ensure_group(tenant),
+            "Name": schedule_id, "GroupName": self.group(tenant) if existing else self.ensure_group(tenant),
             "ScheduleExpression": spec.expression, "ScheduleExpressionTimezone": spec.timezone,
             "FlexibleTimeWindow": {"Mode": "OFF"}, "State": "ENABLED", "Description": description[:512],
             "Target": {
-                "Arn": settings.required("scheduler_function_arn"),
+                "Arn": target_arn,
                 "RoleArn": settings.required("schedules_role_arn"),
                 "Input": firing_input(tenant, schedule_id),
                 "RetryPolicy": {"MaximumRetryAttempts": 2, "MaximumEventAgeInSeconds": 3600},
@@ -137,9 +144,9 @@ class SchedulerApi:
             params["StartDate"] = spec.start
         if spec.end is not None:
             params["EndDate"] = spec.end
-        try:
+        if existing:
             scheduler.update_schedule(**params)
-        except scheduler.exceptions.ResourceNotFoundException:
+        else:
             scheduler.create_schedule(**params)
 
     def get(self, tenant: str, schedule_id: str) -> dict[str, Any] | None:
