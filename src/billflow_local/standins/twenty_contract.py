@@ -69,6 +69,7 @@ class TwentyContract:
         _set_stages(doc, stages)
         for object_name, fields in (custom_fields or {}).items():
             _add_fields(doc, object_name, fields)
+        self._doc = doc
         self.base_path = re.sub(r"^[a-z]+://[^/]+", "", doc["servers"][0]["url"]).rstrip("/")  # "/rest"
         self._request_doc = _variant(doc, "urn:twenty-openapi:request", _closed)
         self._response_doc = _variant(doc, "urn:twenty-openapi:response", _nullable)
@@ -179,6 +180,20 @@ class TwentyContract:
         name = f"{_schema_name(object_name)}ForResponse"
         schema = {"$ref": f"urn:twenty-openapi:response#/components/schemas/{name}"}
         return self._errors(schema, record, self._response_registry)
+
+    def field_schema(self, object_name: str, path: Sequence[str]) -> dict[str, Any] | None:
+        """The schema of a field (or a composite's sub-field: amount.amountMicros) an object's records
+        have, as list filters and order_by name it; None for no such field, and for a relation (an embedded
+        record or list, which Twenty filters through its ...Id field, not by itself)."""
+        node: dict[str, Any] | None = self._doc["components"]["schemas"].get(f"{_schema_name(object_name)}ForResponse")
+        for key in path:
+            properties = node.get("properties") if isinstance(node, dict) else None
+            node = properties.get(key) if isinstance(properties, dict) else None
+            if not isinstance(node, dict) or "oneOf" in node or node.get("type") == "array" or "$ref" in node:
+                return None
+        if node is None or node.get("type") == "object":
+            return None  # a composite as a whole is no value to compare
+        return node
 
     # --- helpers ---------------------------------------------------------------------------------
     @staticmethod

@@ -29,6 +29,7 @@ from billflow.storage.secrets import Connection
 
 from billflow_local.standins.base import FakeServer, Request, Response
 from billflow_local.standins.twenty_contract import DEFAULT_STAGES, CustomFields, TwentyContract
+from billflow_local.standins.twenty_query import QueryError, matches, parse_filter, parse_order_by, sort_records
 
 SAMPLE_WORKSPACE = Path(__file__).resolve().parents[3] / "events" / "twenty" / "workspace" / "records.json"
 # plural (URL) -> singular (nameSingular, the key of data in an answer)
@@ -84,7 +85,8 @@ class FakeTwenty(FakeServer):
         self._failures: deque[Response] = deque()
         self._position = 0
         plural = "|".join(OBJECTS)
-        self.route("GET", r"/rest/(opportunities)", self._checked(self._list))
+        self.list_requests: list[dict[str, str]] = []  # the query of every list call, for paging tests
+        self.route("GET", rf"/rest/({plural})", self._checked(self._list))
         self.route("GET", rf"/rest/({plural})/([^/]+)", self._checked(self._get))
         self.route("PATCH", rf"/rest/({plural})/([^/]+)", self._checked(self._patch))
 
@@ -255,15 +257,52 @@ class FakeTwenty(FakeServer):
         return serve
 
     def _list(self, req: Request, plural: str) -> Response:
-        """The first records (limit, default 60 as Twenty's), without cursors beyond pageInfo."""
-        records = list(self.records[OBJECTS[plural]].values())
-        limit = int(req.query.get("limit", ["60"])[-1])
-        page = records[:limit]
-        info: dict[str, Any] = {"hasNextPage": len(records) > limit}
+        """GET /rest/{plural}: the records that pass `filter`, in `order_by` order (id last, as Twenty adds
+        it), `limit` of them (default 60) after the `starting_after` cursor or before `ending_before`.
+        Cursors are record ids, as the spec's pageInfo declares them (format uuid)."""
+        singular = OBJECTS[plural]
+        query = {name: values[-1] for name, values in req.query.items() if values}
+        with self._lock:
+            self.list_requests.append(query)
+            records = list(self.records[singular].values())
+
+        def field_schema(path: tuple[str, ...]) -> Mapping[str, Any] | None:
+            return self.contract.field_schema(singular, path)
+
+        try:
+            order = parse_order_by(query.get("order_by"), field_schema)
+            found = sort_records(records, order)
+            if query.get("filter"):
+                condition = parse_filter(query["filter"], field_schema)
+                found = [r for r in found if matches(condition, r)]
+        except QueryError as exc:
+            self.violate(f"{req.method} {req.path}: {exc}")
+            return _error(400, [str(exc)])
+        limit = int(query.get("limit", "60"))
+        ids = [r["id"] for r in found]
+        after, before = query.get("starting_after"), query.get("ending_before")
+        for cursor in (after, before):
+            if cursor is not None and cursor not in ids and cursor not in self.records[singular]:
+                message = f"Invalid cursor '{cursor}'"
+                self.violate(f"{req.method} {req.path}: {message}")
+                return _error(400, [message])
+        held = self.records[singular]
+        if after is not None:
+            start = ids.index(after) + 1 if after in ids else _position_after(found, order, held[after])
+            window = found[start:]
+            page, more = window[:limit], len(window) > limit
+        elif before is not None:
+            end = ids.index(before) if before in ids else _position_after(found, order, held[before])
+            window = found[:end]
+            page, more = window[max(0, len(window) - limit):], len(window) > limit
+        else:
+            page, more = found[:limit], len(found) > limit
+        depth = int(query.get("depth", "1"))
+        info: dict[str, Any] = {"hasNextPage": more}
         if page:
             info.update(startCursor=page[0]["id"], endCursor=page[-1]["id"])
-        return Response(200, {"data": {plural: copy.deepcopy(page)}, "pageInfo": info,
-                               "totalCount": len(records)})
+        rendered = [self._render(singular, r, depth) for r in page]
+        return Response(200, {"data": {plural: rendered}, "pageInfo": info, "totalCount": len(found)})
 
     def _get(self, req: Request, plural: str, record_id: str) -> Response:
         singular = OBJECTS[plural]
@@ -319,6 +358,14 @@ class FakeTwenty(FakeServer):
     def not_found(self, req: Request) -> Response:
         self.violate(f"{req.method} {req.path}: no such operation")
         return _error(404, [f"Cannot {req.method} {req.path}"])
+
+
+def _position_after(
+    found: list[dict[str, Any]], order: list[tuple[tuple[str, ...], str]], cursor_record: dict[str, Any]
+) -> int:
+    """Where a cursor's record would sit among the filtered records (it no longer matches the filter)."""
+    ordered = sort_records([*found, cursor_record], order)
+    return ordered.index(cursor_record)
 
 
 def _related(records: dict[str, dict[str, Any]], key: str, target: dict[str, Any]) -> list[dict[str, Any]]:

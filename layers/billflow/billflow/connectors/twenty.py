@@ -5,29 +5,50 @@ the fields to change and answers {"data": {"update<Singular>": {...}}}. Calls as
 alone): a lookup fetches exactly the related records it needs, not every relation Twenty would embed.
 
 Connection settings: base_url (https://api.twenty.com or a self-hosted URL), api_key (Bearer), optionally
-timeout_seconds and object_plurals ({"invoiceRequest": "invoiceRequests"} for custom objects whose plural
-the default rule gets wrong).
+timeout_seconds, object_plurals ({"invoiceRequest": "invoiceRequests"} for custom objects whose plural
+the default rule gets wrong) and rate_limit_per_minute (default 100).
+
+Search (the reconciliation sweep, date-based rules) is GET /rest/{plural} with Twenty's list parameters:
+filter `field[comparator]:value` joined by commas (Twenty's default conjunction is and), order_by, limit (at
+most 200, the spec's maximum) and starting_after = the previous page's pageInfo.endCursor. Every page takes a
+unit of the API key's budget first: Twenty allows 100 calls a minute per API key by default (its
+API_RATE_LIMITING_* settings; a self-hosted workspace may differ: rate_limit_per_minute), and a spent budget
+raises TransientError with the wait, as the Xero and Zoho Books budgets do.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+from datetime import UTC, datetime
 from typing import Any, ClassVar, TypeGuard
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
-from billflow.connectors.base import ConnectionReport, CrmConnector
+from billflow.connectors.base import ConnectionReport, CrmConnector, RecordFilter, RecordPage, RecordQuery
 from billflow.connectors.http import DEFAULT_TIMEOUT, HttpResponse, error_message, raise_for, request
-from billflow.errors import TargetRejected
+from billflow.errors import ConfigurationError, TargetRejected
+from billflow.storage.rate_limits import RateLimit, RateLimiter, get_rate_limiter
 from billflow.storage.secrets import Connection
 
 TARGET = "Twenty"
 
 # Twenty's standard objects whose plural is not the singular plus "s".
 _PLURALS = {"opportunity": "opportunities", "company": "companies", "person": "people"}
+# The list operation's limit parameter: {minimum: 0, maximum: 200, default: 60} in the spec.
+MAX_PAGE_SIZE = 200
+# Twenty's default API_RATE_LIMITING_LIMIT per API key and minute (cloud; self-hosted may configure it).
+DEFAULT_CALLS_PER_MINUTE = 100
+# billflow's comparators -> Twenty's filter comparators; null checks are `is` with NULL / NOT_NULL.
+_COMPARATORS = {"eq": "eq", "neq": "neq", "gt": "gt", "gte": "gte", "lt": "lt", "lte": "lte", "in": "in"}
+_NULL_CHECKS = {"is_null": "NULL", "is_not_null": "NOT_NULL"}
+_NOT_IN_NAMES = frozenset("[]:,()\"' ")
 
 
 class TwentyConnector(CrmConnector):
     kind: ClassVar[str] = "twenty"
+
+    def __init__(self, *, rate_limiter: RateLimiter | None = None) -> None:
+        self._rate_limiter = rate_limiter
 
     def get_record(self, connection: Connection, object_name: str, record_id: str) -> dict[str, Any] | None:
         answer = self._call(connection, "GET", object_name, record_id)
@@ -56,6 +77,29 @@ class TwentyConnector(CrmConnector):
             "company": self.get_record(connection, "company", company_id) if _is_id(company_id) else None,
             "contact": self.get_record(connection, "person", contact_id) if _is_id(contact_id) else None,
         }
+
+    def search_records(
+        self, connection: Connection, query: RecordQuery, cursor: str | None = None
+    ) -> RecordPage:
+        """One page of GET /rest/{plural}?filter=...&order_by=id&limit=...&starting_after=cursor.
+
+        Ordered by id: a record changed while the pages are read keeps its place, so paging neither skips
+        nor repeats it (ordered by updatedAt it would jump to the end).
+        """
+        params = {"filter": search_filter(query), "order_by": "id[AscNullsFirst]",
+                  "limit": str(max(1, min(query.page_size, MAX_PAGE_SIZE))), "depth": "0"}
+        if not params["filter"]:
+            del params["filter"]
+        if cursor:
+            params["starting_after"] = cursor
+        plural = _plural(connection, query.object_name)
+        url = f"{_rest_root(connection)}/{plural}?{urlencode(params, quote_via=quote, safe='[]:,()')}"
+        limiter = self._rate_limiter or get_rate_limiter()
+        limiter.take(TARGET, _budget_scope(connection), _rate_limit(connection))
+        answer = request("GET", url, headers=self._headers(connection), target=TARGET, raise_for_status=False,
+                         timeout=float(connection.settings.get("timeout_seconds") or DEFAULT_TIMEOUT))
+        raise_for(answer, TARGET)
+        return _page(answer, plural)
 
     def test_connection(self, connection: Connection, tenant: str) -> ConnectionReport:
         """GET /rest/opportunities?limit=1: the key is accepted and the workspace answers."""
@@ -88,6 +132,87 @@ class TwentyConnector(CrmConnector):
         return request(
             method, url, headers=headers, body=body, timeout=timeout, target=TARGET, raise_for_status=False
         )
+
+
+def search_filter(query: RecordQuery) -> str:
+    """Twenty's filter parameter for a query: conditions joined by commas (Twenty's default `and`)."""
+    conditions = [_condition(f) for f in query.filters]
+    if query.updated_after is not None:
+        conditions.append(f"updatedAt[gte]:{_literal(query.updated_after)}")
+    if query.updated_before is not None:
+        conditions.append(f"updatedAt[lt]:{_literal(query.updated_before)}")
+    return ",".join(conditions)
+
+
+def _condition(condition: RecordFilter) -> str:
+    name = condition.field
+    # Twenty splits a condition at its first "[" and ":" outside quotes; a field name holding one is no field.
+    if not name or any(c in _NOT_IN_NAMES for c in name) or name.startswith(".") or name.endswith("."):
+        raise ConfigurationError(f"Twenty search: {name!r} is not a field name")
+    if condition.op in _NULL_CHECKS:
+        return f"{name}[is]:{_NULL_CHECKS[condition.op]}"
+    if condition.op == "in":
+        values = condition.value
+        if isinstance(values, (str, bytes)) or not isinstance(values, (list, tuple, set, frozenset)) or not values:
+            raise ConfigurationError(f"Twenty search: {name} in needs a non-empty list of values")
+        items = [_literal(v, in_list=True) for v in values]
+        return f"{name}[in]:[{','.join(items)}]"
+    comparator = _COMPARATORS.get(condition.op)
+    if comparator is None:
+        raise ConfigurationError(f"Twenty search: unknown comparator {condition.op!r}")
+    if condition.value is None:
+        raise ConfigurationError(f"Twenty search: {name} {condition.op} needs a value (is_null checks for none)")
+    return f"{name}[{comparator}]:{_literal(condition.value)}"
+
+
+def _literal(value: Any, *, in_list: bool = False) -> str:
+    """A value as Twenty's filter parser reads it: numbers and booleans bare, text in double quotes (which
+    Twenty strips). Twenty has no escape: a double quote inside text, or a comma inside a list item (Twenty
+    splits `in` lists at every comma), cannot be sent."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, datetime):
+        moment = value if value.tzinfo else value.replace(tzinfo=UTC)
+        value = moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    text = str(value)
+    if '"' in text or (in_list and "," in text):
+        raise ConfigurationError(f"Twenty search: the value {text!r} cannot be expressed in Twenty's filter syntax")
+    return f'"{text}"'
+
+
+def _page(answer: HttpResponse, plural: str) -> RecordPage:
+    try:
+        doc = answer.json()
+    except ValueError:
+        raise TargetRejected(f"{TARGET} answered {answer.status} with a body that is not JSON") from None
+    data = doc.get("data") if isinstance(doc, dict) else None
+    records = data.get(plural) if isinstance(data, dict) else None
+    if records is None and isinstance(data, dict) and len(data) == 1:
+        records = next(iter(data.values()))  # a custom object whose plural we were not given exactly
+    if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+        raise TargetRejected(f"{TARGET} answered {answer.status} without a data.{plural} list")
+    info = doc.get("pageInfo") if isinstance(doc, dict) else None
+    info = info if isinstance(info, dict) else {}
+    cursor = info.get("endCursor")
+    more = info.get("hasNextPage") is True and isinstance(cursor, str) and bool(cursor) and bool(records)
+    return RecordPage(records=records, next_cursor=cursor if more else None)
+
+
+def _rate_limit(connection: Connection) -> RateLimit:
+    raw = connection.settings.get("rate_limit_per_minute") or DEFAULT_CALLS_PER_MINUTE
+    try:
+        return RateLimit(per_minute=int(raw))
+    except (TypeError, ValueError):
+        raise ConfigurationError("Twenty connection: rate_limit_per_minute must be a positive number") from None
+
+
+def _budget_scope(connection: Connection) -> str:
+    """Twenty counts calls per API key: the budget is the key's (a digest: the key itself never leaves the
+    secret), shared by every tenant and rule that uses it."""
+    key = str(connection.require("api_key"))
+    return "key-" + hashlib.sha256(key.encode()).hexdigest()[:24]
 
 
 def _rest_root(connection: Connection) -> str:
