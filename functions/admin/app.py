@@ -35,6 +35,7 @@ from billflow.models.admin import (
     RulesRequest,
     RunScheduleRequest,
     ScheduleAnswer,
+    ScheduleDocument,
     SchedulePlanAnswer,
     SchedulesAnswer,
     SchedulesRequest,
@@ -202,11 +203,17 @@ def test_connection(tenant: str, name: str) -> ConnectionReport:
 SCHEDULES = ["schedules"]
 
 
-def _schedule_stores() -> tuple[Any, Any]:
+def _schedule_store() -> Any:
     # deferred: schedules' storage and calendar serve only these routes, never the admin cold start
-    from billflow.storage.schedules import get_schedule_store, get_scheduler_api
+    from billflow.storage.schedules import get_schedule_store
 
-    return get_schedule_store(), get_scheduler_api()
+    return get_schedule_store()
+
+
+def _scheduler_api() -> Any:
+    from billflow.storage.schedules import get_scheduler_api
+
+    return get_scheduler_api()
 
 
 def _rule_ids(tenant: str, extra: list[str]) -> set[str]:
@@ -218,7 +225,7 @@ def _rule_ids(tenant: str, extra: list[str]) -> set[str]:
 def list_schedules(tenant: str) -> SchedulesAnswer:
     from billflow.logic import schedules
 
-    store, _ = _schedule_stores()
+    store = _schedule_store()
     return SchedulesAnswer.model_validate({"schedules": schedules.list_schedules(store, tenant, _now())})
 
 
@@ -228,7 +235,7 @@ def list_schedules(tenant: str) -> SchedulesAnswer:
 def plan_schedules(tenant: str, body: Annotated[SchedulesRequest, Body()]) -> SchedulePlanAnswer:
     from billflow.logic import schedules
 
-    store, _ = _schedule_stores()
+    store = _schedule_store()
     found = schedules.parse_schedules(tenant, body.schedules, _rule_ids(tenant, body.rule_ids), _now())
     return SchedulePlanAnswer(plan=schedules.plan_schedules(store, tenant, found, body.prune, _now()))
 
@@ -239,7 +246,7 @@ def plan_schedules(tenant: str, body: Annotated[SchedulesRequest, Body()]) -> Sc
 def apply_schedules(tenant: str, body: Annotated[SchedulesRequest, Body()]) -> SchedulePlanAnswer:
     from billflow.logic import schedules
 
-    store, scheduler = _schedule_stores()
+    store, scheduler = _schedule_store(), _scheduler_api()
     found = schedules.parse_schedules(tenant, body.schedules, _rule_ids(tenant, body.rule_ids), _now())
     applied = schedules.apply_schedules(store, scheduler, tenant, found, body.prune, _now())
     logger.info("schedules applied", extra={"tenant": tenant, **applied.model_dump()})
@@ -248,10 +255,10 @@ def apply_schedules(tenant: str, body: Annotated[SchedulesRequest, Body()]) -> S
 
 @app.post("/admin/tenants/<tenant>/schedules", tags=SCHEDULES,
           summary="Add one schedule (a tenant has at most 10)", responses=error_responses(400))
-def create_schedule(tenant: str, body: Annotated[dict[str, Any], Body()]) -> ScheduleAnswer:
+def create_schedule(tenant: str, body: Annotated[ScheduleDocument, Body()]) -> ScheduleAnswer:
     from billflow.logic import schedules
 
-    store, scheduler = _schedule_stores()
+    store, scheduler = _schedule_store(), _scheduler_api()
     found = schedules.parse_schedules(tenant, [body], _rule_ids(tenant, []), _now())[0]
     stored = schedules.create_schedule(store, scheduler, tenant, found, _now())
     logger.info("schedule created", extra={"tenant": tenant, "schedule": stored.id})
@@ -263,7 +270,7 @@ def create_schedule(tenant: str, body: Annotated[dict[str, Any], Body()]) -> Sch
 def delete_schedule(tenant: str, schedule_id: str) -> DeletedAnswer:
     from billflow.logic import schedules
 
-    store, scheduler = _schedule_stores()
+    store, scheduler = _schedule_store(), _scheduler_api()
     schedules.delete_schedule(store, scheduler, tenant, schedule_id)
     return DeletedAnswer(deleted=schedule_id)
 
@@ -275,7 +282,7 @@ def run_schedule(tenant: str, schedule_id: str, body: Annotated[RunScheduleReque
     from billflow.models.run import parse_utc
     from billflow.storage.executions import get_executions
 
-    store, scheduler = _schedule_stores()
+    store, scheduler = _schedule_store(), _scheduler_api()
     if store.get(tenant, schedule_id) is None:
         raise NotFound(f"tenant {tenant} has no schedule {schedule_id!r}")
     try:

@@ -61,24 +61,34 @@ def check_schedule_documents(
             doc = json.loads(doc.model_dump_json())
         name = doc.get("id") if isinstance(doc, dict) else None
         label = f"schedule {name}" if name else "schedule"
-        try:
-            schedule = Schedule.model_validate(doc)
-        except ValidationError as exc:
-            for error in exc.errors():
-                where = ".".join(str(p) for p in error["loc"]) or "(document)"
-                problems.append(f"{label}: {where}: {str(error['msg']).removeprefix('Value error, ')}")
-            continue
-        found = schedule_problems(schedule, rule_ids, now)
-        problems.extend(f"{label}: {p}" for p in found)
-        if schedule.id in seen:
+        schedule, found = check_schedule_document(doc, rule_ids, now)
+        problems.extend(f"{label}: {where}: {message}" for where, message in found)
+        if isinstance(name, str) and name in seen:
             problems.append(f"{label}: id: used twice")
-        seen.add(schedule.id)
-        if not found:
+        if isinstance(name, str):
+            seen.add(name)
+        if schedule is not None and not found:
             schedules.append(schedule)
     if len(seen) > MAX_SCHEDULES_PER_TENANT:
         problems.append(f"schedules: {len(seen)} given; a tenant has at most {MAX_SCHEDULES_PER_TENANT} "
                         f"(delete or combine some)")
     return schedules, problems
+
+
+def check_schedule_document(
+    doc: Any, rule_ids: set[str], now: datetime
+) -> tuple[Schedule | None, list[tuple[str, str]]]:
+    """One schedule document: the schedule (None when it does not fit the model) and (field, message) pairs."""
+    try:
+        schedule = Schedule.model_validate(doc)
+    except ValidationError as exc:
+        return None, [(".".join(str(p) for p in error["loc"]) or "(document)",
+                       str(error["msg"]).removeprefix("Value error, ")) for error in exc.errors()]
+    found = []
+    for problem in schedule_problems(schedule, rule_ids, now):
+        where, _, message = problem.partition(": ")
+        found.append((where, message))
+    return schedule, found
 
 
 def schedule_problems(schedule: Schedule, rule_ids: set[str], now: datetime) -> list[str]:
