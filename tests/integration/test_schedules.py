@@ -6,6 +6,7 @@ webhook ever told billflow about, once per record however the scheduler's window
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, time, timedelta
@@ -228,7 +229,7 @@ def test_a_query_schedule_runs_the_rule_for_every_record_the_crm_finds(stack: Ad
     assert len(names) == 7
     inputs = [boto3.client("stepfunctions", region_name="us-east-1").describe_execution(
         executionArn=e["executionArn"])["input"] for e in stack.executions()]
-    assert {r["id"] for r in won} == {__import__("json").loads(i)["event"]["record_id"] for i in inputs}
+    assert {r["id"] for r in won} == {json.loads(i)["event"]["record_id"] for i in inputs}
     status, _ = stack.call("POST", f"/admin/tenants/{TENANT}/schedules/nope/run", {})
     assert status == 404
 
