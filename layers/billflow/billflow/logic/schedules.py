@@ -283,8 +283,20 @@ def fire_schedule(
     else:
         _run_firing(schedule, firing, now, report, rule_store, executions)
     if scheduler is not None and not manual:
-        report.rearmed = arm(scheduler, schedule, now, after=max(firing, now))
+        report.rearmed = rearm(scheduler, schedule, now, after=max(firing, now))
     return report
+
+
+def rearm(scheduler: SchedulerApi, schedule: Schedule, now: datetime, after: datetime) -> str | None:
+    """After a firing: a one-time at() moves on to the next firing; a schedule with none left is deleted; a
+    cron() is left as it is (its EndDate stops it). The at() expression set, or None."""
+    expression = scheduler_expression(schedule, after)
+    if expression is None:
+        scheduler.delete(schedule.tenant, schedule.id)
+        return None
+    if expression.kind != "at":
+        return None
+    return arm(scheduler, schedule, now, after)
 
 
 def _run_firing(schedule: Schedule, firing: datetime, now: datetime, report: FiringReport,
