@@ -119,6 +119,15 @@ def test_schedules_fire_on_the_local_clock(runtime: LocalRuntime, twenty: FakeTw
     runs = [e for e in runtime.executions() if (e["input"] or {}).get("event", {}).get("record_id") == deal["id"]]
     assert len(runs) == 1
 
+    # Export round-trip: the exported folder plans as unchanged, schedules included.
+    exported = tmp_path / "exported"
+    code, out, err = run_cli(capsys, "rules", "export", "--dir", str(exported), *api)
+    assert code == 0 and "2 rule(s) and 1 schedule(s)" in out, err
+    code, out, err = run_cli(capsys, "rules", "plan", str(exported), *api)
+    assert code == 0, err
+    assert "unchanged  schedule digest" in out
+    assert "plan: 0 schedule(s) to change" in out
+
 
 def test_the_cli_refuses_the_eleventh_schedule(runtime: LocalRuntime, tmp_path: Path,
                                                capsys: pytest.CaptureFixture[str]) -> None:

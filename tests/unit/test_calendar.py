@@ -117,14 +117,14 @@ def schedules(draw: st.DrawFn) -> Schedule:
     })
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(schedules())
 def test_firings_over_two_years_match_dateutil(schedule: Schedule) -> None:
     until = datetime.combine(schedule.start.date(), time(0), tzinfo=UTC) + HORIZON
     assert ours(schedule, until) == reference(schedule, until)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(schedules(), st.integers(min_value=0, max_value=700))
 def test_next_firings_after_any_instant(schedule: Schedule, days: int) -> None:
     after = datetime.combine(schedule.start.date(), time(12), tzinfo=UTC) + timedelta(days=days, minutes=7)

@@ -16,7 +16,7 @@ from billflow_local.scheduler import Cron, ExpressionError, expression_firings
 from tests.unit.test_calendar import schedules
 
 
-@settings(max_examples=120, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(schedules())
 def test_cron_expressions_fire_when_the_calendar_says(schedule: Schedule) -> None:
     zone = ZoneInfo(schedule.timezone)
