@@ -8,6 +8,7 @@ kept in step by `make openapi`); what each route does is in billflow/logic (admi
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
@@ -24,6 +25,7 @@ from billflow.models.admin import (
     DryRunReport,
     DryRunRequest,
     ExecutionsAnswer,
+    FiringAnswer,
     PlanAnswer,
     ReorderRequest,
     ReplayAnswer,
@@ -31,6 +33,12 @@ from billflow.models.admin import (
     RuleDocument,
     RulesAnswer,
     RulesRequest,
+    RunScheduleRequest,
+    ScheduleAnswer,
+    ScheduleDocument,
+    SchedulePlanAnswer,
+    SchedulesAnswer,
+    SchedulesRequest,
     ValidateAnswer,
     ValidateRequest,
     error_responses,
@@ -189,6 +197,106 @@ def test_connection(tenant: str, name: str) -> ConnectionReport:
         raise NotFound(exc.message) from None
     logger.info("connection tested", extra={"tenant": tenant, "connection": name, "ok": report.ok})
     return report
+
+
+# ------------------------------------------------------------------------------------------- schedules (issue 12)
+SCHEDULES = ["schedules"]
+
+
+def _schedule_store() -> Any:
+    # deferred: schedules' storage and calendar serve only these routes, never the admin cold start
+    from billflow.storage.schedules import get_schedule_store
+
+    return get_schedule_store()
+
+
+def _scheduler_api() -> Any:
+    from billflow.storage.schedules import get_scheduler_api
+
+    return get_scheduler_api()
+
+
+def _rule_ids(tenant: str, extra: list[str]) -> set[str]:
+    return {r.id for r in get_rule_store().all_rules(tenant)} | set(extra)
+
+
+@app.get("/admin/tenants/<tenant>/schedules", tags=SCHEDULES,
+         summary="Every schedule with its next five firings (in its time zone and UTC)", responses=error_responses())
+def list_schedules(tenant: str) -> SchedulesAnswer:
+    from billflow.logic import schedules
+
+    store = _schedule_store()
+    return SchedulesAnswer.model_validate({"schedules": schedules.list_schedules(store, tenant, _now())})
+
+
+@app.post("/admin/tenants/<tenant>/schedules/plan", tags=SCHEDULES,
+          summary="What applying the schedule documents would change, and how each fires",
+          responses=error_responses(400))
+def plan_schedules(tenant: str, body: Annotated[SchedulesRequest, Body()]) -> SchedulePlanAnswer:
+    from billflow.logic import schedules
+
+    store = _schedule_store()
+    found = schedules.parse_schedules(tenant, body.schedules, _rule_ids(tenant, body.rule_ids), _now())
+    return SchedulePlanAnswer(plan=schedules.plan_schedules(store, tenant, found, body.prune, _now()))
+
+
+@app.post("/admin/tenants/<tenant>/schedules/apply", tags=SCHEDULES,
+          summary="Store the schedule documents and set their EventBridge Scheduler schedules",
+          responses=error_responses(400))
+def apply_schedules(tenant: str, body: Annotated[SchedulesRequest, Body()]) -> SchedulePlanAnswer:
+    from billflow.logic import schedules
+
+    store, scheduler = _schedule_store(), _scheduler_api()
+    found = schedules.parse_schedules(tenant, body.schedules, _rule_ids(tenant, body.rule_ids), _now())
+    applied = schedules.apply_schedules(store, scheduler, tenant, found, body.prune, _now())
+    logger.info("schedules applied", extra={"tenant": tenant, **applied.model_dump()})
+    return SchedulePlanAnswer(plan=applied)
+
+
+@app.post("/admin/tenants/<tenant>/schedules", tags=SCHEDULES,
+          summary="Add one schedule (a tenant has at most 10)", responses=error_responses(400))
+def create_schedule(tenant: str, body: Annotated[ScheduleDocument, Body()]) -> ScheduleAnswer:
+    from billflow.logic import schedules
+
+    store, scheduler = _schedule_store(), _scheduler_api()
+    found = schedules.parse_schedules(tenant, [body], _rule_ids(tenant, []), _now())[0]
+    stored = schedules.create_schedule(store, scheduler, tenant, found, _now())
+    logger.info("schedule created", extra={"tenant": tenant, "schedule": stored.id})
+    return ScheduleAnswer.model_validate({"schedule": schedules.schedule_document(stored)})
+
+
+@app.delete("/admin/tenants/<tenant>/schedules/<schedule_id>", tags=SCHEDULES, summary="Delete a schedule",
+            responses=error_responses(404))
+def delete_schedule(tenant: str, schedule_id: str) -> DeletedAnswer:
+    from billflow.logic import schedules
+
+    store, scheduler = _schedule_store(), _scheduler_api()
+    schedules.delete_schedule(store, scheduler, tenant, schedule_id)
+    return DeletedAnswer(deleted=schedule_id)
+
+
+@app.post("/admin/tenants/<tenant>/schedules/<schedule_id>/run", tags=SCHEDULES,
+          summary="Fire a schedule now (idempotent per firing time)", responses=error_responses(400, 404))
+def run_schedule(tenant: str, schedule_id: str, body: Annotated[RunScheduleRequest, Body()]) -> FiringAnswer:
+    from billflow.logic import schedules
+    from billflow.models.run import parse_utc
+    from billflow.storage.executions import get_executions
+
+    store, scheduler = _schedule_store(), _scheduler_api()
+    if store.get(tenant, schedule_id) is None:
+        raise NotFound(f"tenant {tenant} has no schedule {schedule_id!r}")
+    try:
+        firing = parse_utc(body.firing) if body.firing else _now()
+    except ValueError:
+        raise InvalidRequest(f"firing: {body.firing!r} is not an ISO date-time such as 2026-03-01T09:00:00Z") from None
+    report = schedules.fire_schedule(tenant, schedule_id, firing, _now(), manual=True, schedule_store=store,
+                                     rule_store=get_rule_store(), executions=get_executions(), scheduler=scheduler)
+    logger.info("schedule run by hand", extra=report.summary())
+    return FiringAnswer.model_validate(report.summary())
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
 
 
 # ------------------------------------------------------------------------------------------- errors

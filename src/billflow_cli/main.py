@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
+from billflow_cli import schedules
 from billflow_cli.api import AdminApi, ApiError, segment
 from billflow_cli.redrive import redrive, stack_outputs
 from billflow_cli.rulesfile import RulesFileError, dump_rules, load_rules
@@ -170,6 +171,8 @@ def _parser() -> argparse.ArgumentParser:
     redrive.add_argument("--region", help="AWS region (default: your AWS configuration's)")
     redrive.set_defaults(run=_redrive)
 
+    schedules.add_commands(commands, _api_args)  # issue 12: billflow schedules list|run
+
     local = commands.add_parser("local", help="run the whole stack on this machine (see README)")
     local.add_argument("args", nargs=argparse.REMAINDER)
     local.set_defaults(run=_local)
@@ -192,6 +195,9 @@ def _rules_path(args: argparse.Namespace, *rest: str) -> str:
 def _validate(args: argparse.Namespace) -> int:
     rules = load_rules(args.path, tenant="")
     print(f"{len(rules)} rule(s) valid: {', '.join(r.id for r in rules)}")
+    checked = schedules.validate(args.path, {r.id for r in rules})
+    if checked:
+        print(checked)
     return 0
 
 
@@ -206,10 +212,16 @@ PLAN_LINES = (
 
 
 def _plan_or_apply(args: argparse.Namespace) -> int:
-    body = {"rules": _documents(args.path), "prune": args.prune}
+    documents = _documents(args.path)
+    if schedules.has_schedules(args.path):  # checked before anything is applied
+        schedules.documents(args.path, {d["id"] for d in documents})
+    body = {"rules": documents, "prune": args.prune}
     answer = AdminApi(args.api).post(_rules_path(args, args.action), body)
     plan = answer.get("plan") or answer.get("applied") or {}
     print(format_plan(plan, applied=args.action == "apply"))
+    scheduled = schedules.plan_or_apply(args, {d["id"] for d in documents})
+    if scheduled:
+        print(scheduled)
     return 0
 
 
@@ -232,17 +244,25 @@ def format_plan(plan: dict[str, Any], applied: bool) -> str:
 def _export(args: argparse.Namespace) -> int:
     answer = AdminApi(args.api).get(_rules_path(args), source=args.source or "", object=args.object or "")
     rules: list[dict[str, Any]] = answer.get("rules", [])
+    stored_schedules = schedules.export(args) if not (args.source or args.object) else []
     if args.dir:
         args.dir.mkdir(parents=True, exist_ok=True)
         for rule in rules:
             (args.dir / f"{rule['id']}.yaml").write_text(dump_rules([rule]), encoding="utf-8")
-        print(f"wrote {len(rules)} rule(s) to {args.dir}/")
+        if stored_schedules:
+            (args.dir / schedules.SCHEDULES_FILE).write_text(schedules.dump(stored_schedules), encoding="utf-8")
+        print(f"wrote {len(rules)} rule(s){_and_schedules(stored_schedules)} to {args.dir}/")
     elif args.out:
-        args.out.write_text(dump_rules(rules), encoding="utf-8")
-        print(f"wrote {len(rules)} rule(s) to {args.out}")
+        text = dump_rules(rules) + (f"---\n{schedules.dump(stored_schedules)}" if stored_schedules else "")
+        args.out.write_text(text, encoding="utf-8")
+        print(f"wrote {len(rules)} rule(s){_and_schedules(stored_schedules)} to {args.out}")
     else:
-        sys.stdout.write(dump_rules(rules))
+        sys.stdout.write(dump_rules(rules) + (f"---\n{schedules.dump(stored_schedules)}" if stored_schedules else ""))
     return 0
+
+
+def _and_schedules(stored: list[dict[str, Any]]) -> str:
+    return f" and {len(stored)} schedule(s)" if stored else ""
 
 
 # ------------------------------------------------------------------------------------------- one rule

@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
         runtime = LocalRuntime(
             root, port=args.port, host=args.host, rules=args.rules, connections=args.connections,
             tenant=args.tenant, parameters=parameters, time_scale=args.time_scale,
-            log_level=args.log_level, echo=_echo,
+            log_level=args.log_level, echo=_echo, schedules=True,  # EventBridge Scheduler fires on its own
         )
     except LocalConfigError as exc:
         print("the local runtime cannot start; fix these and run again:", file=sys.stderr)

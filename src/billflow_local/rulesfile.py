@@ -11,12 +11,14 @@ from __future__ import annotations
 import copy
 import re
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import yaml
 from billflow.logic.validate import validate_rule
 from billflow.models.rules import Rule
+from billflow.models.schedules import MAX_SCHEDULES_PER_TENANT, Schedule
 from billflow.rules.validation import Problem
 
 
@@ -113,6 +115,8 @@ def read_documents(path: Path) -> tuple[list[SourcedDocument], list[str]]:
         for doc in docs:
             prefix: tuple[str, ...] = ()
             items = doc.value
+            if isinstance(items, dict) and "schedules" in items and "rules" not in items:
+                continue  # a schedules document (read_schedule_documents)
             if isinstance(items, dict) and "rules" in items:
                 items, prefix = items["rules"], ("rules",)
             if not isinstance(items, list):
@@ -213,3 +217,57 @@ def load_rules(path: Path, tenant: str) -> list[Rule]:
     if problems:
         raise RulesFileError(problems)
     return rules
+
+
+# ------------------------------------------------------------------------------------------- schedules
+def read_schedule_documents(path: Path) -> list[SourcedDocument]:
+    """Every schedule document under path: the items of each top-level `schedules:` list (beside `rules:`
+    in the same document, or on its own). Files that are not YAML are reported by read_documents."""
+    found: list[SourcedDocument] = []
+    for file in rule_files(path):
+        try:
+            docs = load_yaml_with_lines(file.read_text(encoding="utf-8"))
+        except yaml.YAMLError:
+            continue
+        for doc in docs:
+            if not isinstance(doc.value, dict) or "schedules" not in doc.value:
+                continue
+            items = doc.value["schedules"]
+            if not isinstance(items, list):
+                found.append(SourcedDocument(file, items, {}, doc.lines.get(("schedules",), 0)))
+                continue
+            for index, item in enumerate(items):
+                here = ("schedules", str(index))
+                lines = {key[len(here):]: line for key, line in doc.lines.items() if key[:len(here)] == here}
+                found.append(SourcedDocument(file, item, lines, doc.lines.get(here, 0)))
+    return found
+
+
+def load_schedules(path: Path, rule_ids: set[str], now: datetime | None = None) -> list[Schedule]:
+    """Valid schedules under path, or RulesFileError with file:line: schedule id: field: message."""
+    from billflow.logic.schedules import check_schedule_document
+
+    now = now or datetime.now(UTC)
+    schedules: list[Schedule] = []
+    problems: list[str] = []
+    seen: dict[str, Path] = {}
+    for sourced in read_schedule_documents(path):
+        schedule, found = check_schedule_document(sourced.document, rule_ids, now)
+        name = sourced.document.get("id") if isinstance(sourced.document, dict) else None
+        label = f"schedule {name}" if name else "schedule"
+        for where, message in found:
+            parts = tuple(p for p in where.split(".") if p and p != "(document)")
+            line = next((sourced.lines[parts[:end]] for end in range(len(parts), -1, -1)
+                         if parts[:end] in sourced.lines), sourced.line)
+            problems.append(f"{sourced.path}:{line}: {label}: {where}: {message}")
+        if schedule is None or found:
+            continue
+        if schedule.id in seen:
+            problems.append(f"{sourced.path}:{sourced.line}: {label}: id: already used in {seen[schedule.id]}")
+        seen[schedule.id] = sourced.path
+        schedules.append(schedule)
+    if len(seen) > MAX_SCHEDULES_PER_TENANT:
+        problems.append(f"{path}: {len(seen)} schedules; a tenant has at most {MAX_SCHEDULES_PER_TENANT}")
+    if problems:
+        raise RulesFileError(problems)
+    return schedules

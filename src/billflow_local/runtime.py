@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -60,11 +61,13 @@ from billflow_local.process import (
 )
 from billflow_local.progress import ExecutionProgress, describe_bus_event, short_name, summarise
 from billflow_local.provision import AsyncInvokeConfig, Provisioned, Provisioner, paged, store_tenants
+from billflow_local.scheduler import Firing, LocalScheduler
 from billflow_local.server import LocalApiServer
 from billflow_local.template import REGION, Template
 
 __all__ = ["LocalConfigError", "LocalRuntime", "TenantConfig", "load_connections", "load_rules"]
 
+SCHEDULER_POLL_SECONDS = 1.0  # how often the background scheduler looks at the clock (real seconds)
 FOREGROUND_GRACE_SECONDS = 1.0  # deliveries wait for the API at most this long
 FOREGROUND_QUIET_SECONDS = 0.03  # the API counts as quiet once no request started for this long
 
@@ -85,6 +88,7 @@ class LocalRuntime:
         fast_retries: bool = False,
         log_level: str | None = None,
         delivery_workers: int = 4,
+        schedules: bool = False,
     ) -> None:
         self.root = Path(root).resolve()
         self.template = Template.load(self.root / "template.yaml", parameters)
@@ -93,6 +97,11 @@ class LocalRuntime:
         self._echo_lines = EchoLines(lambda: self.echo)
         self.log_level = log_level
         self.clock = VirtualClock(time_scale=time_scale, fast_retries=fast_retries)
+        # EventBridge Scheduler (scheduler.py): the template's and the admin API's schedules fire on the clock
+        # (wall time = this start + the clock's seconds); `schedules=True` also fires them in the background.
+        self._wall_start = datetime.now(UTC)
+        self.schedules_in_background = schedules
+        self.scheduler: LocalScheduler | None = None
         self.functions = FunctionHost(self.template)
         self.server = LocalApiServer(self.template, self.functions.invoke, host=host, port=port, echo=self._say,
                                      idle=lambda: not self._busy(True, requests_of_caller=1))
@@ -162,6 +171,8 @@ class LocalRuntime:
             stack.enter_context(faster_botocore())
             stack.enter_context(quiet_moto_engine(self.log_level))
             self._provision()
+            self.scheduler = LocalScheduler(self.template, self.client, self.functions.invoke, self._wall_start)
+            self.scheduler.provision()
             stack.enter_context(patched_environment(self._function_environment()))
             reset_billflow_caches()
             stack.callback(reset_billflow_caches)
@@ -177,6 +188,8 @@ class LocalRuntime:
             stack.callback(self._run_work.set)
             stack.callback(self._stop.set)  # on a failed start: the loops end before moto goes away
             self._spawn(self._drain_bus, "billflow-local-bus")
+            if self.schedules_in_background:
+                self._spawn(self._fire_schedules_loop, "billflow-local-scheduler")
             if self.echo is not None:
                 self._spawn(self._follow_executions, "billflow-local-progress")
             stack.enter_context(startup_objects_frozen())
@@ -304,6 +317,24 @@ class LocalRuntime:
         """Move the virtual clock on: Wait states, Retry backoffs and bus retries whose time has come wake up."""
         self.clock.advance(seconds)
         self._bus_work.set()
+
+    # ------------------------------------------------------------------------------------- schedules
+    def now(self) -> datetime:
+        """The runtime's wall-clock time: its start plus the virtual clock's seconds (advance_clock moves it)."""
+        return self._wall_start + timedelta(seconds=self.clock.now())
+
+    def fire_schedules(self, now: datetime | None = None) -> list[Firing]:
+        """Fire every EventBridge Scheduler schedule due up to `now` (default: the runtime's clock)."""
+        if self.scheduler is None:
+            raise RuntimeError("the local runtime is not started")
+        return self.scheduler.fire_due(now or self.now())
+
+    def _fire_schedules_loop(self) -> None:
+        while not self._stop.wait(SCHEDULER_POLL_SECONDS):
+            try:
+                self.fire_schedules()
+            except Exception as exc:  # the loop outlives one bad pass, as Scheduler outlives one bad target
+                self._say(f"scheduler: {type(exc).__name__}: {exc}")
 
     def wait_idle(self, timeout: float = 30, *, include_waiting: bool = True) -> None:
         """Block until nothing is left to do: no request, bus event or delivery pending, no execution

@@ -198,6 +198,7 @@ class Template:
             TOPIC: f"arn:{PARTITION}:sns:{REGION}:{ACCOUNT_ID}:{name}",
             QUEUE: f"arn:{PARTITION}:sqs:{REGION}:{ACCOUNT_ID}:{name}",
             "AWS::Logs::LogGroup": f"arn:{PARTITION}:logs:{REGION}:{ACCOUNT_ID}:log-group:{name}:*",
+            "AWS::IAM::Role": f"arn:{PARTITION}:iam::{ACCOUNT_ID}:role/{name}",
         }
         if attribute == "Arn" and kind in arns:
             return arns[kind]

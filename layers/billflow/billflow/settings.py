@@ -47,6 +47,11 @@ class Settings(BaseModel):
     allow_loopback_targets: bool = Field(default=False, alias="ALLOW_LOOPBACK_TARGETS")
     expression_timeout_ms: int = Field(default=1000, gt=0, alias="EXPRESSION_TIMEOUT_MS")
     expression_memory_mb: int = Field(default=128, gt=0, alias="EXPRESSION_MEMORY_MB")
+    # Recurring schedules (issue 12): the tenant schedule groups' name prefix, the scheduler function they
+    # invoke and the role EventBridge Scheduler invokes it with.
+    schedule_group_prefix: str = Field(default="", alias="SCHEDULE_GROUP_PREFIX")
+    scheduler_function_arn: str = Field(default="", alias="SCHEDULER_FUNCTION_ARN")
+    schedules_role_arn: str = Field(default="", alias="SCHEDULES_ROLE_ARN")
 
     @field_validator("webhook_restrict_ports", "allow_loopback_targets", mode="before")
     @classmethod

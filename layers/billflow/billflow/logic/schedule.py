@@ -30,7 +30,7 @@ from billflow.logic.limits import send_failure_digests
 from billflow.models.events import GENERIC_SOURCES, CrmEvent
 from billflow.models.rules import MAX_WAIT_DAYS, DateTrigger, Rule, TenantSettings, TimeBasedActions
 from billflow.models.run import LogKeys, RunState, TimedGroup, utc_text
-from billflow.rules.comparators import field_moment, instant_of
+from billflow.rules.comparators import Moment, field_moment, instant_of
 from billflow.rules.paths import MISSING, get_path
 from billflow.settings import get_settings
 from billflow.storage import keys
@@ -109,6 +109,18 @@ def _shifted_day(day: date, months: int) -> date:
     return date(year, month + 1, min(day.day, last))
 
 
+def calendar_day(moment: Moment, zone: tzinfo) -> date:
+    """The calendar date a date field names. A date-time at exactly midnight UTC is how CRMs store a
+    date-only field (Twenty's closeDate): it is that UTC date, not the evening before in American time
+    zones; any other date-time is its local date in the rule's time zone."""
+    if moment.day is not None:
+        return moment.day
+    instant = instant_of(moment, zone).astimezone(UTC)
+    if instant.time() == dt_time(0):
+        return instant.date()
+    return instant.astimezone(zone).date()
+
+
 def occurrence_after(trigger: DateTrigger, value: Any, zone: tzinfo, after: datetime) -> datetime | None:
     """The first instant strictly after `after` at which the trigger fires for a field holding `value`.
 
@@ -118,7 +130,7 @@ def occurrence_after(trigger: DateTrigger, value: Any, zone: tzinfo, after: date
     moment = field_moment(value, zone)
     if moment is None:
         return None
-    base_day = moment.day if moment.day is not None else instant_of(moment, zone).astimezone(zone).date()
+    base_day = calendar_day(moment, zone)
     hour, minute = (int(part) for part in trigger.at.split(":"))
     offset = timedelta(days=trigger.offset_days)
 
@@ -175,11 +187,13 @@ class SchedulerRun:
     stale: list[str] = field(default_factory=list)
     digests: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    searched: dict[str, int] = field(default_factory=dict)  # rule key -> CRM records read for the window
+    not_searched: list[str] = field(default_factory=list)  # rules whose CRM cannot be searched, and why
 
     def summary(self) -> dict[str, Any]:
         return {"since": self.since, "until": self.until, "due": self.due, "started": self.started,
                 "duplicates": self.duplicates, "stale": self.stale, "digests": self.digests,
-                "errors": self.errors}
+                "errors": self.errors, "searched": self.searched, "not_searched": self.not_searched}
 
 
 def window(now: datetime, checkpoint: datetime | None) -> tuple[datetime, datetime]:
@@ -189,7 +203,7 @@ def window(now: datetime, checkpoint: datetime | None) -> tuple[datetime, dateti
 
 def run_scheduler(
     now: datetime, *, digests: bool = True, rule_store: RuleStore | None = None, index: DueIndex | None = None,
-    executions: Executions | None = None, checkpoint: Checkpoint | None = None,
+    executions: Executions | None = None, checkpoint: Checkpoint | None = None, crm_search: bool = True,
 ) -> SchedulerRun:
     """Start the runs of date-triggered rules due since the previous run; then send failure digests."""
     checkpoint = checkpoint or get_checkpoint()
@@ -212,6 +226,8 @@ def run_scheduler(
                  executions)
         except Exception as exc:  # one bad item must not hold up the others; the window is redone
             run.errors.append(f"{item.pk}: {type(exc).__name__}: {exc}")
+    if crm_search:
+        search_date_rules(since, until, now, run, rule_store, executions)
     if digests:
         try:
             run.digests = send_failure_digests(now, rule_store)
@@ -271,3 +287,83 @@ def date_run_state(item: DueItem, rule: Rule, due: datetime, tenant: TenantSetti
         blocks=list(range(len(rule.blocks))), recheck=True,
         refresh_record=item.source not in GENERIC_SOURCES, trigger_at=due_text,
     )
+
+
+# ------------------------------------------------------------------------------------------- CRM search
+MAX_SEARCH_RECORDS = 5_000  # records one rule reads from its CRM per window (an error beyond: see below)
+SEARCH_MARGIN = timedelta(days=2)  # the field's values searched reach this far past the window's dates
+
+
+def search_window(rule: Rule, since: datetime, until: datetime) -> tuple[datetime, datetime]:
+    """The field values whose due instants may fall in (since, until]: the window's local dates shifted back
+    by the offset, widened by a margin (time zones and date-only fields), as UTC instants [from, to)."""
+    assert isinstance(rule.trigger, DateTrigger)
+    zone = trigger_zone(rule)
+    offset = timedelta(days=rule.trigger.offset_days)
+    first = since.astimezone(zone).date() - offset
+    last = until.astimezone(zone).date() - offset
+    start = datetime.combine(first, dt_time(0), tzinfo=UTC) - SEARCH_MARGIN
+    end = datetime.combine(last, dt_time(0), tzinfo=UTC) + SEARCH_MARGIN
+    return start, end
+
+
+def search_date_rules(since: datetime, until: datetime, now: datetime, run: SchedulerRun, rule_store: RuleStore,
+                      executions: Executions | None = None) -> None:
+    """Date rules over every record: ask each rule's CRM for the records whose date field falls in the
+    window, and start the run of each one due in (since, until]. Runs are named as the due index names
+    them (rule, record, due instant): a record found both ways, or in two overlapping windows, runs once.
+
+    Rules that repeat monthly or yearly match records of any year: they stay with the due index."""
+    from billflow.connectors import get_crm  # deferred: only this pass reaches a CRM
+    from billflow.connectors.base import RecordFilter, RecordQuery, iter_records
+    from billflow.errors import ConfigurationError
+    from billflow.storage.secrets import get_secret_store
+
+    tenants: dict[str, TenantSettings] = {}
+    for rule in rule_store.date_triggered_rules():
+        trigger = rule.trigger
+        assert isinstance(trigger, DateTrigger)
+        key = f"{rule.tenant}/{rule.id}"
+        if trigger.repeat != "once" or rule.source in GENERIC_SOURCES:
+            continue
+        try:
+            connection = get_secret_store().connection(rule.tenant, rule.source)
+            crm = get_crm(connection.type)
+        except ConfigurationError as exc:
+            run.not_searched.append(f"{key}: {exc}")
+            continue
+        start, end = search_window(rule, since, until)
+        query = RecordQuery(object_name=rule.object, filters=(
+            RecordFilter(trigger.field, "gte", start), RecordFilter(trigger.field, "lt", end)))
+        zone = trigger_zone(rule)
+        if rule.tenant not in tenants:
+            tenants[rule.tenant] = rule_store.tenant_settings(rule.tenant)
+        read = 0
+        try:
+            for record in iter_records(crm, connection, query, MAX_SEARCH_RECORDS):
+                read += 1
+                value = get_path(record, trigger.field)
+                due = occurrence_after(trigger, value, zone, since)
+                if due is None or due > until or record.get("id") in (None, ""):
+                    continue
+                item = DueItem(pk="", tenant=rule.tenant, rule_id=rule.id, source=rule.source, object=rule.object,
+                               record_id=str(record["id"]), field=trigger.field, value=value, due=due,
+                               record=record)
+                state = date_run_state(item, rule, due, tenants[rule.tenant], now)
+                runs = executions or get_executions()
+                # Found by the due index too, or in an earlier overlapping window: Step Functions answers a
+                # repeated StartExecution of a running execution with the same input as a success, so ask.
+                if state.execution_name in run.started or runs.describe(state.execution_name) is not None:
+                    run.duplicates.append(state.execution_name)
+                elif runs.start_run(state):
+                    run.started.append(state.execution_name)
+                else:
+                    run.duplicates.append(state.execution_name)
+        except ConfigurationError as exc:  # the CRM cannot search: said once per run, the window moves on
+            run.not_searched.append(f"{key}: {exc}")
+        except Exception as exc:  # transient (rate limit, network): the window stays open and is redone
+            run.errors.append(f"{key}: CRM search: {type(exc).__name__}: {exc}")
+        run.searched[key] = read
+        if read >= MAX_SEARCH_RECORDS:
+            run.errors.append(f"{key}: more than {MAX_SEARCH_RECORDS} records in one window; the scheduler "
+                              f"runs too rarely for this rule (its SchedulerSchedule parameter)")

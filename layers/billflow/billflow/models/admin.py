@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import SkipJsonSchema
 
 from billflow.models.rules import Rule
+from billflow.models.schedules import Schedule
 
 API_TITLE = "billflow admin API"
 API_VERSION = "1.0.0"
@@ -277,3 +278,93 @@ def error_responses(*codes: int) -> dict[int, Any]:
     answers.update({code: {"description": ERROR_ANSWERS[code],
                            "content": {"application/json": {"model": ErrorBody}}} for code in codes})
     return answers
+
+
+# ------------------------------------------------------------------------------------------- schedules (issue 12)
+class ScheduleDocument(Schedule):
+    """A recurring schedule as written in YAML (a `schedules:` list beside the rules); the URL gives the
+    tenant."""
+
+    model_config = ConfigDict(defer_build=True)
+
+    tenant: SkipJsonSchema[str] = Field(default="", exclude=True)
+
+
+class SchedulesRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", defer_build=True)
+
+    schedules: list[dict[str, Any]] = Field(description="Every schedule document of the tenant (at most 10)")
+    prune: bool = Field(default=False, description="Delete stored schedules the documents no longer have")
+    rule_ids: list[str] = Field(default_factory=list,
+                                description="Rule ids the same change creates (besides the stored rules)")
+
+
+class SchedulePlan(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
+    create: list[str] = Field(default_factory=list)
+    change: list[str] = Field(default_factory=list)
+    delete: list[str] = Field(default_factory=list)
+    unchanged: list[str] = Field(default_factory=list)
+    untracked: list[str] = Field(default_factory=list)
+    fields: dict[str, list[str]] = Field(default_factory=dict)
+    how: dict[str, str] = Field(default_factory=dict, description="Schedule id -> its EventBridge Scheduler "
+                                "expression: cron(...) in its time zone, or at(...) re-armed by billflow, and why")
+
+    @property
+    def changes(self) -> int:
+        return len(self.create) + len(self.change) + len(self.delete)
+
+
+class SchedulePlanAnswer(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
+    plan: SchedulePlan
+
+
+class FiringTime(BaseModel):
+    local: str = Field(description="In the schedule's time zone (ISO 8601 with offset)")
+    utc: str
+
+
+class ScheduleListing(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
+    schedule: ScheduleDocument
+    describe: str
+    fires_by: str = Field(description="Its Scheduler expression, or why it has none")
+    next: list[FiringTime] = Field(description="The next five firings")
+
+
+class SchedulesAnswer(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
+    schedules: list[ScheduleListing]
+
+
+class ScheduleAnswer(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
+    schedule: ScheduleDocument
+
+
+class RunScheduleRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", defer_build=True)
+
+    firing: str | None = Field(default=None, description="The firing time (UTC ISO) to run; default: now, to "
+                                                         "the minute. Running the same firing again starts "
+                                                         "nothing new")
+
+
+class FiringAnswer(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
+    tenant: str
+    schedule: str
+    firing: str
+    started: list[str]
+    duplicates: list[str]
+    skipped: str
+    records: int
+    rearmed: str | None
+    errors: list[str]

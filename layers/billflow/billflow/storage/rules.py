@@ -126,6 +126,24 @@ class RuleStore:
                             ExpressionAttributeValues={":s": {"S": keys.SETTINGS_SK}})
         return sorted(i["pk"]["S"].removesuffix(suffix) for i in items)
 
+    def date_triggered_rules(self) -> list[Rule]:
+        """Every active date-triggered rule of every tenant (issue 12: the scheduler searches the CRM for
+        their records). A scan: the rules table holds rules and settings only, a few hundred small items."""
+        ddb = client("dynamodb")
+        found: list[Rule] = []
+        paging: dict[str, Any] = {}
+        while True:
+            page = ddb.scan(TableName=self._table, FilterExpression="begins_with(sk, :rule) AND active = :yes",
+                            ExpressionAttributeValues={":rule": {"S": keys.rule_sk("")}, ":yes": {"BOOL": True}},
+                            **paging)
+            for item in page["Items"]:
+                rule = Rule.model_validate_json(item["document"]["S"])
+                if rule.is_date_triggered:
+                    found.append(rule)
+            if "LastEvaluatedKey" not in page:
+                return sorted(found, key=lambda r: (r.tenant, r.source, r.object, r.order, r.id))
+            paging = {"ExclusiveStartKey": page["LastEvaluatedKey"]}
+
     def _query(self, **kwargs: Any) -> list[dict[str, Any]]:
         ddb = client("dynamodb")
         items: list[dict[str, Any]] = []
