@@ -87,8 +87,11 @@ def load_connections(spec: Mapping[str, Any] | Path | str | None) -> dict[str, T
         config = TenantConfig()
         for source, secret in (body.get("sources") or {}).items():
             here = f"{at}.sources.{source}"
-            if source not in known_sources():
-                problems.append(f"{here}: unknown source; known: {', '.join(known_sources())}")
+            declared = (body.get("connections") or {}).get(source)
+            generic = isinstance(declared, Mapping) and declared.get("type") == "generic"  # issue 11
+            if source not in known_sources() and not generic:
+                problems.append(f"{here}: unknown source; known: {', '.join(known_sources())}, or a connection "
+                                "of the same name with type generic")
                 continue
             value = _expand(secret, here, problems)
             if not isinstance(value, Mapping) or not isinstance(value.get("signing_secret"), str) \
@@ -109,6 +112,10 @@ def load_connections(spec: Mapping[str, Any] | Path | str | None) -> dict[str, T
             if kind not in known_connectors():
                 problems.append(f"{here}.type: unknown type {kind!r}; known: {', '.join(known_connectors())}")
                 continue
+            if kind == "generic":  # issue 11: a bad signature scheme or mapping is found at start, not at the webhook
+                from billflow.sources.generic import config_problems
+
+                problems.extend(f"{here}.{p}" for p in config_problems(value))
             config.connections[str(name)] = dict(value)
         if body.get("settings") is not None:
             try:

@@ -38,7 +38,7 @@ from billflow.rules.comparators import FieldChange
 from billflow.rules.engine import Clock, RuleVerdict, evaluate_rule
 from billflow.rules.paths import MISSING, get_path
 from billflow.rules.templates import placeholders
-from billflow.sources import get_source, known_sources
+from billflow.sources import get_source, known_sources, source_for
 from billflow.storage.rules import RuleStore
 from billflow.storage.secrets import get_secret_store
 
@@ -73,7 +73,7 @@ def read_events(tenant: str, body: dict[str, Any], source: str | None) -> list[C
     raw = json.dumps(body).encode()
     problems: list[str] = []
     for name in [source] if source else known_sources():
-        adapter = get_source(name)
+        adapter = source_for(tenant, name) if source else get_source(name)  # a generic source: its mapping
         try:
             return adapter.parse(tenant=tenant, body=raw, received_at=datetime.now(UTC))
         except InvalidRequest as exc:

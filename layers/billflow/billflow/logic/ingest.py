@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from billflow.errors import NotFound, PayloadTooLarge, Unauthorized
 from billflow.models.events import TENANT_ID, CrmEvent
 from billflow.settings import get_settings
-from billflow.sources import get_source
+from billflow.sources import source_for
 from billflow.storage import keys
 from billflow.storage.bus import publish_events
 from billflow.storage.secrets import get_secret_store
@@ -31,7 +31,7 @@ def accept_webhook(delivery: WebhookDelivery, now: datetime | None = None) -> li
         raise PayloadTooLarge(f"body is {len(delivery.body)} bytes; the limit is {settings.max_body_bytes}")
     if not TENANT_ID.match(delivery.tenant):
         raise NotFound("unknown tenant")
-    adapter = get_source(delivery.source)
+    adapter = source_for(delivery.tenant, delivery.source)  # issue 11: generic sources by connection
     secret = get_secret_store().signing_secret(delivery.tenant, delivery.source)
     if secret is None:
         # Same answer for an unknown tenant and a missing secret: the URL reveals nothing.

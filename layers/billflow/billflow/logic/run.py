@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo
 
 from billflow.actions import get_action_type
 from billflow.connectors import get_crm
-from billflow.errors import TransientError
+from billflow.errors import ConfigurationError, TransientError
 from billflow.logic.limits import alert_at, check_usage
 from billflow.logic.reservations import lease_end
 from billflow.logic.schedule import RESCHEDULE_TOLERANCE, group_due, occurrence_after, plan_timed, trigger_zone
@@ -51,9 +51,12 @@ def crm_connection(state: RunState) -> Connection:
 def lookup(state: RunState) -> dict[str, Any]:
     """The record's company and contact; with refresh_record, the record itself as the CRM holds it now
     (under "record"; None when the CRM no longer has it)."""
-    if state.event.source in GENERIC_SOURCES:
-        return {}
-    connection = crm_connection(state)
+    try:
+        connection = crm_connection(state)
+    except ConfigurationError:
+        if state.event.source in GENERIC_SOURCES:
+            return {}  # a generic source with no connection: nothing to look up (issue 11: with one, its calls)
+        raise
     crm = get_crm(connection.type)
     if not state.refresh_record:
         return crm.lookup(connection, state.event.object, state.event.record)

@@ -27,6 +27,7 @@ class SourceAdapter(Protocol):
 # name -> module holding ADAPTER; imported on first use so a cold start loads only its own source.
 _ADAPTERS = {
     "twenty": "billflow.sources.twenty",
+    "generic": "billflow.sources.generic",
 }
 
 
@@ -40,3 +41,24 @@ def get_source(name: str) -> SourceAdapter:
 
 def known_sources() -> list[str]:
     return sorted(_ADAPTERS)
+
+
+# --- generic sources (issue 11) ------------------------------------------------------------------------
+def source_for(tenant: str, name: str) -> SourceAdapter:
+    """The adapter for a tenant's source: a built-in CRM by its name, else the tenant's connection of that name
+    when its type is "generic" (so `pipedrive`, `close`, ... each have their own scheme and mapping). Built-in
+    names never read a secret here; the connection is read through the secret store's cache."""
+    if name in _ADAPTERS and name != "generic":
+        return get_source(name)
+    # deferred: only generic sources read their connection at ingest
+    from billflow.errors import ConfigurationError
+    from billflow.sources.generic import CONNECTION_TYPE, GenericAdapter
+    from billflow.storage.secrets import get_secret_store
+
+    try:
+        connection = get_secret_store().connection(tenant, name)
+    except ConfigurationError:
+        connection = None
+    if connection is None or connection.type != CONNECTION_TYPE:
+        return get_source(name)  # "generic" unconfigured says what to do; any other name is unknown
+    return GenericAdapter(name, connection.settings)
