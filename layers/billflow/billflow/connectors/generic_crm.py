@@ -21,8 +21,8 @@ percent-encoded in URLs (not base_url); headers get them as they are.
         next_cursor: additional_data.next_cursor
         filters: {status: status}    # rule field -> query parameter, for "eq" filters
         requests_per_second: 5
-      updated_field: update_time     # the record's last-modified time (ask-the-CRM and sweep versions)
       test: {url: "{base_url}/api/v2/deals?limit=1"}
+    updated_field: update_time       # top level: the record's last-modified time (ask-the-CRM, sweep versions)
 
 Every call goes through connectors/http.py (netguard's SSRF guard, no redirects, Retry-After honoured by
 the state machine). `result` / `records` / `next_cursor` / `body` are JSONata over the answer (or, for

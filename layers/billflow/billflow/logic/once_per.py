@@ -59,6 +59,6 @@ def skipped_dispatch(state: RunState, step: dict[str, Any], action: Action, exis
     item = log_item(
         tenant=state.tenant, execution=state.execution_name or state.execution_key, rule_id=state.rule.id,
         record_key=state.log.record_key, step=f"action-{step['index']}", status="skipped", reason=reason,
-        external_id=existing, action_type=action.type, transition=state.transition,
+        external_id=existing, action_type=action.type, transition=state.transition, trigger=state.log.trigger,
     )
     return {"outcome": outcome, "results": [*state.results, outcome], "log_item": item}

@@ -295,6 +295,6 @@ def _log(
     return log_item(
         tenant=state.tenant, execution=execution or state.execution_key, rule_id=state.rule.id,
         record_key=state.log.record_key, step=step, status=status, reason=reason,
-        external_id=external_id, action_type=action_type, transition=state.transition,
+        external_id=external_id, action_type=action_type, transition=state.transition, trigger=state.log.trigger,
     )
 
