@@ -99,7 +99,7 @@ class GenericCrmConnector(CrmConnector):
             return None
         raise_for(answer, _target(connection))
         record = _mapped(call, "result", answer.json(), connection)
-        return record if isinstance(record, dict) else None
+        return _as_record(connection, record) if isinstance(record, dict) else None
 
     def update_record(
         self, connection: Connection, object_name: str, record_id: str, fields: dict[str, Any]
@@ -156,7 +156,7 @@ class GenericCrmConnector(CrmConnector):
         if not isinstance(records, list):
             raise TargetRejected(f"{_target(connection)}: the search answer holds no list of records")
         next_cursor = _mapped(call, "next_cursor", doc, connection) if call.get("next_cursor") else None
-        return RecordPage([r for r in records if isinstance(r, dict)],
+        return RecordPage([_as_record(connection, r) for r in records if isinstance(r, dict)],
                           str(next_cursor) if next_cursor not in (None, "") else None)
 
     def test_connection(self, connection: Connection, tenant: str) -> ConnectionReport:
@@ -249,6 +249,16 @@ def _mapped(call: Mapping[str, Any], key: str, document: Any, connection: Connec
         return document
     try:
         return apply_mapping(str(call[key]), document, f"{connection.name} api {key}")
+    except MappingError as exc:
+        raise TargetRejected(exc.message) from None
+
+
+def _as_record(connection: Connection, record: dict[str, Any]) -> dict[str, Any]:
+    """A record read from the API in the shape webhooks deliver it (the connection's record_mapping)."""
+    from billflow.sources.generic import map_record  # deferred: the same mapping the source applies
+
+    try:
+        return map_record(connection.settings, record, connection.name)
     except MappingError as exc:
         raise TargetRejected(exc.message) from None
 

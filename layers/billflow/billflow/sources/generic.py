@@ -18,6 +18,10 @@ tenant can have several (`pipedrive`, `close`, ...), each with its own scheme, m
       tolerance_seconds: 300
     mapping: |                      # JSONata: the body -> one event or an array of events
       {"object": ..., "action": ..., "record_id": ..., "record": ..., "changed_fields": ..., ...}
+    record_mapping: |               # optional JSONata: a CRM record -> the record rules and documents read
+      $merge([$, {"name": title, "amount": {"amountMicros": $round(value * 1000000), "currencyCode": currency}}])
+                                    # applied to webhook records and to records read from the API alike, so
+                                    # both paths remember and compare the same shape
 
 The secret is the source's signing secret ({prefix}/{tenant}/source/{source}), as for every source; with
 scheme basic it is "user:password", compared with the request's HTTP Basic credentials (Pipedrive's
@@ -96,7 +100,22 @@ def config_problems(settings: Mapping[str, Any]) -> list[str]:
     problem = mapping_problem(mapping)
     if problem:
         problems.append(f"mapping: {problem}")
+    if settings.get("record_mapping") is not None:
+        problem = mapping_problem(settings["record_mapping"])
+        if problem:
+            problems.append(f"record_mapping: {problem}")
     return problems
+
+
+def map_record(settings: Mapping[str, Any], record: dict[str, Any], name: str) -> dict[str, Any]:
+    """The connection's record_mapping over a CRM record (the record itself without one)."""
+    text = settings.get("record_mapping")
+    if text is None:
+        return record
+    mapped = apply_mapping(str(text), record, f"{name} record_mapping")
+    if not isinstance(mapped, dict):
+        raise MappingError(f"{name} record_mapping does not yield an object")
+    return mapped
 
 
 class GenericAdapter:
@@ -110,6 +129,7 @@ class GenericAdapter:
         self.name = name
         self._hook: Mapping[str, Any] = settings.get("webhook") or {}
         self._mapping: str = settings["mapping"]
+        self._settings = settings
 
     # --- verify ----------------------------------------------------------------------------------
     def verify(
@@ -164,6 +184,11 @@ class GenericAdapter:
         if unknown:
             raise InvalidRequest(f"{where}: unknown field(s) {', '.join(unknown)}",
                                  known=sorted(EVENT_FIELDS))
+        if isinstance(item.get("record"), dict):
+            try:
+                item = {**item, "record": map_record(self._settings, item["record"], self.name)}
+            except MappingError as exc:
+                raise InvalidRequest(exc.message) from None
         return to_event(tenant, self.name, item, received_at, where)
 
 
