@@ -47,6 +47,8 @@ class Settings(BaseModel):
     allow_loopback_targets: bool = Field(default=False, alias="ALLOW_LOOPBACK_TARGETS")
     expression_timeout_ms: int = Field(default=1000, gt=0, alias="EXPRESSION_TIMEOUT_MS")
     expression_memory_mb: int = Field(default=128, gt=0, alias="EXPRESSION_MEMORY_MB")
+    # The admin API's sweeps by hand invoke the sweep function (issue 11).
+    sweep_function_name: str = Field(default="", alias="SWEEP_FUNCTION_NAME")
 
     @field_validator("webhook_restrict_ports", "allow_loopback_targets", mode="before")
     @classmethod

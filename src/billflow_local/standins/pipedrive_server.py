@@ -120,6 +120,16 @@ class FakePipedrive(FakeServer):
         settings.update(base_url=self.url, api_token=self.api_token, **overrides)
         return settings
 
+    @staticmethod
+    def source_settings(signing_secret: str) -> dict[str, Any]:
+        """The worked example's source (webhook scheme and mappings) with this signing secret ("user:password")."""
+        import yaml  # deferred: only the worked example's tests read it
+
+        document = yaml.safe_load(EXAMPLE_CONNECTIONS.read_text())
+        settings: dict[str, Any] = dict(document["tenants"]["demo"]["sources"]["pipedrive"])
+        settings["signing_secret"] = signing_secret
+        return settings
+
     # --- handlers --------------------------------------------------------------------------------
     def _authorised(self, handler: Any) -> Any:
         def checked(req: Request, *groups: str) -> Response:

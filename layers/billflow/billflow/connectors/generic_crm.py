@@ -1,5 +1,8 @@
 """A generic CRM as billflow reads from and writes back to it: configured HTTP calls, answers mapped by JSONata.
 
+The connection may carry a `record_mapping` (JSONata, as the source's): records read from the API are put in
+the shape the source's webhooks deliver them, so both paths remember and compare the same fields.
+
 The connection (type "generic", named after the source) holds, beside the webhook settings
 (sources/generic.py), an `api` block; strings in it may use {placeholders}: any top-level text setting of
 the connection ({base_url}, {api_token}: secrets stay in the connection, never in rules), {object},
@@ -64,6 +67,8 @@ def api_problems(settings: Mapping[str, Any]) -> list[str]:
     if not isinstance(api, Mapping):
         return ["api: an object of calls (record, update, lookups, search)"]
     problems: list[str] = []
+    if settings.get("record_mapping") is not None and (problem := mapping_problem(settings["record_mapping"])):
+        problems.append(f"record_mapping: {problem}")
     calls = {name: api.get(name) for name in CALLS if api.get(name) is not None}
     lookups = api.get("lookups") or {}
     if not isinstance(lookups, Mapping):
@@ -160,10 +165,8 @@ class GenericCrmConnector(CrmConnector):
                           str(next_cursor) if next_cursor not in (None, "") else None)
 
     def test_connection(self, connection: Connection, tenant: str) -> ConnectionReport:
-        """The configuration is checked (signature scheme, mapping, calls); then the `test` call, if any."""
-        from billflow.sources.generic import config_problems  # deferred: the source side of the same connection
-
-        problems = config_problems(connection.settings) + api_problems(connection.settings)
+        """The configuration is checked (calls and mappings); then the `test` call, if any."""
+        problems = api_problems(connection.settings)
         if problems:
             return ConnectionReport(connection=connection.name, kind=self.kind, ok=False,
                                     checked="configuration", error="; ".join(problems))

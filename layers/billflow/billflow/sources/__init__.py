@@ -45,20 +45,18 @@ def known_sources() -> list[str]:
 
 # --- generic sources (issue 11) ------------------------------------------------------------------------
 def source_for(tenant: str, name: str) -> SourceAdapter:
-    """The adapter for a tenant's source: a built-in CRM by its name, else the tenant's connection of that name
-    when its type is "generic" (so `pipedrive`, `close`, ... each have their own scheme and mapping). Built-in
-    names never read a secret here; the connection is read through the secret store's cache."""
+    """The adapter for a tenant's source: a built-in CRM by its name, else a generic source, configured by the
+    source's own secret ({prefix}/{tenant}/source/{name}: signing secret, webhook scheme, mapping), so
+    `pipedrive`, `close`, ... each have theirs. Built-in names read nothing here; a generic source's secret is
+    the one ingest reads for its signing secret anyway (one cached read), and ingest never reads a connection
+    (its credentials for the CRM's API stay out of the internet-facing function)."""
     if name in _ADAPTERS and name != "generic":
         return get_source(name)
-    # deferred: only generic sources read their connection at ingest
-    from billflow.errors import ConfigurationError
-    from billflow.sources.generic import CONNECTION_TYPE, GenericAdapter
+    # deferred: only generic sources read their configuration at ingest
+    from billflow.sources.generic import GenericAdapter, is_generic
     from billflow.storage.secrets import get_secret_store
 
-    try:
-        connection = get_secret_store().connection(tenant, name)
-    except ConfigurationError:
-        connection = None
-    if connection is None or connection.type != CONNECTION_TYPE:
+    document = get_secret_store().source_document(tenant, name)
+    if document is None or not is_generic(document):
         return get_source(name)  # "generic" unconfigured says what to do; any other name is unknown
-    return GenericAdapter(name, connection.settings)
+    return GenericAdapter(name, document)

@@ -1,9 +1,13 @@
 """Any CRM that can POST JSON: a signature scheme chosen among the common ones, and a JSONata mapping from
 its body to CrmEvent fields.
 
-A generic source is configured by the tenant's connection named after the source (type "generic"), so one
-tenant can have several (`pipedrive`, `close`, ...), each with its own scheme, mapping and API calls
-(connectors/generic_crm.py). The connection's `webhook` block:
+A generic source is configured by its own secret ({prefix}/{tenant}/source/{name}, beside its signing
+secret), so one tenant can have several (`pipedrive`, `close`, ...), each with its own scheme and mapping;
+the tenant's connection of the same name (type "generic", connectors/generic_crm.py) holds the CRM's API
+calls for lookups, write-back, ask-the-CRM and the sweep. Ingest, facing the internet, reads only the
+source's secret, never a connection's credentials. The source's document:
+
+    signing_secret: ...
 
     webhook:
       scheme: hmac                  # hmac (default) | basic
@@ -23,8 +27,8 @@ tenant can have several (`pipedrive`, `close`, ...), each with its own scheme, m
                                     # applied to webhook records and to records read from the API alike, so
                                     # both paths remember and compare the same shape
 
-The secret is the source's signing secret ({prefix}/{tenant}/source/{source}), as for every source; with
-scheme basic it is "user:password", compared with the request's HTTP Basic credentials (Pipedrive's
+The secret is the document's signing_secret, as for every source; with scheme basic it is "user:password",
+compared with the request's HTTP Basic credentials (Pipedrive's
 webhooks authenticate this way: it signs nothing, and sends the http_auth_user/http_auth_password the
 webhook was created with).
 
@@ -50,7 +54,6 @@ from billflow.errors import ConfigurationError, InvalidRequest, Unauthorized
 from billflow.mapping import MappingError, apply_mapping, mapping_problem
 from billflow.models.events import CrmEvent, RecordAction
 
-CONNECTION_TYPE = "generic"
 SCHEMES = ("hmac", "basic")
 ALGORITHMS = {"sha256": hashlib.sha256, "sha1": hashlib.sha1}
 ENCODINGS = ("hex", "base64")
@@ -68,9 +71,15 @@ _ACTIONS: dict[str, RecordAction] = {
 EVENT_FIELDS = frozenset({"object", "action", "record_id", "record", "changed_fields", "occurred_at", "event_id"})
 
 
+def is_generic(document: Mapping[str, Any]) -> bool:
+    """A source secret that configures a generic source (it has a mapping)."""
+    return "mapping" in document
+
+
 def config_problems(settings: Mapping[str, Any]) -> list[str]:
-    """What is wrong with a generic connection's webhook settings and mapping (empty: nothing). Called when
-    the connection is saved or tested, so a bad mapping is found before the first webhook."""
+    """What is wrong with a generic source's webhook settings and mappings (empty: nothing). Called when the
+    source is saved (the local runtime's connections file; the admin API's source secrets) and when its
+    connection is tested, so a bad mapping is found before the first webhook."""
     problems: list[str] = []
     hook = settings.get("webhook") or {}
     if not isinstance(hook, Mapping):
@@ -303,11 +312,12 @@ class UnconfiguredGeneric:
     name = "generic"
 
     def verify(self, **_: Any) -> None:
-        raise ConfigurationError("source 'generic' needs a connection named 'generic' of type 'generic' "
-                                 "(webhook scheme and mapping)")
+        raise ConfigurationError("source 'generic' has no mapping: give its source secret a webhook scheme and "
+                                 "a mapping (docs/sources/generic.md)")
 
     def parse(self, **_: Any) -> list[CrmEvent]:
-        raise InvalidRequest("source 'generic' has no mapping: configure the connection named 'generic'")
+        raise InvalidRequest("source 'generic' has no mapping: give its source secret a webhook scheme and a "
+                             "mapping (docs/sources/generic.md)")
 
 
 ADAPTER = UnconfiguredGeneric()

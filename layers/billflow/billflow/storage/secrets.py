@@ -65,6 +65,11 @@ class SecretStore:
         secret = doc.get("signing_secret") if doc else None
         return secret if isinstance(secret, str) and secret else None
 
+    def source_document(self, tenant: str, source: str) -> dict[str, Any] | None:
+        """The source's whole secret document (a generic source keeps its webhook scheme and mapping beside
+        its signing secret), or None."""
+        return self._get(self.source_secret_id(tenant, source))
+
     def connection(self, tenant: str, name: str) -> Connection:
         secret_id = self.connection_secret_id(tenant, name)
         doc = self._get(secret_id)
