@@ -117,7 +117,7 @@ class FakePipedrive(FakeServer):
 
         document = yaml.safe_load(EXAMPLE_CONNECTIONS.read_text())
         settings: dict[str, Any] = dict(document["tenants"]["demo"]["connections"]["pipedrive"])
-        settings.update(base_url=self.url, api_token=self.api_token, **overrides)
+        settings.update({"base_url": self.url, "api_token": self.api_token, **overrides})
         return settings
 
     @staticmethod

@@ -203,6 +203,8 @@ class GenericAdapter:
 
 def to_event(tenant: str, source: str, item: Mapping[str, Any], received_at: datetime, where: str) -> CrmEvent:
     """A mapped event as a CrmEvent; InvalidRequest naming the field that is wrong."""
+    if item.get("action") in (None, ""):
+        raise InvalidRequest(f"{where}: action is missing (the mapping found none in the body)")
     action = _ACTIONS.get(str(item.get("action", "")).lower())
     if action is None:
         raise InvalidRequest(f"{where}: action {item.get('action')!r} is not one of created, updated, deleted")
