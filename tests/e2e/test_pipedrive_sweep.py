@@ -282,3 +282,25 @@ def test_two_tenants_in_one_deployment_never_mix_rules_secrets_or_limits(stack: 
     limited = [run for d, _ in globex_deals for run in stack.runs(globex, d) if run["status"] != "SUCCEEDED"
                or d not in invoiced]
     assert limited  # the third globex deal ran into globex's limit
+
+
+def test_the_scheduled_sweep_sweeps_each_tenants_rule_once_per_period(stack: Stack) -> None:
+    dropped, _ = won_deal(stack.acme)  # its webhook never came
+    first = datetime.now(UTC) + timedelta(minutes=1)
+
+    def due(at: datetime) -> list[dict[str, Any]]:
+        answer = stack.runtime.invoke("SweepFunction", {"kind": "due", "time": pipedrive_time(at)})
+        stack.runtime.wait_idle()
+        return list(answer["swept"])
+
+    swept, again, later = due(first), due(first + timedelta(minutes=15)), due(first + timedelta(hours=1))
+
+    assert sorted((r["tenant"], r["rule_id"]) for r in swept) == [("acme", RULE_ID), ("globex", RULE_ID)]
+    assert again == []  # sweep.every is 1h: not due 15 minutes later
+    assert sorted(r["tenant"] for r in later) == ["acme", "globex"]
+    assert len(stack.invoices(stack.acme, dropped)) == 1
+    for report in swept + later:  # each tenant's sweep read its own Pipedrive only
+        own = stack.acme if report["tenant"] == "acme" else stack.globex
+        assert set(report["fed"]) <= {str(d) for d in own.pipedrive.deals}
+    [acme_later] = [r for r in later if r["tenant"] == "acme"]
+    assert str(dropped) not in acme_later["fed"]  # documented now: never fed twice
