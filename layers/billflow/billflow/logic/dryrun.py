@@ -21,6 +21,7 @@ from billflow.connectors import get_crm
 from billflow.errors import InvalidRequest
 from billflow.logic.admin import get_rule, parse_rules
 from billflow.logic.filter import build_run_state
+from billflow.logic.once_per import send_key
 from billflow.logic.schedule import plan_timed
 from billflow.models.admin import (
     ActionReport,
@@ -72,7 +73,8 @@ def read_events(tenant: str, body: dict[str, Any], source: str | None) -> list[C
         return [event.model_copy(update={"tenant": tenant})]
     raw = json.dumps(body).encode()
     problems: list[str] = []
-    for name in [source] if source else known_sources():
+    # "generic" accepts nothing until a tenant's source secret configures it: not tried on a guess.
+    for name in [source] if source else [n for n in known_sources() if n != "generic"]:
         adapter = source_for(tenant, name) if source else get_source(name)  # a generic source: its mapping
         try:
             return adapter.parse(tenant=tenant, body=raw, received_at=datetime.now(UTC))
@@ -191,7 +193,7 @@ def _action_reports(
         state = state.model_copy(update={"timed": _timed(verdict, event)})
     reports: list[ActionReport] = []
     for index, action in enumerate(state.sequence()):
-        key = f"{state.execution_key}:{index}"  # as dispatch derives it: the action's place in the run
+        key = send_key(state, action, index)  # as dispatch derives it
         position = state.group_at(index)
         group = state.timed[position] if position is not None else None
         report = ActionReport(index=index, type=action.type, connection=action.connection or action.system,

@@ -237,11 +237,11 @@ def dispatch(
     admins are told once a day (logic/limits.py), whatever becomes of the send.
     """
     action = Action.model_validate(step["action"])
-    from billflow.logic.once_per import earlier_document, skipped_dispatch  # issue 8 §2
+    from billflow.logic.once_per import earlier_document, send_key, skipped_dispatch  # issue 8 §2
 
     if (existing := earlier_document(state, action)) is not None:
         return skipped_dispatch(state, step, action, existing)
-    key = f"{state.execution_key}:{step['index']}"
+    key = send_key(state, action, step["index"])  # issue 11: one document per record even when runs race
     attempt = int((previous or {}).get("attempt", 0)) + 1
     if counted and previous is None:
         check_usage(state, step, counted)
