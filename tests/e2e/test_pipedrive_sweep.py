@@ -303,12 +303,12 @@ def test_the_scheduled_sweep_sweeps_each_tenants_rule_once_per_period(stack: Sta
 
     swept, again, later = due(first), due(first + timedelta(minutes=15)), due(first + timedelta(hours=1))
 
-    assert sorted((r["tenant"], r["rule_id"]) for r in swept) == [("acme", RULE_ID), ("globex", RULE_ID)]
+    assert sorted((r["tenant"], r["rule_id"]) for r in swept) == [(t, RULE_ID) for t in ("acme", "globex", "initech")]
     assert again == []  # sweep.every is 1h: not due 15 minutes later
-    assert sorted(r["tenant"] for r in later) == ["acme", "globex"]
+    assert sorted(r["tenant"] for r in later) == ["acme", "globex", "initech"]
     assert len(stack.invoices(stack.acme, dropped)) == 1
     for report in swept + later:  # each tenant's sweep read its own Pipedrive only
-        own = stack.acme if report["tenant"] == "acme" else stack.globex
+        own = {"acme": stack.acme, "globex": stack.globex, "initech": stack.initech}[report["tenant"]]
         assert set(report["fed"]) <= {str(d) for d in own.pipedrive.deals}
     [acme_later] = [r for r in later if r["tenant"] == "acme"]
     assert str(dropped) not in acme_later["fed"]  # documented now: never fed twice
