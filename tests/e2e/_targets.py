@@ -629,7 +629,12 @@ class Stack:
             server.stop()
 
 
-def start_stack(rules_dir: Path) -> Stack:
+def start_stack(
+    rules_dir: Path, *, extra_rules: Callable[[dict[str, Target]], list[str]] | None = None,
+    twenty_settings: dict[str, Any] | None = None, custom_objects: dict[str, Any] | None = None,
+) -> Stack:
+    """extra_rules: more rule YAMLs, given the targets; twenty_settings: more settings of the Twenty
+    connection (line_items, say), custom_objects: the workspace's custom objects (tests/e2e/test_line_items)."""
     servers: list[FakeServer] = []
     try:
         targets: dict[str, Target] = {}
@@ -641,14 +646,16 @@ def start_stack(rules_dir: Path) -> Stack:
             # what write-back stores: the document on the opportunity, the customer on the company
             "opportunity": {t.document_field: {"type": "string"} for t in targets.values()},
             "company": {t.customer_field: {"type": "string"} for t in targets.values()},
-        })
+        }, custom_objects=custom_objects)
         twenty.start()
         servers.append(twenty)
-        connections: dict[str, Any] = {"twenty": twenty.connection_settings()}
+        connections: dict[str, Any] = {"twenty": {**twenty.connection_settings(), **(twenty_settings or {})}}
         for target in targets.values():
             connections.update(target.connections())
             for number, text in enumerate(target.rules()):
                 (rules_dir / f"{target.key}-{number}.yaml").write_text(text)
+        for number, text in enumerate(extra_rules(targets) if extra_rules else []):
+            (rules_dir / f"extra-{number}.yaml").write_text(text)
         runtime = LocalRuntime(
             ROOT, port=0, connections={"tenants": {TENANT: {
                 "sources": {"twenty": {"signing_secret": SIGNING_SECRET}},

@@ -357,6 +357,10 @@ class QuickBooksFake(FakeServer):
         if line["DetailType"] == "AccountBasedExpenseLineDetail":
             self._check_ref(realm, detail, "AccountRef", "Account")
         tax = detail.get("TaxCodeRef")
+        if line["DetailType"] == "DiscountLineDetail":
+            if Decimal(str(line.get("Amount", 0))) < 0:
+                raise _business("A discount line's Amount is positive: it is taken off the lines above it")
+            return  # spread over the taxed lines: no tax code of its own needed
         if realm.tax_codes_required:
             if not tax:
                 raise _business("Make sure all your transactions have a VAT rate before you save.")
@@ -460,16 +464,25 @@ class QuickBooksFake(FakeServer):
         if currency != realm.home_currency:
             body.setdefault("ExchangeRate", _num(realm.exchange_rates.get(currency, Decimal(1))))
         subtotal, tax = Decimal(0), Decimal(0)
-        for number, line in enumerate(body.get("Line", []), start=1):
+        lines = body.get("Line", [])
+        # A DiscountLineDetail line takes its Amount (or DiscountPercent of the lines) off the lines above
+        # it, spread over their tax pro rata (QuickBooks' "apply discount before tax").
+        discounts = [ln for ln in lines if ln.get("DetailType") == "DiscountLineDetail"]
+        sales = sum((Decimal(str(ln.get("Amount", 0))) for ln in lines if ln not in discounts), Decimal(0))
+        discount = sum((self._discount_amount(ln, sales) for ln in discounts), Decimal(0))
+        kept = (sales - discount) / sales if sales else Decimal(1)
+        for number, line in enumerate(lines, start=1):
             line.setdefault("Id", str(number))
             if entity != "Payment":
                 line.setdefault("LineNum", number)
+            if line.get("DetailType") == "DiscountLineDetail":
+                continue
             amount = Decimal(str(line.get("Amount", 0)))
             subtotal += amount
             detail = line.get(line.get("DetailType", ""), {})
             rate = self._tax_rate(realm, detail.get("TaxCodeRef"))
             if rate and body.get("GlobalTaxCalculation") != "TaxInclusive":
-                tax += (amount * rate / 100).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+                tax += (amount * kept * rate / 100).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
             item = realm.get("Item", (detail.get("ItemRef") or {}).get("value"))
             if item:
                 detail["ItemRef"]["name"] = item["Name"]
@@ -490,12 +503,21 @@ class QuickBooksFake(FakeServer):
                                  "SubTotalLineDetail": {}})
         if tax:
             body["TxnTaxDetail"] = {"TotalTax": _num(tax)}
+        subtotal -= discount
         body["TotalAmt"] = _num(subtotal + tax)
         if "ExchangeRate" in body:
             body["HomeTotalAmt"] = _num(((subtotal + tax) * Decimal(str(body["ExchangeRate"]))).quantize(
                 Decimal("0.01"), rounding=ROUND_HALF_UP))
         if entity == "Invoice":
             body["Balance"] = body["TotalAmt"]
+
+    @staticmethod
+    def _discount_amount(line: dict[str, Any], sales: Decimal) -> Decimal:
+        detail = line.get("DiscountLineDetail") or {}
+        if detail.get("PercentBased"):
+            return (sales * Decimal(str(detail.get("DiscountPercent", 0))) / 100).quantize(
+                Decimal("0.01"), rounding=ROUND_HALF_UP)
+        return Decimal(str(line.get("Amount", 0)))
 
     @staticmethod
     def _tax_rate(realm: Realm, ref: dict[str, Any] | None) -> Decimal:

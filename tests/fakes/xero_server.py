@@ -748,8 +748,12 @@ class FakeXero(FakeServer):
                          "round it (send unitdp=4 for up to 4)")
             unit = unit.quantize(places, rounding=ROUND_HALF_UP)
         line_amount = (quantity * unit).quantize(TWO, rounding=ROUND_HALF_UP)
+        if line.get("DiscountRate") is not None and line.get("DiscountAmount") is not None:
+            errors.append("A line item can have a DiscountRate or a DiscountAmount, not both.")
         if line.get("DiscountRate") is not None:
             line_amount = (line_amount * (1 - _decimal(line["DiscountRate"]) / 100)).quantize(TWO, ROUND_HALF_UP)
+        elif line.get("DiscountAmount") is not None:  # ACCREC invoices and quotes only, as Xero documents
+            line_amount = (line_amount - _decimal(line["DiscountAmount"])).quantize(TWO, ROUND_HALF_UP)
         rate = self.tax_rates.get(tax_type, Decimal(0)) / 100
         if mode in ("NOTAX",):
             tax = Decimal(0)
@@ -758,6 +762,7 @@ class FakeXero(FakeServer):
         else:
             tax = (line_amount * rate).quantize(TWO, rounding=ROUND_HALF_UP)
         built: dict[str, Any] = {
+            "DiscountRate": line.get("DiscountRate"), "DiscountAmount": line.get("DiscountAmount"),
             "LineItemID": str(uuid.uuid4()), "Description": description, "Quantity": quantity,
             "UnitAmount": unit, "AccountCode": account, "TaxType": tax_type, "TaxAmount": tax,
             "LineAmount": line_amount, "Tracking": [],

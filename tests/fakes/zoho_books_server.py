@@ -557,6 +557,13 @@ class FakeZohoBooks(FakeServer):
             rate = Decimal(str(given.get("rate", (item or {}).get("rate", 0)))).quantize(places, ROUND_HALF_UP)
             quantity = Decimal(str(given.get("quantity", 1)))
             total = (rate * quantity).quantize(places, ROUND_HALF_UP)
+            discount = Decimal(str(given.get("discount", 0))).quantize(places, ROUND_HALF_UP)
+            if discount and body.get("discount_type") != "item_level":
+                # Zoho reads a line's discount only with discount_type item_level (entity_level: the document's)
+                raise ZohoError(400, 2, "Invalid value passed for discount: set discount_type to item_level")
+            if discount < 0 or discount > total:
+                raise ZohoError(400, 2, "Invalid value passed for discount")
+            total -= discount
             tax_id = given.get("tax_id")
             if tax_id and tax_id not in self.taxes:
                 raise ZohoError(400, 2, "Invalid value passed for tax_id")
@@ -569,7 +576,8 @@ class FakeZohoBooks(FakeServer):
                 "name": given.get("name") or (item or {}).get("name", ""),
                 "description": given.get("description", (item or {}).get("description", "")),
                 "item_order": order, "rate": float(rate), "quantity": float(quantity),
-                "item_total": float(total), "tax_id": tax_id or "", "tax_percentage": float(percent),
+                "discount": float(discount), "discount_amount": float(discount), "item_total": float(total),
+                "tax_id": tax_id or "", "tax_percentage": float(percent),
                 "sku": (item or {}).get("sku", ""),
             })
         day = date.fromisoformat(body["date"]) if body.get("date") else self._today()

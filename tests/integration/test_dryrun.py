@@ -299,3 +299,29 @@ def test_company_criteria_wait_for_the_lookup_unless_it_is_given(stack: AdminSta
     assert (criterion["pending"], criterion["matched"], decided["runs"]) == (False, True, True)
     other = only_rule(dry_run(stack, event=event, rules=[rule], lookup={"company": {"name": "Globex"}}))
     assert (other["runs"], other["blocks"][0]["criteria"][2]["matched"]) == (False, False)
+
+
+def test_require_line_items_is_decided_as_the_run_decides_it(stack: AdminStack) -> None:
+    """Issue 11: a document action with require_line_items runs only with line items; the dry run says so."""
+    rule = example_rules()[0]
+    rule["blocks"][0]["actions"][0]["options"]["require_line_items"] = True
+    event = twenty_event("opportunity-won")
+
+    unknown = only_rule(dry_run(stack, event=event, rules=[rule]))
+    assert unknown["runs"] is True
+    assert any("require_line_items is decided after Lookup" in note for note in unknown["notes"])
+
+    none = only_rule(dry_run(stack, event=event, rules=[rule], lookup={"company": {"name": "Acme"}}))
+    assert (none["matched"], none["runs"]) == (True, False)
+    assert "not_matched after Lookup: the record has no line items" in none["reason"]
+
+    items = [{"name": "Robot arm", "sku": "ARM-1", "quantity": "2", "unit_price": "100", "currency": "USD",
+              "discount_percent": None, "discount_amount": None, "taxable": True, "description": None, "term": None}]
+    some = only_rule(dry_run(stack, event=event, rules=[rule], lookup={"company": {"name": "Acme"},
+                                                                        "line_items": items}))
+    assert some["runs"] is True
+    assert "1 line item(s) from the lookup become the document's lines" in some["notes"]
+    steps = some["actions"][0]["requests"]
+    [item] = [s for s in steps if s.get("path") == "/v1/invoiceitems"]
+    assert (item["params"]["quantity"], item["params"]["unit_amount"], item["params"]["description"]) == \
+        (2, 10000, "Robot arm")

@@ -50,6 +50,10 @@ _FORMATS.checks("date-time")(_is_date_time)
 
 Schema = dict[str, Any]
 CustomFields = Mapping[str, Mapping[str, Schema]]
+# singular -> (plural, its own fields): objects a workspace created (a line-item object, say).
+CustomObjects = Mapping[str, tuple[str, Mapping[str, Schema]]]
+# The fields Twenty gives every object, custom ones included (as CompanyForResponse declares them).
+SYSTEM_FIELDS = ("id", "createdAt", "updatedAt", "deletedAt", "position", "createdBy", "updatedBy")
 
 
 @dataclass(frozen=True)
@@ -63,12 +67,15 @@ class Operation:
 class TwentyContract:
     def __init__(
         self, *, stages: Sequence[str] = DEFAULT_STAGES, custom_fields: CustomFields | None = None,
-        spec_path: Path = SPEC_PATH,
+        custom_objects: CustomObjects | None = None, spec_path: Path = SPEC_PATH,
     ) -> None:
         doc = copy.deepcopy(_load(spec_path))
         _set_stages(doc, stages)
+        for singular, (plural, own_fields) in (custom_objects or {}).items():
+            _add_object(doc, singular, plural, own_fields)
         for object_name, fields in (custom_fields or {}).items():
             _add_fields(doc, object_name, fields)
+        self._doc = doc
         self.base_path = re.sub(r"^[a-z]+://[^/]+", "", doc["servers"][0]["url"]).rstrip("/")  # "/rest"
         self._request_doc = _variant(doc, "urn:twenty-openapi:request", _closed)
         self._response_doc = _variant(doc, "urn:twenty-openapi:response", _nullable)
@@ -180,6 +187,20 @@ class TwentyContract:
         schema = {"$ref": f"urn:twenty-openapi:response#/components/schemas/{name}"}
         return self._errors(schema, record, self._response_registry)
 
+    def field_schema(self, object_name: str, path: Sequence[str]) -> dict[str, Any] | None:
+        """The schema of a field (or a composite's sub-field: amount.amountMicros) an object's records
+        have, as list filters and order_by name it; None for no such field, and for a relation (an embedded
+        record or list, which Twenty filters through its ...Id field, not by itself)."""
+        node: dict[str, Any] | None = self._doc["components"]["schemas"].get(f"{_schema_name(object_name)}ForResponse")
+        for key in path:
+            properties = node.get("properties") if isinstance(node, dict) else None
+            node = properties.get(key) if isinstance(properties, dict) else None
+            if not isinstance(node, dict) or "oneOf" in node or node.get("type") == "array" or "$ref" in node:
+                return None
+        if node is None or node.get("type") == "object":
+            return None  # a composite as a whole is no value to compare
+        return node
+
     # --- helpers ---------------------------------------------------------------------------------
     @staticmethod
     def _resolve(doc: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
@@ -232,6 +253,26 @@ def _add_fields(doc: dict[str, Any], object_name: str, fields: Mapping[str, Sche
         if key not in schemas:
             raise KeyError(f"the trimmed spec has no {key}; is {object_name!r} an object billflow reads?")
         schemas[key]["properties"].update(copy.deepcopy(dict(fields)))
+
+
+def _add_object(doc: dict[str, Any], singular: str, plural: str, fields: Mapping[str, Schema]) -> None:
+    """What Twenty adds to a workspace's spec when a custom object is created: {Name}ForResponse (the
+    system fields and the object's own), {Name}ForUpdate, and the list, get and update operations, shaped
+    exactly as the standard objects' (here: copied from the company's, names replaced)."""
+    schemas = doc["components"]["schemas"]
+    name = _schema_name(singular)
+    company = schemas["CompanyForResponse"]["properties"]
+    schemas[f"{name}ForResponse"] = {"type": "object", "properties": {
+        **{key: copy.deepcopy(company[key]) for key in SYSTEM_FIELDS}, **copy.deepcopy(dict(fields))}}
+    schemas[f"{name}ForUpdate"] = {"type": "object", "properties": {"position": {"type": "number"},
+                                                                    **copy.deepcopy(dict(fields))}}
+    for template, own in (("/companies", f"/{plural}"), ("/companies/{id}", f"/{plural}/{{id}}")):
+        text = json.dumps(doc["paths"][template])
+        for old, new in (("CompanyForResponse", f"{name}ForResponse"), ("CompanyForUpdate", f"{name}ForUpdate"),
+                         ('"updateCompany"', f'"update{name}"'), ('"companies"', f'"{plural}"'),
+                         ('"company"', f'"{singular}"')):
+            text = text.replace(old, new)
+        doc["paths"][own] = json.loads(text)
 
 
 def _variant(doc: dict[str, Any], uri: str, transform: Callable[[Schema], Schema]) -> dict[str, Any]:

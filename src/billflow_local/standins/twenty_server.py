@@ -28,7 +28,8 @@ from typing import Any
 from billflow.storage.secrets import Connection
 
 from billflow_local.standins.base import FakeServer, Request, Response
-from billflow_local.standins.twenty_contract import DEFAULT_STAGES, CustomFields, TwentyContract
+from billflow_local.standins.twenty_contract import DEFAULT_STAGES, CustomFields, CustomObjects, TwentyContract
+from billflow_local.standins.twenty_query import QueryError, matches, parse_filter, parse_order_by, sort_records
 
 SAMPLE_WORKSPACE = Path(__file__).resolve().parents[3] / "events" / "twenty" / "workspace" / "records.json"
 # plural (URL) -> singular (nameSingular, the key of data in an answer)
@@ -39,6 +40,19 @@ WORKSPACE_MEMBER_ID = "20202020-0687-4c41-b707-ed1bfca972a7"  # Twenty's seeded 
 _FOREIGN_KEYS = {"companyId": "company", "pointOfContactId": "person"}
 # The 401 body of the spec's example.
 _UNAUTHORIZED = {"statusCode": 401, "message": "Token invalid.", "error": "Unauthorized"}
+
+
+# A line-item custom object as a workspace might create it (Twenty has none built in): the fields billflow's
+# default line_items mapping reads (connectors/twenty.py DEFAULT_LINE_ITEM_FIELDS), linked to an opportunity.
+_CURRENCY_FIELD = {"type": "object", "properties": {"amountMicros": {"type": "number"},
+                                                    "currencyCode": {"type": "string"}}}
+LINE_ITEM_OBJECT: dict[str, tuple[str, dict[str, Any]]] = {"lineItem": ("lineItems", {
+    "name": {"type": "string"}, "sku": {"type": "string"}, "quantity": {"type": "number"},
+    "unitPrice": _CURRENCY_FIELD, "discountPercent": {"type": "number"}, "discountAmount": _CURRENCY_FIELD,
+    "taxable": {"type": "boolean"}, "description": {"type": "string"}, "term": {"type": "string"},
+    "opportunityId": {"type": "string", "format": "uuid"},
+})}
+LINE_ITEM_SETTINGS = {"object": "lineItem", "relation_field": "opportunityId"}
 
 
 def load_sample_workspace() -> dict[str, list[dict[str, Any]]]:
@@ -74,17 +88,20 @@ class FakeTwenty(FakeServer):
 
     def __init__(
         self, *, api_key: str = DEFAULT_API_KEY, stages: Sequence[str] = DEFAULT_STAGES,
-        custom_fields: CustomFields | None = None,
+        custom_fields: CustomFields | None = None, custom_objects: CustomObjects | None = None,
     ) -> None:
         super().__init__()
         self.api_key = api_key
-        self.contract = TwentyContract(stages=stages, custom_fields=custom_fields)
-        self.records: dict[str, dict[str, dict[str, Any]]] = {singular: {} for singular in OBJECTS.values()}
+        self.contract = TwentyContract(stages=stages, custom_fields=custom_fields, custom_objects=custom_objects)
+        # plural -> singular of every object this workspace has: the standard three and its custom ones.
+        self.objects = {**OBJECTS, **{plural: singular for singular, (plural, _) in (custom_objects or {}).items()}}
+        self.records: dict[str, dict[str, dict[str, Any]]] = {singular: {} for singular in self.objects.values()}
         self.patches: list[RecordedPatch] = []
         self._failures: deque[Response] = deque()
         self._position = 0
-        plural = "|".join(OBJECTS)
-        self.route("GET", r"/rest/(opportunities)", self._checked(self._list))
+        plural = "|".join(self.objects)
+        self.list_requests: list[dict[str, str]] = []  # the query of every list call, for paging tests
+        self.route("GET", rf"/rest/({plural})", self._checked(self._list))
         self.route("GET", rf"/rest/({plural})/([^/]+)", self._checked(self._get))
         self.route("PATCH", rf"/rest/({plural})/([^/]+)", self._checked(self._patch))
 
@@ -168,6 +185,19 @@ class FakeTwenty(FakeServer):
         }
         return self._store("opportunity", record)
 
+    def add_custom(self, object_name: str, **fields: Any) -> dict[str, Any]:
+        """A record of a custom object: the system fields Twenty gives every record, and `fields`."""
+        return self._store(object_name, {**self._system_fields(fields.pop("id", None)), **fields})
+
+    def add_line_item(
+        self, opportunity_id: str, name: str, *, unit_price_micros: int, currency: str = "USD",
+        quantity: float = 1, sku: str | None = None, **fields: Any,
+    ) -> dict[str, Any]:
+        """A record of LINE_ITEM_OBJECT (the fake must have been made with custom_objects=LINE_ITEM_OBJECT)."""
+        return self.add_custom(
+            "lineItem", name=name, sku=sku, quantity=quantity, opportunityId=opportunity_id,
+            unitPrice={"amountMicros": unit_price_micros, "currencyCode": currency}, **fields)
+
     def add_record(self, object_name: str, record: dict[str, Any]) -> dict[str, Any]:
         """Hold a record exactly as given (a webhook's `record`, say): it must read as Twenty's own."""
         return self._store(object_name, copy.deepcopy(record))
@@ -176,7 +206,7 @@ class FakeTwenty(FakeServer):
         """Hold records keyed by plural, the shape of events/twenty/workspace/records.json."""
         for plural, items in records.items():
             for record in items:
-                self.add_record(OBJECTS[plural], record)
+                self.add_record(self.objects[plural], record)
 
     def _system_fields(self, record_id: str | None) -> dict[str, Any]:
         self._position += 1
@@ -255,18 +285,55 @@ class FakeTwenty(FakeServer):
         return serve
 
     def _list(self, req: Request, plural: str) -> Response:
-        """The first records (limit, default 60 as Twenty's), without cursors beyond pageInfo."""
-        records = list(self.records[OBJECTS[plural]].values())
-        limit = int(req.query.get("limit", ["60"])[-1])
-        page = records[:limit]
-        info: dict[str, Any] = {"hasNextPage": len(records) > limit}
+        """GET /rest/{plural}: the records that pass `filter`, in `order_by` order (id last, as Twenty adds
+        it), `limit` of them (default 60) after the `starting_after` cursor or before `ending_before`.
+        Cursors are record ids, as the spec's pageInfo declares them (format uuid)."""
+        singular = self.objects[plural]
+        query = {name: values[-1] for name, values in req.query.items() if values}
+        with self._lock:
+            self.list_requests.append(query)
+            records = list(self.records[singular].values())
+
+        def field_schema(path: tuple[str, ...]) -> Mapping[str, Any] | None:
+            return self.contract.field_schema(singular, path)
+
+        try:
+            order = parse_order_by(query.get("order_by"), field_schema)
+            found = sort_records(records, order)
+            if query.get("filter"):
+                condition = parse_filter(query["filter"], field_schema)
+                found = [r for r in found if matches(condition, r)]
+        except QueryError as exc:
+            self.violate(f"{req.method} {req.path}: {exc}")
+            return _error(400, [str(exc)])
+        limit = int(query.get("limit", "60"))
+        ids = [r["id"] for r in found]
+        after, before = query.get("starting_after"), query.get("ending_before")
+        for cursor in (after, before):
+            if cursor is not None and cursor not in ids and cursor not in self.records[singular]:
+                message = f"Invalid cursor '{cursor}'"
+                self.violate(f"{req.method} {req.path}: {message}")
+                return _error(400, [message])
+        held = self.records[singular]
+        if after is not None:
+            start = ids.index(after) + 1 if after in ids else _position_after(found, order, held[after])
+            window = found[start:]
+            page, more = window[:limit], len(window) > limit
+        elif before is not None:
+            end = ids.index(before) if before in ids else _position_after(found, order, held[before])
+            window = found[:end]
+            page, more = window[max(0, len(window) - limit):], len(window) > limit
+        else:
+            page, more = found[:limit], len(found) > limit
+        depth = int(query.get("depth", "1"))
+        info: dict[str, Any] = {"hasNextPage": more}
         if page:
             info.update(startCursor=page[0]["id"], endCursor=page[-1]["id"])
-        return Response(200, {"data": {plural: copy.deepcopy(page)}, "pageInfo": info,
-                               "totalCount": len(records)})
+        rendered = [self._render(singular, r, depth) for r in page]
+        return Response(200, {"data": {plural: rendered}, "pageInfo": info, "totalCount": len(found)})
 
     def _get(self, req: Request, plural: str, record_id: str) -> Response:
-        singular = OBJECTS[plural]
+        singular = self.objects[plural]
         record = self.records[singular].get(record_id)
         if record is None:
             return _error(404, ["Record not found"])
@@ -274,7 +341,7 @@ class FakeTwenty(FakeServer):
         return Response(200, {"data": {singular: self._render(singular, record, depth)}})
 
     def _patch(self, req: Request, plural: str, record_id: str) -> Response:
-        singular = OBJECTS[plural]
+        singular = self.objects[plural]
         record = self.records[singular].get(record_id)
         if record is None:
             return _error(404, ["Record not found"])
@@ -319,6 +386,14 @@ class FakeTwenty(FakeServer):
     def not_found(self, req: Request) -> Response:
         self.violate(f"{req.method} {req.path}: no such operation")
         return _error(404, [f"Cannot {req.method} {req.path}"])
+
+
+def _position_after(
+    found: list[dict[str, Any]], order: list[tuple[tuple[str, ...], str]], cursor_record: dict[str, Any]
+) -> int:
+    """Where a cursor's record would sit among the filtered records (it no longer matches the filter)."""
+    ordered = sort_records([*found, cursor_record], order)
+    return ordered.index(cursor_record)
 
 
 def _related(records: dict[str, dict[str, Any]], key: str, target: dict[str, Any]) -> list[dict[str, Any]]:

@@ -34,7 +34,9 @@ OPERATIONS: tuple[tuple[str, str], ...] = (
     ("/people/{id}", "patch"),
     ("/opportunities/{id}", "get"),
     ("/opportunities/{id}", "patch"),
-    ("/opportunities", "get"),  # the connection test: GET /rest/opportunities?limit=1
+    ("/opportunities", "get"),  # the connection test (?limit=1) and search_records
+    ("/companies", "get"),  # search_records: the list of any object, filtered, ordered, paged
+    ("/people", "get"),
 )
 
 

@@ -404,14 +404,46 @@ def sales_line(plan: _Plan, line: LineItem, item_ref: dict[str, str]) -> dict[st
     }
 
 
+def _discount(line: LineItem, currency: str) -> Decimal:
+    return minor_to_decimal(line.discount_minor(), currency)
+
+
+def discount_line(plan: _Plan, draft: InvoiceDraft) -> dict[str, Any] | None:
+    """The lines' discounts as one DiscountLineDetail line after them (None without discounts).
+
+    A discount line (DiscountLineDetail, a positive Amount taken off the lines above it) is how QuickBooks
+    Online's Invoice, Estimate and receipts carry discounts; SalesItemLineDetail's DiscountRate/DiscountAmt
+    are regional fields billflow does not rely on. The Description says which line each part belongs to;
+    QuickBooks spreads the discount over the lines' tax like any document discount.
+    """
+    parts = []
+    total = Decimal(0)
+    for number, line in enumerate(draft.lines, start=1):
+        off = _discount(line, plan.currency)
+        if off > 0:
+            total += off
+            how = f"{line.discount_percent.normalize():f}%" if line.discount_percent else f"{off:f}"
+            parts.append(f"line {number} ({line.description[:40]}): {how}")
+    if total <= 0:
+        return None
+    return {
+        "DetailType": "DiscountLineDetail",
+        "Amount": _number(total),
+        "Description": ("Discounts: " + "; ".join(parts))[:MAX_DESCRIPTION],
+        "DiscountLineDetail": {"PercentBased": False},
+    }
+
+
 def document_body(
     plan: _Plan, draft: InvoiceDraft, connection: Connection, customer_id: str, item_refs: list[dict[str, str]]
 ) -> dict[str, Any]:
     """The Invoice, Estimate, SalesReceipt or RefundReceipt (Purchase: purchase_body)."""
+    lines = [sales_line(plan, line, ref) for line, ref in zip(draft.lines, item_refs, strict=True)]
+    discount = discount_line(plan, draft)
     body: dict[str, Any] = {
         "CustomerRef": _ref(customer_id),
         "TxnDate": plan.txn_date.isoformat(),
-        "Line": [sales_line(plan, line, ref) for line, ref in zip(draft.lines, item_refs, strict=True)],
+        "Line": [*lines, discount] if discount else lines,
     }
     _currency_fields(body, plan)
     _common_fields(body, plan, draft)
@@ -456,6 +488,7 @@ def purchase_body(plan: _Plan, draft: InvoiceDraft, connection: Connection) -> d
     lines = []
     for line in draft.lines:
         _, _, amount = _line_amounts(line, plan.currency)
+        amount -= _discount(line, plan.currency)  # an expense line is its net amount: no discount lines there
         detail: dict[str, Any] = {"AccountRef": _ref(expense_account)}
         if plan.tax_codes_required:
             detail["TaxCodeRef"] = _ref(_tax_code(plan, line))
@@ -501,7 +534,8 @@ def payment_body(
 
 
 def _planned_total(plan: _Plan, draft: InvoiceDraft) -> Decimal:
-    return sum((_line_amounts(line, plan.currency)[2] for line in draft.lines), Decimal(0))
+    return sum((_line_amounts(line, plan.currency)[2] - _discount(line, plan.currency) for line in draft.lines),
+               Decimal(0))
 
 
 def customer_query(criterion: CustomerCriterion) -> str | None:

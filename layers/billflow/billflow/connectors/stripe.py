@@ -12,6 +12,11 @@ Connection settings: api_key (required), base_url (default https://api.stripe.co
 Draft options: finalize (default true), send (default false), tax_rates (tax rate ids), tax_rates_on
 ("invoice", the default: every line not marked non-taxable, through the invoice's default_tax_rates when no
 line is so marked and on each taxed line otherwise; or "taxable_lines": only lines marked taxable).
+
+Line discounts (a CRM line item's discount percent or amount) become a negative invoice item right after
+the line ("Discount: <line> (10%)"), with the line's tax rates: Stripe's invoice items take negative amounts
+for discounts and credits, which keeps the discount visible on the invoice without creating a coupon per
+percentage in the account.
 """
 
 from __future__ import annotations
@@ -166,6 +171,35 @@ def item_params(draft: InvoiceDraft, line: LineItem, customer_id: str, invoice_i
     return params
 
 
+def discount_params(draft: InvoiceDraft, line: LineItem, customer_id: str, invoice_id: str) -> dict[str, Any] | None:
+    """The negative invoice item of a discounted line (None for a line without discount)."""
+    off = line.discount_minor()
+    if off <= 0:
+        return None
+    label = f"{line.discount_percent.normalize():f}%" if line.discount_percent else "amount"
+    params: dict[str, Any] = {
+        "customer": customer_id, "invoice": invoice_id, "currency": draft.currency.lower(),
+        "description": f"Discount: {line.description} ({label})"[:500],
+        "amount": -to_target_minor(off, draft.currency, TARGET, what=f"the discount of {line.description[:40]!r}"),
+    }
+    line_params = item_params(draft, line, customer_id, invoice_id)
+    if "tax_rates" in line_params:
+        params["tax_rates"] = line_params["tax_rates"]  # taxed as the line it reduces
+    params["metadata"] = {**_line_metadata(draft, line), "discount_of_line": str(draft.lines.index(line) + 1)}
+    return params
+
+
+def draft_items(draft: InvoiceDraft, customer_id: str, invoice_id: str) -> list[tuple[str, dict[str, Any]]]:
+    """(idempotency step, params) of every invoice item: each line, then its discount if it has one."""
+    items: list[tuple[str, dict[str, Any]]] = []
+    for index, line in enumerate(draft.lines):
+        items.append((f"item:{index}", item_params(draft, line, customer_id, invoice_id)))
+        discount = discount_params(draft, line, customer_id, invoice_id)
+        if discount is not None:
+            items.append((f"discount:{index}", discount))
+    return items
+
+
 def _line_metadata(draft: InvoiceDraft, line: LineItem) -> dict[str, str]:
     metadata = dict(draft.metadata)  # each item points back to the CRM record too
     if line.sku:
@@ -203,7 +237,7 @@ def _check_draft(draft: InvoiceDraft) -> tuple[bool, bool]:
         raise ConfigurationError("stripe cannot send an invoice left as a draft (send needs finalize)")
     if draft.memo and len(draft.memo) > MAX_INVOICE_DESCRIPTION:
         raise TargetRejected(f"stripe takes invoice memos of at most {MAX_INVOICE_DESCRIPTION} characters")
-    items = [item_params(draft, line, CUSTOMER_ID, INVOICE_ID) for line in draft.lines]
+    items = [params for _, params in draft_items(draft, CUSTOMER_ID, INVOICE_ID)]
     for params in [invoice_params(draft, CUSTOMER_ID), *items]:
         _check_metadata(params.get("metadata") or {})
     totals = [int(p["amount"]) if "amount" in p else int(p["unit_amount"]) * int(p["quantity"]) for p in items]
@@ -295,9 +329,8 @@ class StripeConnector(Connector):
 
         invoice = api.post("/v1/invoices", invoice_params(draft, customer_id), step_key(key, "invoice"))
         invoice_id = str(invoice["id"])
-        for index, line in enumerate(draft.lines):
-            api.post("/v1/invoiceitems", item_params(draft, line, customer_id, invoice_id),
-                     step_key(key, f"item:{index}"))
+        for step, params in draft_items(draft, customer_id, invoice_id):
+            api.post("/v1/invoiceitems", params, step_key(key, step))
         if finalize:
             invoice = api.post(f"/v1/invoices/{quote(invoice_id, safe='')}/finalize", {},
                                step_key(key, "finalize"))
@@ -350,8 +383,8 @@ class StripeConnector(Connector):
         else:
             steps.append({"step": "fail", "when": "no customer found", "error": "CustomerNotFound"})
         post("invoice", "/v1/invoices", invoice_params(draft, CUSTOMER_ID))
-        for index, line in enumerate(draft.lines):
-            post(f"item:{index}", "/v1/invoiceitems", item_params(draft, line, CUSTOMER_ID, INVOICE_ID))
+        for step, params in draft_items(draft, CUSTOMER_ID, INVOICE_ID):
+            post(step, "/v1/invoiceitems", params)
         if finalize:
             post("finalize", f"/v1/invoices/{INVOICE_ID}/finalize", {})
         if send:

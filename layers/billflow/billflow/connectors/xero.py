@@ -190,6 +190,10 @@ def line_body(
         "Quantity": line.quantity,
         "UnitAmount": float(unit_amount),
     }
+    if line.discount_percent:
+        body["DiscountRate"] = float(line.discount_percent)  # percent off the line, as Xero's LineItem takes it
+    elif line.discount_amount_minor:
+        body["DiscountAmount"] = float(minor_to_decimal(line.discount_amount_minor, draft.currency))
     if code:
         body["ItemCode"] = code
     if account_code:

@@ -214,6 +214,8 @@ def line_body(draft: InvoiceDraft, line: LineItem, item_id: str) -> dict[str, An
         "rate": float(minor_to_decimal(line.unit_amount_minor, draft.currency)),
         "quantity": line.quantity,
     }
+    if line.discounted:  # the line's discount as an amount (the contract types discount as a number)
+        body["discount"] = float(minor_to_decimal(line.discount_minor(), draft.currency))
     tax_id = _text_option(draft, "tax_id")
     if tax_id and line.taxable:
         body["tax_id"] = tax_id
@@ -234,6 +236,10 @@ def document_body(
     }
     if exchange_rate is not None:
         body["exchange_rate"] = float(exchange_rate)
+    if any(line.discounted for line in draft.lines):
+        # Discounts per line (Zoho's discount_type item_level), taken off before tax as the CRM priced them.
+        body["discount_type"] = "item_level"
+        body["is_discount_before_tax"] = True
     if draft.document_type == "estimate":
         body["expiry_date"] = (day + timedelta(days=days)).isoformat()
     else:

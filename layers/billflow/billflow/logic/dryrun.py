@@ -34,7 +34,7 @@ from billflow.models.admin import (
     RuleReport,
 )
 from billflow.models.events import GENERIC_SOURCES, CrmEvent
-from billflow.models.rules import Rule
+from billflow.models.rules import Rule, block_requires_line_items
 from billflow.rules.comparators import FieldChange
 from billflow.rules.engine import Clock, RuleVerdict, evaluate_rule
 from billflow.rules.paths import MISSING, get_path
@@ -172,14 +172,39 @@ def _rule_report(
     ]
     if rule.trigger.when == "first_edit":
         report.notes.append("first_edit: runs only the first time it fires for a record")
-    if verdict.needs_lookup:
+    if any(b.pending for b in verdict.blocks):
         report.notes.append("criteria on the company or contact are decided after Lookup: give a lookup, or "
                             "fetch it, to decide them here")
+    if verdict.matched and _line_items_missing(rule, verdict.selected, lookup, lookup_known, report):
+        report.runs = False
+        return report
     if verdict.matched:
         report.transition = verdict.transition
         report.actions, report.execution_name = _action_reports(event, verdict, lookup, daily_limits)
         report.notes.append("the execution name assumes this is the field's first observed change")
     return report
+
+
+def _line_items_missing(
+    rule: Rule, selected: list[int], lookup: dict[str, Any], lookup_known: bool, report: RuleReport
+) -> bool:
+    """Issue 11: require_line_items, as the run decides it after Lookup; True when the run would end
+    not_matched for want of line items."""
+    wanting = sorted({a.type for i in selected for a in block_requires_line_items(rule.blocks[i])})
+    items = lookup.get("line_items") if lookup_known else None
+    if isinstance(items, list) and items:
+        report.notes.append(f"{len(items)} line item(s) from the lookup become the document's lines")
+    if not wanting:
+        return False
+    if not lookup_known:
+        report.notes.append("require_line_items is decided after Lookup: give a lookup with line_items, or "
+                            "fetch it, to decide it here")
+        return False
+    if items:
+        return False
+    report.reason = (f"not_matched after Lookup: the record has no line items and {', '.join(wanting)} "
+                     "requires them (require_line_items)")
+    return True
 
 
 def _action_reports(

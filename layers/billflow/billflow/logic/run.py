@@ -29,7 +29,7 @@ from billflow.logic.reservations import lease_end
 from billflow.logic.schedule import RESCHEDULE_TOLERANCE, group_due, occurrence_after, plan_timed, trigger_zone
 from billflow.models.documents import DispatchResult
 from billflow.models.events import GENERIC_SOURCES
-from billflow.models.rules import DOCUMENT_ACTIONS, LOOKUP_ROOTS, Action, DateTrigger
+from billflow.models.rules import DOCUMENT_ACTIONS, LOOKUP_ROOTS, Action, DateTrigger, block_requires_line_items
 from billflow.models.run import RunState, parse_utc, utc_text
 from billflow.observability import logger
 from billflow.rules.engine import Clock, evaluate_block, evaluate_blocks
@@ -165,6 +165,11 @@ def decide(state: RunState, now: datetime | None = None) -> dict[str, Any]:
         failing = [f"block {b.index + 1}: " + "; ".join(c.reason for c in b.criteria if not c.matched)
                    for b in blocks]
         return _not_matched(state, "no block's criteria hold after Lookup (" + " | ".join(failing) + ")")
+    if not state.lookup.get("line_items"):  # issue 11: require_line_items
+        wanting = [a.type for index in selected for a in block_requires_line_items(rule.blocks[index])]
+        if wanting:
+            return _not_matched(state, f"the record has no line items and {', '.join(sorted(set(wanting)))} "
+                                       "requires them (require_line_items)")
     actions = [a for index in selected for a in rule.blocks[index].actions]
     decided = state.model_copy(update={
         "blocks": selected, "actions": actions, "timed": plan_timed(rule, selected, record, trigger_at),

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class Address(BaseModel):
@@ -36,6 +37,35 @@ class LineItem(BaseModel):
     sku: str | None = None
     product_name: str | None = None
     taxable: bool | None = Field(default=None, description="True: taxed; False: marked not taxable; None: unsaid")
+    discount_percent: Decimal | None = Field(
+        default=None, ge=0, le=100, description="Percent off the line's gross amount (quantity x unit price)")
+    discount_amount_minor: int | None = Field(
+        default=None, ge=0, description="Amount off the whole line, in the currency's smallest unit")
+    term: str | None = Field(default=None, description="The CRM's billing term of the line (e.g. P12M), for memos")
+
+    @model_validator(mode="after")
+    def _one_discount(self) -> LineItem:
+        if self.discount_percent is not None and self.discount_amount_minor is not None:
+            raise ValueError("a line has a discount percent or a discount amount, not both")
+        if self.discount_amount_minor and self.discount_amount_minor > abs(self.gross_minor()):
+            raise ValueError(f"the discount of {self.description[:40]!r} is larger than the line")
+        return self
+
+    def gross_minor(self) -> Decimal:
+        """quantity x unit price, in minor units (fractional for a fractional quantity)."""
+        return Decimal(str(self.quantity)) * self.unit_amount_minor
+
+    def discount_minor(self) -> int:
+        """The line's discount in minor units (a percent of the gross, rounded half up); 0 for none."""
+        if self.discount_amount_minor is not None:
+            return self.discount_amount_minor
+        if self.discount_percent:
+            return int((self.gross_minor() * self.discount_percent / 100).quantize(Decimal(1), ROUND_HALF_UP))
+        return 0
+
+    @property
+    def discounted(self) -> bool:
+        return bool(self.discount_amount_minor) or bool(self.discount_percent)
 
 
 class InvoiceDraft(BaseModel):

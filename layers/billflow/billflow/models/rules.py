@@ -261,6 +261,18 @@ class Sweep(BaseModel):
         return parse_duration(self.window)
 
 
+# --- line items (issue 11) -------------------------------------------------------------------------
+def requires_line_items(action: Action) -> bool:
+    """A document action with require_line_items: true runs only on a record that has line items."""
+    return action.type in DOCUMENT_ACTIONS and action.options.get("require_line_items") is True
+
+
+def block_requires_line_items(block: Block) -> list[Action]:
+    """The block's document actions (now or later) that require line items."""
+    actions = [*block.actions, *(a for group in block.time_based for a in group.actions)]
+    return [a for a in actions if requires_line_items(a)]
+
+
 class Rule(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

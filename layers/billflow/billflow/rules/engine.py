@@ -22,7 +22,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from billflow.models.events import CrmEvent
-from billflow.models.rules import Block, Criterion, Rule, is_lookup_field
+from billflow.models.rules import Block, Criterion, Rule, block_requires_line_items, is_lookup_field
 from billflow.rules import comparators
 from billflow.rules.comparators import FieldChange
 from billflow.rules.paths import MISSING, get_path
@@ -232,8 +232,10 @@ def evaluate_rule(
     chosen = [b for b in blocks if b.index in selected]
     reason = "criteria hold" if not pending else (
         f"block(s) {', '.join(str(i + 1) for i in pending)} decided after Lookup (company/contact criteria)")
+    # An action that requires line items is decided after Lookup too: only Lookup knows the line items.
+    needs_line_items = any(block_requires_line_items(rule.blocks[i]) for i in selected)
     return RuleVerdict(rule, True, reason, blocks, transition_of(rule, chosen, changes, event),
-                       selected=selected, needs_lookup=bool(pending))
+                       selected=selected, needs_lookup=bool(pending) or needs_line_items)
 
 
 def transition_held(verdict: RuleVerdict) -> dict[str, bool]:

@@ -11,7 +11,8 @@ from __future__ import annotations
 from billflow.models.rules import DOCUMENT_ACTIONS, Action
 
 # logic/drafts.py: how the draft is built from the record.
-DRAFT_OPTIONS = frozenset({"description", "currency", "customer_id_field", "days_until_due", "memo", "reference"})
+DRAFT_OPTIONS = frozenset({"description", "currency", "customer_id_field", "days_until_due", "memo", "reference",
+                           "require_line_items"})
 # Each connector's draft options (its module docstring says what they do).
 SYSTEM_OPTIONS: dict[str, frozenset[str]] = {
     "stripe": frozenset({"finalize", "send", "tax_rates", "tax_rates_on"}),
@@ -49,6 +50,8 @@ def option_problems(action: Action) -> list[tuple[str, str]]:
     if known is None:
         return []
     problems: list[tuple[str, str]] = []
+    if "require_line_items" in action.options and not isinstance(action.options["require_line_items"], bool):
+        problems.append(("options.require_line_items", "must be true or false"))
     for name in sorted(set(action.options) - known):
         if not known:
             problems.append((f"options.{name}", f"{action.type} takes no options (give field and value)"))

@@ -1,8 +1,10 @@
 """Twenty CRM webhooks.
 
 Twenty signs with hex HMAC-SHA256(secret, f"{timestamp}:{raw body}") in X-Twenty-Webhook-Signature, the
-timestamp (milliseconds) in X-Twenty-Webhook-Timestamp. The body carries the record after the change and
-the names of the changed fields; no before-state.
+timestamp (milliseconds) in X-Twenty-Webhook-Timestamp. The body carries the record after the change (for
+a destroyed record, the record before it) and the names of the changed fields; no before-state
+(transform-event-to-webhook-event.ts). Any object's events are taken: opportunity, company, person and
+custom objects, created / updated / deleted / destroyed.
 """
 
 from __future__ import annotations
