@@ -312,3 +312,18 @@ def test_the_scheduled_sweep_sweeps_each_tenants_rule_once_per_period(stack: Sta
         assert set(report["fed"]) <= {str(d) for d in own.pipedrive.deals}
     [acme_later] = [r for r in later if r["tenant"] == "acme"]
     assert str(dropped) not in acme_later["fed"]  # documented now: never fed twice
+
+
+def test_a_sweep_by_hand_says_what_to_fix(stack: Stack, capsys: pytest.CaptureFixture[str]) -> None:
+    capsys.readouterr()
+    unknown = billflow(["sweep", "--api", stack.runtime.url, "--tenant", "acme", "--rule", "no-such-rule",
+                        "--since", "1h"])
+    unknown_err = capsys.readouterr().err
+    backwards = stack.sweep(stack.acme, "2026-12-01T00:00:00Z", "--until", "2026-11-30T00:00:00Z")
+    backwards_err = capsys.readouterr().err
+    too_long = stack.sweep(stack.acme, "2026-01-01T00:00:00Z", "--until", "2026-03-01T00:00:00Z")
+    too_long_err = capsys.readouterr().err
+
+    assert unknown != 0 and "no rule 'no-such-rule'" in unknown_err
+    assert backwards != 0 and "the window is empty" in backwards_err
+    assert too_long != 0 and "at most 31 days" in too_long_err
