@@ -70,3 +70,23 @@ def test_billflow_sweep_refuses_a_since_it_cannot_read(capsys: pytest.CaptureFix
                      "--api", "http://127.0.0.1:9"])
     assert code == 2
     assert "--since 'last tuesday': give an ISO time" in capsys.readouterr().err
+
+
+def test_the_pipedrive_example_connections_load_and_a_bad_generic_source_is_reported_at_start() -> None:
+    from billflow_local.config import LocalConfigError, load_connections
+
+    tenants = load_connections(ROOT / "examples" / "pipedrive" / "connections.yaml")
+    assert sorted(tenants["demo"].sources) == ["pipedrive"]
+    assert tenants["demo"].connections["pipedrive"]["type"] == "generic"
+
+    bad = {"tenants": {"acme": {
+        "sources": {"close": {"signing_secret": "s", "webhook": {"scheme": "hmac"}, "mapping": "{ a: "},
+                    "salesforce": {"signing_secret": "s"}},
+        "connections": {"close": {"type": "generic", "api": {"record": {"url": "x", "result": "data.{"}}}},
+    }}}
+    with pytest.raises(LocalConfigError) as error:
+        load_connections(bad)
+    text = "\n".join(error.value.problems)
+    assert "sources.close.webhook.signature_header" in text and "sources.close.mapping: invalid JSONata" in text
+    assert "sources.salesforce: unknown source" in text
+    assert "connections.close.api.record.result: invalid JSONata" in text
