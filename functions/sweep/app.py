@@ -38,12 +38,21 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         except BillflowError as exc:
             return {"status": exc.http_status, "error": exc.to_body()}
         return {"status": 200, "report": report.summary()}
-    when = event.get("time")
-    now = parse_utc(when) if isinstance(when, str) and when.strip() else datetime.now(UTC)
-    reports = run_due_sweeps(now)
+    reports = run_due_sweeps(_scheduled_time(event.get("time")))
     summary = {"swept": [r.summary() for r in reports]}
     logger.info("sweeps ran", extra={"rules": len(reports), "fed": sum(len(r.fed) for r in reports)})
     return summary
+
+
+def _scheduled_time(value: Any) -> datetime:
+    """The schedule's own time (EventBridge Scheduler fills <aws.scheduler.scheduled-time>); now when the
+    caller gave none, or a placeholder nothing filled in."""
+    if isinstance(value, str) and value.strip():
+        try:
+            return parse_utc(value.strip())
+        except ValueError:
+            logger.warning("sweep time is not a time; sweeping now", extra={"time": value[:100]})
+    return datetime.now(UTC)
 
 
 def _time(event: dict[str, Any], key: str) -> datetime:

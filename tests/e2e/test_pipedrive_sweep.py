@@ -327,3 +327,8 @@ def test_a_sweep_by_hand_says_what_to_fix(stack: Stack, capsys: pytest.CaptureFi
     assert unknown != 0 and "no rule 'no-such-rule'" in unknown_err
     assert backwards != 0 and "the window is empty" in backwards_err
     assert too_long != 0 and "at most 31 days" in too_long_err
+
+
+def test_a_schedule_time_nothing_filled_in_sweeps_now(stack: Stack) -> None:
+    answer = stack.runtime.invoke("SweepFunction", {"kind": "due", "time": "<aws.scheduler.scheduled-time>"})
+    assert isinstance(answer["swept"], list)  # swept what was due now, no failure
