@@ -332,3 +332,18 @@ def test_a_sweep_by_hand_says_what_to_fix(stack: Stack, capsys: pytest.CaptureFi
 def test_a_schedule_time_nothing_filled_in_sweeps_now(stack: Stack) -> None:
     answer = stack.runtime.invoke("SweepFunction", {"kind": "due", "time": "<aws.scheduler.scheduled-time>"})
     assert isinstance(answer["swept"], list)  # swept what was due now, no failure
+
+
+def test_a_dry_run_reads_a_pipedrive_body_through_the_tenants_mapping(
+    stack: Stack, capsys: pytest.CaptureFixture[str],
+) -> None:
+    capsys.readouterr()
+    code = billflow(["dry-run", "--api", stack.runtime.url, "--tenant", "acme", "--source", "pipedrive",
+                     "--event", str(ROOT / "events" / "pipedrive" / "deal-won.json"), "--json"])
+    report = json.loads(capsys.readouterr().out)
+
+    assert code == 0 and report["sent"] == 0
+    [event] = report["events"]
+    assert (event["object"], event["action"]) == ("deal", "updated")
+    [rule] = event["rules"]
+    assert (rule["rule_id"], rule["matched"]) == (RULE_ID, True)
