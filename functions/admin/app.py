@@ -39,6 +39,8 @@ from billflow.models.admin import (
     SchedulePlanAnswer,
     SchedulesAnswer,
     SchedulesRequest,
+    SweepAnswer,
+    SweepRequest,
     ValidateAnswer,
     ValidateRequest,
     error_responses,
@@ -297,6 +299,24 @@ def run_schedule(tenant: str, schedule_id: str, body: Annotated[RunScheduleReque
 
 def _now() -> datetime:
     return datetime.now(UTC)
+# ------------------------------------------------------------------------------------------- sweeps (issue 11)
+SWEEPS = ["sweeps"]
+
+
+@app.post("/admin/tenants/<tenant>/sweeps", tags=SWEEPS,
+          summary="Sweep one rule by hand: feed the CRM's matching records that have no document yet",
+          responses=error_responses(400, 404))
+def sweep(tenant: str, body: Annotated[SweepRequest, Body()]) -> SweepAnswer:
+    # deferred: the Lambda client serves only this route
+    from billflow.storage.sweeps import invoke_sweep
+
+    answer = invoke_sweep({"kind": "rule", "tenant": tenant, **body.model_dump()})
+    if answer.get("status") != 200:  # what the caller must fix, as the sweep said it
+        error = answer.get("error") or {}
+        refused = NotFound if answer.get("status") == 404 else InvalidRequest
+        raise refused(str(error.get("message") or "the sweep was refused"), **(error.get("details") or {}))
+    logger.info("sweep by hand", extra={"tenant": tenant, "rule": body.rule_id, "fed": len(answer["report"]["fed"])})
+    return SweepAnswer.model_validate(answer["report"])
 
 
 # ------------------------------------------------------------------------------------------- errors

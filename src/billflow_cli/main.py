@@ -160,6 +160,18 @@ def _parser() -> argparse.ArgumentParser:
     _api_args(connection_test)
     connection_test.set_defaults(run=_test_connection)
 
+    # issue 11: the reconciliation sweep, by hand
+    sweep = commands.add_parser("sweep", help="ask the CRM for a rule's records that have no document yet and "
+                                              "feed them through billflow (catches missed webhooks)")
+    _api_args(sweep)
+    sweep.add_argument("--rule", required=True, help="the rule to sweep (event-triggered)")
+    sweep.add_argument("--since", required=True,
+                       help="records changed since: an ISO time (2026-12-01T00:00:00Z) or a duration ago (26h, 2d)")
+    sweep.add_argument("--until", help="up to this ISO time (default: now); at most 31 days after --since")
+    sweep.add_argument("--dry-run", action="store_true", help="list the records it would feed; start nothing")
+    sweep.add_argument("--json", action="store_true", help="print the report as JSON")
+    sweep.set_defaults(run=_sweep)
+
     redrive = commands.add_parser("redrive", help="put the filter's failed events (its on-failure queue) back on "
                                                   "the bus, once the cause is fixed; safe to run again")
     redrive.add_argument("--tenant", default=os.environ.get("BILLFLOW_TENANT") or None,
@@ -495,6 +507,48 @@ def _replay(args: argparse.Namespace) -> int:
     why = f", {answer['original_error']}" if answer.get("original_error") else ""
     print(f"replaying {answer['replay_of']} ({answer['original_status'].lower()}{why}) as {answer['execution']}")
     return 0
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    body: dict[str, Any] = {"rule_id": args.rule, "since": _sweep_time(args.since, "--since"),
+                            "dry_run": bool(args.dry_run)}
+    if args.until:
+        body["until"] = _sweep_time(args.until, "--until")
+    report = AdminApi(args.api).post(f"/admin/tenants/{segment(args.tenant)}/sweeps", body)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    verb = "would feed" if report.get("dry_run") else "fed"
+    print(f"sweep of {report['rule_id']} over {report['since']} .. {report['until']}"
+          f"{' (dry run: nothing started)' if report.get('dry_run') else ''}")
+    print(f"  {report['examined']} record(s) changed in the window, {report['matched']} match the rule")
+    print(f"  {len(report['documented'])} already have their document"
+          + (f": {', '.join(report['documented'])}" if report["documented"] else ""))
+    print(f"  {verb} {len(report['fed'])}" + (f": {', '.join(report['fed'])}" if report["fed"] else ""))
+    if not report.get("dry_run"):
+        print(f"  {len(report['started'])} run(s) started, {len(report['duplicates'])} already running or done "
+              "(their webhook came)")
+    for error in report.get("errors") or []:
+        print(f"  error: {error}", file=sys.stderr)
+    return 1 if report.get("errors") else 0
+
+
+def _sweep_time(text: str, option: str) -> str:
+    """An ISO time as given, or a duration ago ("26h", "2d") as an ISO time."""
+    from datetime import UTC, datetime
+
+    from billflow.models.rules import parse_duration
+
+    try:
+        return (datetime.now(UTC) - parse_duration(text)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except ValueError:
+        pass
+    try:
+        when = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise CliError(f"{option} {text!r}: give an ISO time (2026-12-01T00:00:00Z) "
+                       "or a duration ago (26h, 2d)") from None
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _test_connection(args: argparse.Namespace) -> int:

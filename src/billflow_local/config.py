@@ -87,10 +87,16 @@ def load_connections(spec: Mapping[str, Any] | Path | str | None) -> dict[str, T
         config = TenantConfig()
         for source, secret in (body.get("sources") or {}).items():
             here = f"{at}.sources.{source}"
-            if source not in known_sources():
-                problems.append(f"{here}: unknown source; known: {', '.join(known_sources())}")
-                continue
             value = _expand(secret, here, problems)
+            generic = isinstance(value, Mapping) and "mapping" in value  # issue 11: a generic source
+            if source not in known_sources() and not generic:
+                problems.append(f"{here}: unknown source; known: {', '.join(known_sources())}, or a generic "
+                                "source (a webhook scheme and a mapping beside its signing_secret)")
+                continue
+            if generic:
+                from billflow.sources.generic import config_problems
+
+                problems.extend(f"{here}.{p}" for p in config_problems(value))
             if not isinstance(value, Mapping) or not isinstance(value.get("signing_secret"), str) \
                     or not value["signing_secret"]:
                 problems.append(f"{here}.signing_secret: missing; give the secret the CRM signs webhooks with")
@@ -109,6 +115,10 @@ def load_connections(spec: Mapping[str, Any] | Path | str | None) -> dict[str, T
             if kind not in known_connectors():
                 problems.append(f"{here}.type: unknown type {kind!r}; known: {', '.join(known_connectors())}")
                 continue
+            if kind == "generic":  # issue 11: a bad call or mapping is found at start, not at the first deal
+                from billflow.connectors.generic_crm import api_problems
+
+                problems.extend(f"{here}.{p}" for p in api_problems(value))
             config.connections[str(name)] = dict(value)
         if body.get("settings") is not None:
             try:

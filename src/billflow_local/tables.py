@@ -18,6 +18,8 @@ def format_log(items: list[dict[str, Any]], *, wide: bool = False, filtered: boo
     for item in items:
         row = {c: _utc_text(str(item.get(c) or "")) for c in columns}
         row["at"] = _timestamp(row["at"])
+        if item.get("trigger"):  # a run not started by a webhook (issue 11: the sweep)
+            row["step"] = f"{row['step']} ({item['trigger']})"
         if not wide and len(row["reason"]) > REASON_WIDTH:
             row["reason"] = row["reason"][:REASON_WIDTH - 1] + "…"
         rows.append([row[c] for c in columns])

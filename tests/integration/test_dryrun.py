@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from billflow.storage import keys
 
 from billflow_cli.rulesfile import load_rules
 from tests.fakes.base import FakeServer, Request, Response
@@ -99,7 +100,13 @@ def test_a_won_deal_shows_every_criterion_and_the_exact_requests_with_nothing_se
     assert invoice["error"] is None, invoice["error"]
     key = invoice["idempotency_key"]
     assert key.endswith(":0")
-    assert rule["execution_name"].endswith(key.split(":")[0])
+    # A once-per-record document is keyed by tenant, rule, record and document type (issue 11), so runs of two
+    # transitions racing to dispatch send one document; the webhook action after it by its run.
+    record = twenty_event("opportunity-won")["record"]["id"]
+    document = keys.execution_key(TENANT, "won-to-stripe", keys.record_pk(TENANT, "twenty", "opportunity", record),
+                                  "document:invoice")
+    assert key == f"{document}:0"
+    assert rule["execution_name"].endswith(webhook["idempotency_key"].split(":")[0])
     stripe = servers[0]
     steps = {step["step"]: step for step in invoice["requests"]}
     assert steps["invoice"]["method"] == "POST"

@@ -52,6 +52,8 @@ class Settings(BaseModel):
     schedule_group_prefix: str = Field(default="", alias="SCHEDULE_GROUP_PREFIX")
     scheduler_function_arn: str = Field(default="", alias="SCHEDULER_FUNCTION_ARN")
     schedules_role_arn: str = Field(default="", alias="SCHEDULES_ROLE_ARN")
+    # The admin API's sweeps by hand invoke the sweep function (issue 11).
+    sweep_function_name: str = Field(default="", alias="SWEEP_FUNCTION_NAME")
 
     @field_validator("webhook_restrict_ports", "allow_loopback_targets", mode="before")
     @classmethod

@@ -20,6 +20,7 @@ _CONNECTORS = {
     "quickbooks": "billflow.connectors.quickbooks:QuickBooksConnector",
     "xero": "billflow.connectors.xero:XeroConnector",
     "zoho_books": "billflow.connectors.zoho_books:ZohoBooksConnector",
+    "generic": "billflow.connectors.generic_crm:GenericCrmConnector",  # issue 11: any CRM, configured calls
 }
 
 

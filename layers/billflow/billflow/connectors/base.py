@@ -136,6 +136,21 @@ class CrmConnector(Testable):
     def lookup(self, connection: Connection, object_name: str, record: dict[str, Any]) -> dict[str, Any]:
         """What the formatters need beyond the record: company, contacts, line items."""
 
+    # The record's last-modified field, in the CRM's own name (issue 11: ask-the-CRM and sweep versions).
+    updated_fields: ClassVar[tuple[str, ...]] = ("updatedAt", "hs_lastmodifieddate", "update_time", "updated_at")
+
+    def modified_at(self, connection: Connection, record: dict[str, Any]) -> datetime | None:
+        """When the CRM last changed the record (its last-modified field), or None when it does not say."""
+        configured = connection.settings.get("updated_field")
+        for name in ([configured] if isinstance(configured, str) else []) + list(self.updated_fields):
+            value: Any = record
+            for part in name.split("."):
+                value = value.get(part) if isinstance(value, dict) else None
+            when = _as_time(value)
+            if when is not None:
+                return when
+        return None
+
     def search_records(
         self, connection: Connection, query: RecordQuery, cursor: str | None = None
     ) -> RecordPage:
@@ -161,3 +176,20 @@ def iter_records(
         if page.next_cursor is None or not page.records:
             return
         cursor = page.next_cursor
+
+
+def _as_time(value: Any) -> datetime | None:
+    """ISO 8601 text or Unix milliseconds/seconds (HubSpot sends both) as an aware time; None otherwise."""
+    from datetime import UTC
+
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+        return datetime.fromtimestamp(value / 1000 if value > 100_000_000_000 else value, UTC)
+    if isinstance(value, str) and value:
+        try:
+            parsed = datetime.fromisoformat(value[:-1] + "+00:00" if value.endswith("Z") else value)
+        except ValueError:
+            return None
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return None

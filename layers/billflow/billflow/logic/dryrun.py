@@ -21,6 +21,7 @@ from billflow.connectors import get_crm
 from billflow.errors import InvalidRequest
 from billflow.logic.admin import get_rule, parse_rules
 from billflow.logic.filter import build_run_state
+from billflow.logic.once_per import send_key
 from billflow.logic.schedule import plan_timed
 from billflow.models.admin import (
     ActionReport,
@@ -38,7 +39,7 @@ from billflow.rules.comparators import FieldChange
 from billflow.rules.engine import Clock, RuleVerdict, evaluate_rule
 from billflow.rules.paths import MISSING, get_path
 from billflow.rules.templates import placeholders
-from billflow.sources import get_source, known_sources
+from billflow.sources import get_source, known_sources, source_for
 from billflow.storage.rules import RuleStore
 from billflow.storage.secrets import get_secret_store
 
@@ -72,8 +73,9 @@ def read_events(tenant: str, body: dict[str, Any], source: str | None) -> list[C
         return [event.model_copy(update={"tenant": tenant})]
     raw = json.dumps(body).encode()
     problems: list[str] = []
-    for name in [source] if source else known_sources():
-        adapter = get_source(name)
+    # "generic" accepts nothing until a tenant's source secret configures it: not tried on a guess.
+    for name in [source] if source else [n for n in known_sources() if n != "generic"]:
+        adapter = source_for(tenant, name) if source else get_source(name)  # a generic source: its mapping
         try:
             return adapter.parse(tenant=tenant, body=raw, received_at=datetime.now(UTC))
         except InvalidRequest as exc:
@@ -216,7 +218,7 @@ def _action_reports(
         state = state.model_copy(update={"timed": _timed(verdict, event)})
     reports: list[ActionReport] = []
     for index, action in enumerate(state.sequence()):
-        key = f"{state.execution_key}:{index}"  # as dispatch derives it: the action's place in the run
+        key = send_key(state, action, index)  # as dispatch derives it
         position = state.group_at(index)
         group = state.timed[position] if position is not None else None
         report = ActionReport(index=index, type=action.type, connection=action.connection or action.system,

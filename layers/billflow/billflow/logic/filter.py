@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from billflow.logic.observe import log_undecided, mark_fired, observe_record
+from billflow.logic.observe import CrmReader, log_undecided, mark_fired, observe_record, read_from_crm
 from billflow.logic.schedule import index_record, plan_timed
 from billflow.models.events import GENERIC_SOURCES, PARTIAL_RECORD_SOURCES, CrmEvent
 from billflow.models.rules import Rule, UsageAlert
@@ -56,33 +56,49 @@ def match_rules(
 ) -> tuple[list[Rule], list[RuleVerdict]]:
     """The object's active event-triggered rules and their verdicts (rules: already read, if given; with
     their index, only the rules this event's changes may match are evaluated)."""
+    _, rules, verdicts = match_event(event, rule_store, record_store, rules, index)
+    return rules, verdicts
+
+
+def match_event(
+    event: CrmEvent, rule_store: RuleStore, record_store: RecordStateStore, rules: list[Rule] | None = None,
+    index: RuleIndex | None = None, ask: CrmReader | None = read_from_crm, from_crm: bool = False,
+) -> tuple[CrmEvent, list[Rule], list[RuleVerdict]]:
+    """match_rules, and the event the verdicts are about: the delivery, or the CRM's view of the record when
+    the delivery could not be decided and the CRM was asked (issue 11); from_crm: the event is the CRM's
+    view already (the sweep)."""
     if index is None:
         if rules is None:
             rules = rule_store.rules_for(event.tenant, event.source, event.object)
         index = RuleIndex([r for r in rules if r.active])
     if not index.event_rules:
-        return [], []
-    observed = observe_record(record_store, event, index.watched)
+        return event, [], []
+    observed = observe_record(record_store, event, index.watched, ask=ask, from_crm=from_crm)
+    event = observed.event or event
     changes = observed.changes
     if observed.undecided:  # never silent: the execution log says which deliveries could not be decided
         log_undecided(get_execution_log(), event, index.event_rules, observed.undecided)
     rules = index.candidates(changes)  # the others need a change this event did not make
     # A source without a CRM has nothing to look up: its company/contact criteria read the record.
     lookup: dict[str, Any] | None = {} if event.source in GENERIC_SOURCES else None
-    partial = event.source in PARTIAL_RECORD_SOURCES
+    # A HubSpot delivery carries only the changed property; the CRM's own view of the record is whole.
+    partial = event.source in PARTIAL_RECORD_SOURCES and observed.event is None and not from_crm
     verdicts = [evaluate_rule(rule, event, changes, clock=Clock.for_rule(rule, lookup=lookup, partial=partial))
                 for rule in rules]
-    return rules, verdicts
+    return event, rules, verdicts
 
 
 def route_event(
     event: CrmEvent, rule_store: RuleStore, record_store: RecordStateStore,
-    executions: Executions | None = None, due_index: DueIndex | None = None,
+    executions: Executions | None = None, due_index: DueIndex | None = None, from_crm: bool = False,
+    trigger: str = "",
 ) -> FilterOutcome:
-    """Match the event; start one named execution per matched rule; index its date rules' due times."""
+    """Match the event; start one named execution per matched rule; index its date rules' due times.
+
+    from_crm and trigger: the sweep's records (read from the CRM; their runs are marked with the trigger)."""
     index = indexed_rules(rule_store, event.tenant, event.source, event.object)
     stored = index.rules
-    _, verdicts = match_rules(event, rule_store, record_store, index=index)
+    event, _, verdicts = match_event(event, rule_store, record_store, index=index, from_crm=from_crm)
     outcome = FilterOutcome(rules_considered=len(stored), verdicts=verdicts)
     dated = [r for r in stored if r.is_date_triggered]
     if dated:
@@ -97,7 +113,8 @@ def route_event(
         if rule.trigger.when == "first_edit" and not mark_fired(record_store, event, rule.id):
             outcome.verdicts.append(RuleVerdict(rule, False, "first-edit rule already fired for this record"))
             continue
-        state = build_run_state(event, verdict, tenant_settings.daily_limits, tenant_settings.usage_alert)
+        state = build_run_state(event, verdict, tenant_settings.daily_limits, tenant_settings.usage_alert,
+                                trigger=trigger)
         name = state.execution_name
         if executions.start_run(state):
             outcome.started.append(name)
@@ -108,6 +125,7 @@ def route_event(
 
 def build_run_state(
     event: CrmEvent, verdict: RuleVerdict, daily_limits: dict[str, int], usage_alert: UsageAlert | None = None,
+    trigger: str = "",
 ) -> RunState:
     """The run of a matched rule: the blocks that run (or may, pending Lookup), placed in time."""
     settings = get_settings()
@@ -131,6 +149,7 @@ def build_run_state(
             rule_key=keys.log_rule_key(event.tenant, rule.id),
             record_key=record_key,
             expires_at=str(int(time.time()) + settings.log_retention_days * 86400),
+            trigger=trigger,
         ),
         blocks=selected,
         timed=plan_timed(rule, selected, event.record, trigger_at),

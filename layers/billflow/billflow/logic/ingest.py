@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from billflow.errors import NotFound, PayloadTooLarge, Unauthorized
 from billflow.models.events import TENANT_ID, CrmEvent
 from billflow.settings import get_settings
-from billflow.sources import BatchSource, ConfigurableSource, ParsedBatch, get_source
+from billflow.sources import BatchSource, ConfigurableSource, ParsedBatch, source_for
 from billflow.storage import keys
 from billflow.storage.bus import publish_events
 from billflow.storage.secrets import get_secret_store
@@ -38,8 +38,9 @@ def accept_delivery(delivery: WebhookDelivery, now: datetime | None = None) -> P
         raise PayloadTooLarge(f"body is {len(delivery.body)} bytes; the limit is {settings.max_body_bytes}")
     if not TENANT_ID.match(delivery.tenant):
         raise NotFound("unknown tenant")
-    adapter = get_source(delivery.source)
     source_settings = get_secret_store().source_settings(delivery.tenant, delivery.source) or {}
+    # a built-in CRM by its name, else a generic source configured by that same document (issue 11)
+    adapter = source_for(delivery.tenant, delivery.source, source_settings)
     secret = source_settings.get("signing_secret")
     if not isinstance(secret, str) or not secret:
         # Same answer for an unknown tenant and a missing secret: the URL reveals nothing.

@@ -8,17 +8,30 @@ execution names, as in-order delivery. A late, older event never rolls the remem
 placed in the field's history by its time. Only a source that never says what changed falls back to
 comparing values, and only for events newer than every other seen.
 
-What cannot be decided is returned as `undecided` (never dropped in silence): the filter writes it to the
-execution log as `skipped` with the reason.
+When in doubt, ask the CRM (issue 11): a first-seen record whose delivery does not say what changed is
+read from the CRM's API (CrmConnector.get_record) before anything is decided. The CRM's answer is observed
+as an event of its own (`crm_event`: its time is the record's last-modified time, its id derived from the
+record and that time, so two paths that read the same state derive the same change), and a field that no
+change was ever decided for is taken as changed to its current value at that time. The delivery is then
+placed in the history like any late one. So whichever delivery comes first, and however often, the
+transition is the CRM's, and its execution name the same. The reconciliation sweep (logic/sweep.py) feeds
+records it reads from the CRM through the same path.
+
+What cannot be decided even so (no CRM connection, a CRM that cannot read records) is returned as
+`undecided` (never dropped in silence): the filter writes it to the execution log as `skipped` with the
+reason.
 """
 
 from __future__ import annotations
 
 import bisect
+import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
-from billflow.errors import TransientError
+from billflow.errors import ConfigurationError, TargetRejected, TransientError
 from billflow.models.events import CrmEvent
 from billflow.models.rules import Rule
 from billflow.rules import comparators
@@ -38,19 +51,81 @@ class Observed:
 
     changes: dict[str, FieldChange] = field(default_factory=dict)
     undecided: dict[str, str] = field(default_factory=dict)  # path -> why
+    event: CrmEvent | None = None  # the event decided: the CRM's view when the CRM was asked, else None
 
 
-def observe_record(store: RecordStateStore, event: CrmEvent, paths: set[str]) -> Observed:
-    """Decide the event's changes of the watched paths and remember what it reported."""
+# Reads a record from its CRM: (the CRM's view as an event, or None and why it could not be read).
+CrmReader = Callable[[CrmEvent], tuple[CrmEvent | None, str]]
+
+
+def observe_record(
+    store: RecordStateStore, event: CrmEvent, paths: set[str], ask: CrmReader | None = None, from_crm: bool = False,
+) -> Observed:
+    """Decide the event's changes of the watched paths and remember what it reported.
+
+    ask: how to read the record from the CRM when the event cannot be decided (a first sight that does not
+    say what changed); from_crm: the event is the CRM's own view (the sweep), decided as such.
+    """
     if not paths or event.action == "deleted":
         return Observed()
     pk = _pk(event)
+    why_not = ""
     for _ in range(_ATTEMPTS):
         state = store.get(pk)
-        observed, dirty = decide(state, event, paths)
+        if ask is not None and not from_crm and state.first_seen and _silent(event):
+            view, why_not = ask(event)
+            if view is not None:
+                observed, _ = decide(state, view, paths, from_crm=True)
+                decide(state, event, paths)  # the delivery itself, placed in the history
+                observed.event = view
+                if store.save(state):
+                    return observed
+                continue
+        observed, dirty = decide(state, event, paths, from_crm=from_crm)
+        if why_not:
+            observed.undecided = {p: f"{why}; the CRM could not be asked: {why_not}"
+                                  for p, why in observed.undecided.items()}
         if not dirty or store.save(state):
             return observed
     raise TransientError("record state is contended; the bus retries this event")
+
+
+def _silent(event: CrmEvent) -> bool:
+    return event.action == "updated" and event.changed_fields is None
+
+
+def crm_event(
+    tenant: str, source: str, object_name: str, record_id: str, record: dict[str, Any], modified_at: datetime,
+    received_at: datetime,
+) -> CrmEvent:
+    """A record as the CRM holds it, as an event: its id depends only on the record and its last-modified time,
+    so the filter and the sweep reading the same state derive the same change."""
+    at_ms = int(modified_at.timestamp() * 1000)
+    digest = hashlib.sha256("\x1f".join([tenant, source, object_name, record_id, str(at_ms)]).encode()).hexdigest()
+    return CrmEvent(
+        event_id=f"crm-{digest[:40]}", tenant=tenant, source=source, object=object_name, action="updated",
+        record_id=record_id, record=record, changed_fields=None, occurred_at=modified_at, received_at=received_at,
+    )
+
+
+def read_from_crm(event: CrmEvent) -> tuple[CrmEvent | None, str]:
+    """The record as the CRM holds it now, through the tenant's connection named after the source; None and
+    why when there is no such connection, the CRM cannot read records, or no longer has it. A transient
+    failure raises (the bus retries the event)."""
+    from billflow.connectors import get_crm  # deferred: only undecided first sights read the CRM
+    from billflow.storage.secrets import get_secret_store
+
+    try:
+        connection = get_secret_store().connection(event.tenant, event.source)
+        crm = get_crm(connection.type)
+        record = crm.get_record(connection, event.object, event.record_id)
+    except (ConfigurationError, TargetRejected) as exc:
+        return None, exc.message
+    if record is None:
+        return None, "the CRM has no such record"
+    modified = crm.modified_at(connection, record) or event.occurred_at
+    return crm_event(event.tenant, event.source, event.object, event.record_id, record, modified,
+                     datetime.now(UTC)), ""
 
 
 def observe_changes(store: RecordStateStore, event: CrmEvent, paths: set[str]) -> dict[str, FieldChange]:
@@ -76,8 +151,11 @@ def change_version(event: CrmEvent) -> int:
     return int(event.occurred_at.timestamp() * 1000)
 
 
-def decide(state: RecordState, event: CrmEvent, paths: set[str]) -> tuple[Observed, bool]:
-    """The event's changes given what is remembered; updates `state`. True if state needs saving."""
+def decide(state: RecordState, event: CrmEvent, paths: set[str], from_crm: bool = False) -> tuple[Observed, bool]:
+    """The event's changes given what is remembered; updates `state`. True if state needs saving.
+
+    from_crm: the event is the CRM's view of the record; a field no change was ever decided for is taken as
+    changed to its current value at the CRM's last-modified time."""
     observed = Observed()
     dirty = False
     at_ms = change_version(event)
@@ -100,6 +178,8 @@ def decide(state: RecordState, event: CrmEvent, paths: set[str]) -> tuple[Observ
         is_newest = newest is None or this.order() > newest.order()
         if event.action == "created" or path.split(".")[0] in announced:
             this.version = at_ms
+        elif from_crm and all(o.version is None for o in history):
+            this.version = at_ms  # the CRM's state is the first decided value of this field
         elif not says and newest is not None and is_newest and kept != newest.value:
             this.version = at_ms  # the CRM never says what changed: a newer, different value is a change
         elif newest is None and first_seen and not says:

@@ -22,6 +22,7 @@ from typing import Any
 from billflow.models.rules import DOCUMENT_ACTIONS, Action
 from billflow.models.run import RunState
 from billflow.rules.paths import MISSING, get_path
+from billflow.storage import keys
 from billflow.storage.execution_log import get_execution_log, log_item
 
 LOG_ITEMS_SEARCHED = 200  # a record's newest log items: far more than the runs one record ever has
@@ -49,6 +50,20 @@ def earlier_document(state: RunState, action: Action) -> str | None:
     return None
 
 
+def send_key(state: RunState, action: Action, index: int) -> str:
+    """The idempotency key of the run's `index`th send (issue 11).
+
+    A document action of a once-per-record rule is keyed by (tenant, rule, record, document type), not by the
+    run's transition: two runs of one rule for one record that race to dispatch (a late webhook and the sweep
+    when the CRM's event time and last-modified time differ, so their transitions do) send once, and the
+    second gets the first's document from the idempotency table and the target's own idempotency key.
+    Everything else is keyed by its run, as before (a once-per-transition rule makes one per transition)."""
+    if action.type in DOCUMENT_ACTIONS and state.rule.once_per == "record":
+        document = keys.execution_key(state.tenant, state.rule.id, state.log.record_key, f"document:{action.type}")
+        return f"{document}:{index}"
+    return f"{state.execution_key}:{index}"
+
+
 def skipped_dispatch(state: RunState, step: dict[str, Any], action: Action, existing: str) -> dict[str, Any]:
     """What Dispatch answers for a document not made again: the state machine releases its daily-limit
     place (nothing was sent), skips the write-back and logs the action skipped. Later actions of the run
@@ -59,6 +74,6 @@ def skipped_dispatch(state: RunState, step: dict[str, Any], action: Action, exis
     item = log_item(
         tenant=state.tenant, execution=state.execution_name or state.execution_key, rule_id=state.rule.id,
         record_key=state.log.record_key, step=f"action-{step['index']}", status="skipped", reason=reason,
-        external_id=existing, action_type=action.type, transition=state.transition,
+        external_id=existing, action_type=action.type, transition=state.transition, trigger=state.log.trigger,
     )
     return {"outcome": outcome, "results": [*state.results, outcome], "log_item": item}

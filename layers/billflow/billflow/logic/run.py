@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo
 
 from billflow.actions import get_action_type
 from billflow.connectors import get_crm
-from billflow.errors import TransientError
+from billflow.errors import ConfigurationError, TransientError
 from billflow.logic.limits import alert_at, check_usage
 from billflow.logic.reservations import lease_end
 from billflow.logic.schedule import RESCHEDULE_TOLERANCE, group_due, occurrence_after, plan_timed, trigger_zone
@@ -51,9 +51,12 @@ def crm_connection(state: RunState) -> Connection:
 def lookup(state: RunState) -> dict[str, Any]:
     """The record's company and contact; with refresh_record, the record itself as the CRM holds it now
     (under "record"; None when the CRM no longer has it)."""
-    if state.event.source in GENERIC_SOURCES:
-        return {}
-    connection = crm_connection(state)
+    try:
+        connection = crm_connection(state)
+    except ConfigurationError:
+        if state.event.source in GENERIC_SOURCES:
+            return {}  # a generic source with no connection: nothing to look up (issue 11: with one, its calls)
+        raise
     crm = get_crm(connection.type)
     if not state.refresh_record:
         return crm.lookup(connection, state.event.object, state.event.record)
@@ -239,11 +242,11 @@ def dispatch(
     admins are told once a day (logic/limits.py), whatever becomes of the send.
     """
     action = Action.model_validate(step["action"])
-    from billflow.logic.once_per import earlier_document, skipped_dispatch  # issue 8 §2
+    from billflow.logic.once_per import earlier_document, send_key, skipped_dispatch  # issue 8 §2
 
     if (existing := earlier_document(state, action)) is not None:
         return skipped_dispatch(state, step, action, existing)
-    key = f"{state.execution_key}:{step['index']}"
+    key = send_key(state, action, step["index"])  # issue 11: one document per record even when runs race
     attempt = int((previous or {}).get("attempt", 0)) + 1
     if counted and previous is None:
         check_usage(state, step, counted)
@@ -297,6 +300,6 @@ def _log(
     return log_item(
         tenant=state.tenant, execution=execution or state.execution_key, rule_id=state.rule.id,
         record_key=state.log.record_key, step=step, status=status, reason=reason,
-        external_id=external_id, action_type=action_type, transition=state.transition,
+        external_id=external_id, action_type=action_type, transition=state.transition, trigger=state.log.trigger,
     )
 

@@ -368,3 +368,30 @@ class FiringAnswer(BaseModel):
     records: int
     rearmed: str | None
     errors: list[str]
+
+
+# ------------------------------------------------------------------------------------------- sweeps (issue 11)
+class SweepRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", defer_build=True)
+
+    rule_id: str = Field(description="The rule to sweep (event-triggered)")
+    since: str = Field(description="Records changed from this time (ISO 8601, e.g. 2026-12-01T00:00:00Z)")
+    until: str | None = Field(default=None, description="Up to this time (default: now); at most 31 days after since")
+    dry_run: bool = Field(default=False, description="List the records the sweep would feed; start nothing")
+
+
+class SweepAnswer(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
+    tenant: str
+    rule_id: str
+    since: str
+    until: str
+    dry_run: bool
+    examined: int = Field(description="Records the CRM returned for the window")
+    matched: int = Field(description="Of those, records the rule's criteria hold for")
+    documented: list[str] = Field(description="Matched records that already have their document (skipped)")
+    fed: list[str] = Field(description="Records fed through the pipeline (dry run: that would be)")
+    started: list[str] = Field(description="Executions started (marked trigger=sweep in the log)")
+    duplicates: list[str] = Field(description="Executions refused: the webhook's run of that change exists")
+    errors: list[str]

@@ -228,6 +228,39 @@ class Block(BaseModel):
 _BLOCK_KEYS = ("criteria", "pattern", "actions", "time_based")
 
 
+# --- reconciliation sweep (issue 11) ------------------------------------------------------------------
+MIN_SWEEP_EVERY = timedelta(minutes=5)
+MAX_SWEEP_WINDOW = timedelta(days=31)
+
+
+class Sweep(BaseModel):
+    """How often the reconciliation sweep asks the CRM for this rule's records, and how far back."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    every: str = Field(default="1h", description="How often, e.g. 1h, 30m, 1d (at least 5m)")
+    window: str = Field(default="26h", description="Records changed this far back, e.g. 26h (at least `every`)")
+
+    @model_validator(mode="after")
+    def _durations(self) -> Sweep:
+        every, window = parse_duration(self.every), parse_duration(self.window)
+        if every < MIN_SWEEP_EVERY:
+            raise ValueError(f"sweep.every is at least {MIN_SWEEP_EVERY.seconds // 60}m (the CRM's rate limits)")
+        if window < every:
+            raise ValueError("sweep.window is at least sweep.every, or changes between two sweeps are never read")
+        if window > MAX_SWEEP_WINDOW:
+            raise ValueError(f"sweep.window is at most {MAX_SWEEP_WINDOW.days}d")
+        return self
+
+    @property
+    def every_delta(self) -> timedelta:
+        return parse_duration(self.every)
+
+    @property
+    def window_delta(self) -> timedelta:
+        return parse_duration(self.window)
+
+
 # --- line items (issue 11) -------------------------------------------------------------------------
 def requires_line_items(action: Action) -> bool:
     """A document action with require_line_items: true runs only on a record that has line items."""
@@ -268,6 +301,11 @@ class Rule(BaseModel):
         default="record",
         description="Document actions make one document of a type per record and rule (record, the default), "
                     "or one per transition (a deal won, reopened and won again is invoiced twice)",
+    )
+    sweep: Sweep | None = Field(
+        default=None,
+        description="Reconciliation sweep: how often to ask the CRM for matching records with no document yet "
+                    "(catches missed webhooks), e.g. {every: 1h, window: 26h}",
     )
     version: int = 1
 

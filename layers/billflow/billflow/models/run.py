@@ -35,6 +35,7 @@ class LogKeys(BaseModel):
     rule_key: str
     record_key: str
     expires_at: str  # a number, as the string DynamoDB's N wants
+    trigger: str = ""  # what started the run when it was not a webhook ("sweep"): marked on every log item
 
 
 class TimedGroup(BaseModel):

@@ -94,6 +94,9 @@ def semantic_problems(rule: Rule, action_types: ActionTypes) -> list[Problem]:
                     problems.append(Problem(rule.id, path, message))
     problems.extend(action_problems(rule, action_types))
     problems.extend(time_problems(rule))
+    if rule.sweep is not None and rule.is_date_triggered:  # issue 11
+        problems.append(Problem(rule.id, "sweep", "a date-triggered rule reads every record when its date comes; "
+                                                  "the sweep catches missed webhooks of event-triggered rules"))
     return problems
 
 

@@ -63,6 +63,7 @@ class ConfigurableSource(Protocol):
 _ADAPTERS = {
     "twenty": "billflow.sources.twenty",
     "hubspot": "billflow.sources.hubspot",
+    "generic": "billflow.sources.generic",
 }
 
 
@@ -76,3 +77,23 @@ def get_source(name: str) -> SourceAdapter:
 
 def known_sources() -> list[str]:
     return sorted(_ADAPTERS)
+
+
+# --- generic sources (issue 11) ------------------------------------------------------------------------
+def source_for(tenant: str, name: str, document: Mapping[str, Any] | None = None) -> SourceAdapter:
+    """The adapter for a tenant's source: a built-in CRM by its name, else a generic source, configured by the
+    source's own secret ({prefix}/{tenant}/source/{name}: signing secret, webhook scheme, mapping), so
+    `pipedrive`, `close`, ... each have theirs. Built-in names read nothing here; a generic source's secret is
+    the one ingest reads for its signing secret anyway (it passes that `document`, so one read), and ingest
+    never reads a connection (its credentials for the CRM's API stay out of the internet-facing function)."""
+    if name in _ADAPTERS and name != "generic":
+        return get_source(name)
+    # deferred: only generic sources read their configuration at ingest
+    from billflow.sources.generic import GenericAdapter, is_generic
+    from billflow.storage.secrets import get_secret_store
+
+    if document is None:
+        document = get_secret_store().source_settings(tenant, name)
+    if document is None or not is_generic(document):
+        return get_source(name)  # "generic" unconfigured says what to do; any other name is unknown
+    return GenericAdapter(name, document)

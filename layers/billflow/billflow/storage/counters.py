@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from billflow.aws import client
 from billflow.models.run import parse_utc, utc_text
 from billflow.settings import get_settings
-from billflow.storage import shared
+from billflow.storage import keys, shared
 
 CHECKPOINT_PK = "scheduler#due"
 ALERT_TTL_SECONDS = 3 * 86400
@@ -75,6 +75,39 @@ class Checkpoint:
                 ExpressionAttributeNames={"#until": "until"},
                 ExpressionAttributeValues={":until": {"S": utc_text(until)}},
             )
+
+
+class SweepCheckpoints:
+    """When each rule was last swept (items of the counters table, one per tenant and rule): a sweep is
+    claimed by one conditional write, so two schedulers firing at once sweep a rule once."""
+
+    def __init__(self, table: str) -> None:
+        self._table = table
+
+    def claim(self, tenant: str, rule_id: str, now: datetime, every: timedelta) -> bool:
+        """True for the one caller that finds the rule due (never swept, or last swept `every` ago or more)."""
+        ddb = client("dynamodb")
+        try:
+            ddb.update_item(
+                TableName=self._table, Key={"pk": {"S": keys.sweep_checkpoint_pk(tenant, rule_id)}},
+                UpdateExpression="SET #last = :now",
+                ConditionExpression="attribute_not_exists(#last) OR #last <= :due",
+                ExpressionAttributeNames={"#last": "last"},
+                ExpressionAttributeValues={":now": {"S": utc_text(now)}, ":due": {"S": utc_text(now - every)}},
+            )
+        except ddb.exceptions.ConditionalCheckFailedException:
+            return False
+        return True
+
+    def last(self, tenant: str, rule_id: str) -> datetime | None:
+        item = client("dynamodb").get_item(
+            TableName=self._table, Key={"pk": {"S": keys.sweep_checkpoint_pk(tenant, rule_id)}}, ConsistentRead=True,
+        ).get("Item")
+        return parse_utc(item["last"]["S"]) if item and "last" in item else None
+
+
+def get_sweep_checkpoints() -> SweepCheckpoints:
+    return SweepCheckpoints(get_settings().required("counters_table"))
 
 
 def get_counters() -> Counters:

@@ -19,12 +19,12 @@ DIGEST_MAX_ITEMS = 1000
 def log_item(
     *, tenant: str, execution: str, rule_id: str, record_key: str, step: str, status: str,
     reason: str = "", external_id: str = "", action_type: str = "", transition: str = "",
-    at: datetime | None = None,
+    at: datetime | None = None, trigger: str = "",
 ) -> dict[str, Any]:
     """The item in DynamoDB's typed JSON: the state machine writes it as-is with dynamodb:putItem."""
     when = (at or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     ttl = int(time.time()) + get_settings().log_retention_days * 86400
-    return {
+    item = {
         "pk": {"S": tenant},
         "sk": {"S": f"{when}#{execution}#{step}"},
         "rule_key": {"S": keys.log_rule_key(tenant, rule_id)},
@@ -41,6 +41,9 @@ def log_item(
         "at": {"S": when},
         "expires_at": {"N": str(ttl)},
     }
+    if trigger:  # a run the sweep started (issue 11); webhook runs carry no trigger attribute
+        item["trigger"] = {"S": trigger}
+    return item
 
 
 def _plain(item: dict[str, Any]) -> dict[str, Any]:

@@ -66,3 +66,20 @@ def execution_name(rule_id: str, key: str, attempt: int = 0) -> str:
     """Step Functions names: at most 80 of [A-Za-z0-9-_]; a duplicate is refused by Step Functions itself."""
     suffix = f"-r{attempt}" if attempt else ""
     return f"{rule_id[:30]}-{key}{suffix}"
+
+
+# --- reconciliation sweep (issue 11) -------------------------------------------------------------------
+SWEEP_SK = "sweep"  # the rules table's marker of a rule with a sweep (found through sk-index)
+
+
+def sweep_marker_pk(tenant: str, rule_id: str) -> str:
+    return f"{tenant}#_sweep#{rule_id}"
+
+
+def parse_sweep_marker(pk: str) -> tuple[str, str]:
+    tenant, _, rule_id = pk.partition("#_sweep#")
+    return tenant, rule_id
+
+
+def sweep_checkpoint_pk(tenant: str, rule_id: str) -> str:
+    return f"{tenant}#sweep#{rule_id}"

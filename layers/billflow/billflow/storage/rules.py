@@ -73,12 +73,31 @@ class RuleStore:
             "order": {"N": str(rule.order)},
             "document": {"S": rule.model_dump_json(exclude_defaults=False)},
         }}})
+        self._mark_swept(rule, rule.active and rule.sweep is not None)
 
     def delete(self, rule: Rule) -> None:
         self._write_with_new_version(rule, {"Delete": {"TableName": self._table, "Key": {
             "pk": {"S": keys.rules_pk(rule.tenant, rule.source, rule.object)},
             "sk": {"S": keys.rule_sk(rule.id)},
         }}})
+        self._mark_swept(rule, False)
+
+    # --- reconciliation sweep (issue 11) ---------------------------------------------------------------
+    def _mark_swept(self, rule: Rule, swept: bool) -> None:
+        """One small item per active rule with a sweep (sk "sweep"): the sweep finds them all through
+        sk-index without reading every rule of every tenant."""
+        key = {"pk": {"S": keys.sweep_marker_pk(rule.tenant, rule.id)}, "sk": {"S": keys.SWEEP_SK}}
+        ddb = client("dynamodb")
+        if swept:
+            ddb.put_item(TableName=self._table, Item=key)
+        else:
+            ddb.delete_item(TableName=self._table, Key=key)
+
+    def swept_rules(self) -> list[tuple[str, str]]:
+        """(tenant, rule id) of every active rule with a sweep."""
+        items = self._query(IndexName=SETTINGS_INDEX, KeyConditionExpression="sk = :s",
+                            ExpressionAttributeValues={":s": {"S": keys.SWEEP_SK}})
+        return sorted(keys.parse_sweep_marker(i["pk"]["S"]) for i in items)
 
     def _write_with_new_version(self, rule: Rule, write: dict[str, Any]) -> None:
         """The rule write, then a new version token (filters cache the object's rules until it changes).
