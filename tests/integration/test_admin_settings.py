@@ -17,7 +17,7 @@ TENANT = "acme"
 SECRET = "sk_test_NEVER_SHOWN_4242"
 
 SETTINGS: dict[str, Any] = {
-    "daily_limits": {"stripe.invoice": 25, "webhook": 0},
+    "daily_limits": {"stripe.invoice": 25, "webhook": 1},
     "default_daily_limit": 40,
     "usage_alert": {"threshold_percent": 75, "recipients": ["billing@example.com"]},
     "failure_digest": {"frequency": "weekly", "time": "09:30", "timezone": "Europe/Paris",
@@ -63,7 +63,7 @@ def test_runs_read_the_settings_saved_through_the_api(stack: AdminStack) -> None
     """The filter, scheduler, replay and digests read the settings through RuleStore.tenant_settings."""
     stack.ok("PUT", path("settings"), SETTINGS)
     stored = stack.store.tenant_settings(TENANT)
-    assert stored.daily_limits == {"stripe.invoice": 25, "webhook": 0}
+    assert stored.daily_limits == {"stripe.invoice": 25, "webhook": 1}
     assert stored.default_daily_limit == 40
     assert stored.usage_alert is not None and stored.usage_alert.threshold_percent == 75
     assert stored.failure_digest is not None
@@ -83,7 +83,7 @@ def test_runs_read_the_settings_saved_through_the_api(stack: AdminStack) -> None
     state = build_run_state(event, RuleVerdict(rule, True, "matched"), stored.daily_limits, stored.usage_alert,
                             stored.default_daily_limit)
     assert state.default_daily_limit == 40  # the tenant's own default, not the stack's 500
-    assert state.daily_limits["webhook"] == 0
+    assert state.daily_limits["webhook"] == 1
 
 
 def test_a_digest_can_be_switched_off(stack: AdminStack) -> None:
@@ -101,9 +101,9 @@ def test_a_digest_can_be_switched_off(stack: AdminStack) -> None:
     ({"failure_digest": {"timezone": "Mars/Olympus"}}, "failure_digest.timezone"),
     ({"usage_alert": {"threshold_percent": 0}}, "usage_alert.threshold_percent"),
     ({"usage_alert": {"threshold_percent": 80, "recipients": ["not-an-address"]}}, "usage_alert.recipients"),
-    ({"daily_limits": {"stripe.invoice": -1}}, "daily_limits.stripe.invoice"),
+    ({"daily_limits": {"stripe.invoice": 0}}, "daily_limits.stripe.invoice"),
     ({"daily_limits": {"Stripe Invoice!": 3}}, "daily_limits"),
-    ({"default_daily_limit": -5}, "default_daily_limit"),
+    ({"default_daily_limit": 0}, "default_daily_limit"),
     ({"default_timezone": "Nowhere/Town"}, "default_timezone"),
     ({"limits": {}}, "limits"),
 ])
