@@ -212,7 +212,13 @@ def _folder_settings(path: Path) -> tuple[Path, dict[str, Any]] | None:
 
 
 def _documents(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(r.model_dump_json(exclude={"tenant"})) for r in load_rules(path, tenant="")]
+    documents = []
+    for rule in load_rules(path, tenant=""):
+        document = json.loads(rule.model_dump_json(exclude={"tenant"}))
+        if "timezone" not in rule.model_fields_set:  # unnamed: the tenant's default_timezone applies (API)
+            document.pop("timezone", None)
+        documents.append(document)
+    return documents
 
 
 PLAN_LINES = (
@@ -225,19 +231,21 @@ def _plan_or_apply(args: argparse.Namespace) -> int:
     settings = _folder_settings(args.path)
     body = {"rules": _documents(args.path), "prune": args.prune}
     api = AdminApi(args.api)
-    answer = api.post(_rules_path(args, args.action), body)
-    plan = answer.get("plan") or answer.get("applied") or {}
-    print(format_plan(plan, applied=args.action == "apply"))
+    settings_line = ""
     if settings is not None:  # the folder's settings.yaml: the tenant's settings, as code
         settings_path = f"/admin/tenants/{segment(args.tenant)}/settings"
         changed = manage.settings_changes(api.get(settings_path), settings[1])
-        if not changed:
-            print(f"{'unchanged':>10}  settings")
-        elif args.action == "apply":
+        settings_line = f"{'change':>10}  settings  ({', '.join(changed)})" if changed else \
+            f"{'unchanged':>10}  settings"
+        if changed and args.action == "apply":
+            # First: rules that name no timezone take the default_timezone being applied
             api.put(settings_path, settings[1])
-            print(f"{'change':>10}  settings  ({', '.join(changed)})\napply: saved the settings")
-        else:
-            print(f"{'change':>10}  settings  ({', '.join(changed)})")
+            settings_line += "\napply: saved the settings"
+    answer = api.post(_rules_path(args, args.action), body)
+    plan = answer.get("plan") or answer.get("applied") or {}
+    print(format_plan(plan, applied=args.action == "apply"))
+    if settings_line:
+        print(settings_line)
     return 0
 
 

@@ -267,3 +267,21 @@ def test_a_run_s_path_is_read_from_its_history_for_its_tenant_only() -> None:
         assert stack.call("GET", path("executions", "no-such-run", "path"))[0] == 404
         definition = stack.ok("GET", "/admin/statemachine")["definition"]
         assert definition["StartAt"] == "Fail"
+
+
+def test_rules_that_name_no_time_zone_take_the_tenant_s_default(stack: AdminStack) -> None:
+    stack.ok("PUT", path("settings"), {"default_timezone": "Europe/Paris"})
+    unnamed = {"id": "paris", "source": "twenty", "object": "opportunity",
+               "trigger": {"type": "event", "on": "edited"}, "actions": [{"type": "webhook", "connection": "hook"}]}
+    named = {**unnamed, "id": "utc", "timezone": "UTC"}
+    assert stack.ok("POST", path("rules"), unnamed)["rule"]["timezone"] == "Europe/Paris"
+    assert stack.ok("POST", path("rules"), named)["rule"]["timezone"] == "UTC"
+    plan = stack.ok("POST", path("rules", "plan"), {"rules": [unnamed, named]})["plan"]
+    assert plan["unchanged"] == ["paris", "utc"]
+
+    stack.ok("PUT", path("settings"), {"default_timezone": "America/New_York"})
+    plan = stack.ok("POST", path("rules", "plan"), {"rules": [unnamed, named]})["plan"]
+    assert (plan["change"], plan["fields"]) == (["paris"], {"paris": ["timezone"]})
+    stack.ok("POST", path("rules", "apply"), {"rules": [unnamed, named]})
+    assert {r.id: r.timezone for r in stack.store.all_rules(TENANT)} == {"paris": "America/New_York",
+                                                                          "utc": "UTC"}

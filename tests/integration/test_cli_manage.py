@@ -169,21 +169,25 @@ def test_a_rules_folder_carries_its_settings(
     folder.mkdir()
     (folder / "opportunity.yaml").write_text(RULES_YAML)
     (folder / "settings.yaml").write_text(
-        "daily_limits: {webhook: 30}\nfailure_digest: {frequency: daily, time: '08:15', timezone: UTC}\n")
+        "daily_limits: {webhook: 30}\nfailure_digest: {frequency: daily, time: '08:15', timezone: UTC}\n"
+        "default_timezone: Asia/Tokyo\n")
     out, _ = run(capsys, 0, "rules", "validate", str(folder))
     assert "2 rule(s) valid" in out and "settings valid" in out
 
     out, _ = run(capsys, 0, "rules", "plan", str(folder), *T)
-    assert "change  settings  (daily_limits, failure_digest)" in out
+    assert "change  settings  (daily_limits, default_timezone, failure_digest)" in out
     assert stack.store.tenant_settings("acme").daily_limits == {}  # plan stores nothing
 
     out, _ = run(capsys, 0, "rules", "apply", str(folder), *T)
     assert "apply: saved the settings" in out
     assert stack.store.tenant_settings("acme").daily_limits == {"webhook": 30}
-    assert {r.id for r in stack.store.all_rules("acme")} == {"won-hook", "lost-hook"}
+    # The rules name no timezone: they take the folder's default_timezone, saved before them.
+    assert {r.id: r.timezone for r in stack.store.all_rules("acme")} == {"won-hook": "Asia/Tokyo",
+                                                                         "lost-hook": "Asia/Tokyo"}
 
     out, _ = run(capsys, 0, "rules", "plan", str(folder), *T)
     assert "unchanged  settings" in out
+    assert "plan: nothing to change" in out
 
     (folder / "settings.yaml").write_text("daily_limits: {webhook: -1}\nfailure_digest: {time: '8am'}\n")
     _, err = run(capsys, 2, "rules", "apply", str(folder), *T)
