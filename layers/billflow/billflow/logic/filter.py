@@ -114,7 +114,7 @@ def route_event(
             outcome.verdicts.append(RuleVerdict(rule, False, "first-edit rule already fired for this record"))
             continue
         state = build_run_state(event, verdict, tenant_settings.daily_limits, tenant_settings.usage_alert,
-                                trigger=trigger)
+                                tenant_settings.default_daily_limit, trigger=trigger)
         name = state.execution_name
         if executions.start_run(state):
             outcome.started.append(name)
@@ -125,7 +125,7 @@ def route_event(
 
 def build_run_state(
     event: CrmEvent, verdict: RuleVerdict, daily_limits: dict[str, int], usage_alert: UsageAlert | None = None,
-    trigger: str = "",
+    default_daily_limit: int | None = None, trigger: str = "",
 ) -> RunState:
     """The run of a matched rule: the blocks that run (or may, pending Lookup), placed in time."""
     settings = get_settings()
@@ -144,7 +144,8 @@ def build_run_state(
         actions=actions,
         event=event,
         daily_limits=daily_limits,
-        default_daily_limit=settings.default_daily_limit,
+        # the tenant's own default (tenant settings) before the stack's
+        default_daily_limit=settings.default_daily_limit if default_daily_limit is None else default_daily_limit,
         log=LogKeys(
             rule_key=keys.log_rule_key(event.tenant, rule.id),
             record_key=record_key,
