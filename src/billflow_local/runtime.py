@@ -85,6 +85,7 @@ class LocalRuntime:
         fast_retries: bool = False,
         log_level: str | None = None,
         delivery_workers: int = 4,
+        console_token: str | None = None,
     ) -> None:
         self.root = Path(root).resolve()
         self.template = Template.load(self.root / "template.yaml", parameters)
@@ -95,7 +96,8 @@ class LocalRuntime:
         self.clock = VirtualClock(time_scale=time_scale, fast_retries=fast_retries)
         self.functions = FunctionHost(self.template)
         self.server = LocalApiServer(self.template, self.functions.invoke, host=host, port=port, echo=self._say,
-                                     idle=lambda: not self._busy(True, requests_of_caller=1))
+                                     idle=lambda: not self._busy(True, requests_of_caller=1),
+                                     console_token=console_token)
         # Checked now, before anything starts: a bad file is reported with its fields, nothing half-runs.
         self.tenants = load_connections(connections)
         self.rules_path = Path(rules) if rules is not None else None
@@ -123,6 +125,14 @@ class LocalRuntime:
     @property
     def url(self) -> str:
         return self.server.url
+
+    @property
+    def console_url(self) -> str:
+        """The console's address; with a token, the link that hands it to the page (in the fragment: never sent
+        to a server, never in a log)."""
+        token = self.server.console_token
+        tenants = ",".join(sorted({self.tenant, *self.tenants}))  # the switcher's list; any tenant can be typed
+        return f"{self.url}/console#" + (f"token={token}&" if token else "") + f"tenants={tenants}"
 
     @property
     def running(self) -> bool:
