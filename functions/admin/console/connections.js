@@ -64,7 +64,7 @@ function reload() {
 }
 
 function connectionForm(existing) {
-  const name = h("input", { name: "name", required: true, pattern: "[A-Za-z0-9_-]+", value: existing?.name || "", readonly: Boolean(existing), autocomplete: "off" });
+  const name = h("input", { name: "name", required: true, pattern: "[A-Za-z0-9_\\-]+", value: existing?.name || "", readonly: Boolean(existing), autocomplete: "off" });
   const type = select(TYPES, existing?.type || "stripe", { name: "type" });
   const rows = h("div", { class: "rows" });
   const addRow = (key = "", hint = "") => {

@@ -87,10 +87,42 @@ const BLANK = {
   actions: [{ type: "stripe.invoice", connection: "stripe-main" }],
 };
 
-function cleanDocument(rule) {
-  // what the API answers carries defaults and read-only fields; the editor shows the rule as written
-  const doc = JSON.parse(JSON.stringify(rule));
+const DEFAULTS = { timezone: "UTC", blocks_match: "first", once_per: "record" };
+
+function dropEmpty(value) {
+  if (Array.isArray(value)) return value.map(dropEmpty);
+  if (value && typeof value === "object") {
+    const out = {};
+    for (const [k, v] of Object.entries(value)) {
+      if (v === null || (Array.isArray(v) && v.length === 0)) continue;
+      out[k] = dropEmpty(v);
+    }
+    return out;
+  }
+  return value;
+}
+
+function compactAction(action) {
+  const a = dropEmpty(action);
+  if (a.system) { a.type = `${a.system}.${a.type}`; delete a.system; }
+  return a;
+}
+
+// What the API answers is the normalised rule (blocks, nulls, defaults, version); the editor shows it as an
+// admin writes it: one block's criteria and actions at the top, "stripe.invoice", no empty or default fields.
+export function cleanDocument(rule) {
+  const doc = dropEmpty(JSON.parse(JSON.stringify(rule)));
   for (const key of ["tenant", "version", "updated_at", "created_at"]) delete doc[key];
+  for (const [key, value] of Object.entries(DEFAULTS)) if (doc[key] === value) delete doc[key];
+  if (doc.trigger && doc.trigger.type === "event" && doc.trigger.when === "every_edit") delete doc.trigger.when;
+  const blocks = (doc.blocks || []).map((b) => ({ ...b, actions: (b.actions || []).map(compactAction), ...(b.time_based ? { time_based: b.time_based.map((t) => ({ ...t, actions: (t.actions || []).map(compactAction) })) } : {}) }));
+  if (blocks.length === 1) {
+    delete doc.blocks;
+    const [only] = blocks;
+    const { criteria, pattern, actions, ...rest } = only;
+    Object.assign(doc, criteria ? { criteria } : {}, pattern ? { pattern } : {}, actions ? { actions } : {}, rest);
+  } else if (blocks.length) doc.blocks = blocks;
+  if (doc.on_failure) doc.on_failure = doc.on_failure.map(compactAction);
   return doc;
 }
 
@@ -176,6 +208,10 @@ export async function ruleEditorPage(ruleId) {
     clear(formBox);
     let doc;
     try { doc = parseYaml(textarea.value).value || {}; } catch { doc = { ...BLANK }; }
+    if (doc.blocks || doc.trigger?.type === "date") {
+      formBox.append(h("p", { class: "muted" }, "This rule uses blocks or a date trigger: the form covers the common cases; edit it in the YAML view."));
+      return;
+    }
     formBox.append(ruleForm(doc, (next) => { textarea.value = dumpYaml(next); marks.clear(); drawGutter(); clear(diffBox); }));
   };
 
@@ -278,7 +314,7 @@ function ruleForm(doc, changed) {
 
   append(form, [
     h("fieldset", {}, h("legend", {}, "Rule"),
-      h("div", { class: "grid" }, text("id", "Id", { pattern: "[a-z0-9-]+", required: true, autocomplete: "off" }), text("name", "Name"),
+      h("div", { class: "grid" }, text("id", "Id", { pattern: "[a-z0-9\\-]+", required: true, autocomplete: "off" }), text("name", "Name"),
         text("source", "Source (CRM)"), text("object", "Object"), text("order", "Order", { type: "number", min: 0 })),
       h("div", { class: "field inline" }, active, h("label", { for: (active.id = "rule-active") }, "Active"))),
     h("fieldset", {}, h("legend", {}, "Trigger"), h("div", { class: "grid" }, field("When a record is", on), field("Run on", whenSel))),

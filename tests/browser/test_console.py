@@ -1,0 +1,188 @@
+"""The admin console as a new admin uses it, in headless Chromium, against the local runtime."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import uuid
+from typing import Any
+
+from billflow_local.standins.signing import twenty_body, twenty_headers
+from tests.browser.conftest import (
+    HOSTILE,
+    OTHER_TENANT,
+    ROOT,
+    SIGNING_SECRET,
+    TENANT,
+    ConsoleStack,
+    shoot,
+)
+
+WON_EVENT = json.loads((ROOT / "events" / "twenty" / "opportunity-won.json").read_text())
+
+
+def post_won(stack: ConsoleStack, name: str) -> str:
+    """A signed "won" webhook for a fresh opportunity the Twenty stand-in holds; its record id."""
+    event = copy.deepcopy(WON_EVENT)
+    record = event["record"]
+    record["id"] = str(uuid.uuid4())
+    record["name"] = name
+    stack.twenty.add_record("opportunity", dict(record))
+    body = twenty_body(event)
+    import urllib.request
+
+    request = urllib.request.Request(f"{stack.runtime.url}/webhooks/{TENANT}/twenty", data=body, method="POST",
+                                     headers={"Content-Type": "application/json", **twenty_headers(SIGNING_SECRET, body)})
+    with urllib.request.urlopen(request, timeout=30) as resp:
+        assert resp.status == 202
+    stack.runtime.wait_idle(60)
+    return str(record["id"])
+
+
+def go(page: Any, hash_: str) -> None:
+    """Open a page of the console (again, when it is open: a fresh read)."""
+    page.evaluate("h => { if (location.hash === h) window.dispatchEvent(new HashChangeEvent('hashchange'));"
+                  " else location.hash = h; }", hash_)
+    page.wait_for_function("h => location.hash === h && !document.querySelector('main .loading')", arg=hash_)
+
+
+# ------------------------------------------------------------------------------------------- security
+def test_the_local_api_refuses_calls_without_the_token_and_the_page_is_locked_down(console_stack: ConsoleStack) -> None:
+    status, headers, body = console_stack.call("GET", f"/admin/tenants/{TENANT}/rules", token=None)
+    assert status == 401 and body["error"] == "Unauthorized"
+    status, _, body = console_stack.call("GET", f"/admin/tenants/{TENANT}/rules", token="wrong-token")
+    assert status == 401
+    status, headers, _ = console_stack.call("GET", "/console", token=None)  # the page itself holds no data
+    assert status == 200
+    csp = headers["content-security-policy"]
+    assert "default-src 'self'" in csp and "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
+    assert "unsafe-inline" not in csp
+    assert headers["x-frame-options"] == "DENY"
+    assert not any(k.lower() == "access-control-allow-origin" for k in headers)
+    html = (ROOT / "functions" / "admin" / "console" / "index.html").read_text()
+    assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", html), "no inline script"
+    assert not re.search(r"https?://", html), "nothing loaded from another host"
+    status, _, _ = console_stack.call("GET", "/console/..%2F..%2Fapp.py", token=None)
+    assert status == 404
+
+
+def test_without_the_token_the_page_asks_for_it(browser: Any, console_stack: ConsoleStack) -> None:
+    context = browser.new_context()
+    page = context.new_page()
+    page.set_default_timeout(10_000)
+    page.goto(f"{console_stack.runtime.url}/console#tenants={TENANT}")
+    page.wait_for_selector("text=Local API token")
+    page.fill("input[type=password]", "not-the-token")
+    page.click("text=Use token")
+    page.wait_for_selector("[role=alert]")
+    assert "sign in again" in page.text_content("[role=alert]")
+    context.close()
+
+
+# ------------------------------------------------------------------------------------------- rules
+def test_create_a_rule_from_the_form_see_a_problem_at_its_line_and_save_it_after_a_diff(page: Any) -> None:
+    page.wait_for_selector("text=won-to-stripe")
+    shoot(page, "rules")
+    page.click("text=New rule")
+    page.wait_for_selector("form.rule-form")
+    page.fill("input[name=id]", "big-won-deals")
+    page.fill("input[name=name]", "Invoice big won deals")
+    page.click("text=Add criterion")
+    page.fill("input[name=criterion-2-field]", "amount.amountMicros")
+    page.select_option("select[name=criterion-2-kind]", "number")
+    options = page.eval_on_selector("select[name=criterion-2-comparator]", "s => [...s.options].map(o => o.value)")
+    assert "greater_than" in options and "starts_with" not in options  # comparators that fit a number
+    page.select_option("select[name=criterion-2-comparator]", "greater_than")
+    page.fill("input[name=criterion-2-value]", "1000000")
+    shoot(page, "rule-form")
+
+    page.click("#tab-yaml")
+    yaml_text = page.input_value("#rule-yaml")
+    assert "amount.amountMicros" in yaml_text and "greater_than" in yaml_text
+    broken = yaml_text.replace("greater_than", "bigger_than")
+    page.fill("#rule-yaml", broken)
+    page.click("text=Validate")
+    problem = page.wait_for_selector("li.problem")
+    line = 1 + broken.split("\n").index(next(x for x in broken.split("\n") if "bigger_than" in x))
+    assert problem.get_attribute("data-line") == str(line)
+    assert "unknown comparator 'bigger_than'" in problem.text_content()
+    assert page.get_attribute(f".gutter div:nth-child({line})", "class") == "bad"
+    shoot(page, "rule-yaml-problem")
+
+    page.fill("#rule-yaml", yaml_text)
+    page.click("text=Review and save")
+    page.wait_for_selector("pre.diff")
+    assert "+ id: big-won-deals" in page.text_content("pre.diff")
+    page.click("text=Create rule")
+    page.wait_for_selector("h1:has-text('Rule big-won-deals')")
+    # the stored rule, changed: the diff shows just the change
+    page.click("#tab-yaml")
+    page.fill("#rule-yaml", page.input_value("#rule-yaml").replace("name: Invoice big won deals", "name: Invoice the big ones"))
+    page.click("text=Review and save")
+    diff = page.text_content("pre.diff")
+    assert "- name: Invoice big won deals" in diff and "+ name: Invoice the big ones" in diff
+    page.click("text=Save these changes")
+    page.wait_for_selector("#status:has-text('Saved big-won-deals')")
+    go(page, "#/rules")
+    assert page.is_visible("text=big-won-deals")
+
+
+def test_toggle_clone_reorder_and_delete_rules(page: Any, console_stack: ConsoleStack) -> None:
+    doc = {"id": "toggle-me", "name": HOSTILE, "source": "twenty", "object": "company", "order": 5, "active": True,
+           "trigger": {"type": "event", "on": "edited"},
+           "criteria": [{"field": "name", "comparator": "changed"}],
+           "actions": [{"type": "webhook", "connection": "finance-webhook"}]}
+    assert console_stack.call("POST", f"/admin/tenants/{TENANT}/rules", doc)[0] == 200
+    go(page, "#/rules")
+    assert page.locator(f"text={HOSTILE}").count() == 1  # the hostile name, shown as text
+    assert page.locator("main img").count() == 0
+    page.uncheck("#active-toggle-me")
+    page.wait_for_selector("#status:has-text('toggle-me is now inactive')")
+    assert console_stack.call("GET", f"/admin/tenants/{TENANT}/rules/toggle-me")[2]["rule"]["active"] is False
+    page.click("tr:has-text('toggle-me') >> text=Clone")
+    page.wait_for_selector("text=toggle-me-copy")
+    page.click("[aria-label='Move toggle-me down']")
+    page.wait_for_selector("#status:has-text('Moved toggle-me')")
+    ids = [r["id"] for r in console_stack.call("GET", f"/admin/tenants/{TENANT}/rules?object=company")[2]["rules"]]
+    assert ids.index("toggle-me-copy") < ids.index("toggle-me")
+    page.click("tr:has-text('toggle-me-copy') >> text=Delete")
+    page.click("text=Really delete toggle-me-copy?")
+    page.wait_for_selector("#status:has-text('Deleted toggle-me-copy')")
+    assert console_stack.call("GET", f"/admin/tenants/{TENANT}/rules/toggle-me-copy")[0] == 404
+
+
+# ------------------------------------------------------------------------------------------- dry run
+def test_dry_run_shows_the_verdict_each_criterion_and_every_request(page: Any, console_stack: ConsoleStack) -> None:
+    go(page, "#/dry-run")
+    event = copy.deepcopy(WON_EVENT)
+    event["record"]["name"] = HOSTILE
+    page.fill("#dry-event", json.dumps(event, indent=2))
+    page.select_option("#dry-rule", "won-to-stripe")
+    page.click("button:has-text('Dry run')")
+    page.wait_for_selector("article.verdict")
+    report = page.text_content("#dry-result")
+    assert "won-to-stripe: runs" in report
+    assert "stage changed from None to 'CUSTOMER'" in report
+    assert "POST " in report and "/v1/invoices" in report
+    page.click("#dry-result details >> nth=0 >> summary")
+    assert HOSTILE in page.text_content("#dry-result")  # the record's name as text, not an element
+    assert page.locator("#dry-result img").count() == 0
+    assert console_stack.stripe.invoices == {} or all(  # nothing was sent by the dry run
+        i["metadata"].get("crm_record_id") != event["record"]["id"] for i in console_stack.stripe.invoices.values())
+    shoot(page, "dry-run")
+
+
+# ------------------------------------------------------------------------------------------- second tenant
+def test_a_second_tenant_sees_none_of_the_first_tenants_data(page: Any, console_stack: ConsoleStack) -> None:
+    post_won(console_stack, "Tenant check deal")
+    go(page, "#/runs")
+    assert page.locator("tbody tr").count() > 0
+    page.fill("#tenant", OTHER_TENANT)
+    page.click("text=Switch")
+    page.wait_for_selector("h1:has-text('Execution log')")
+    page.wait_for_function("() => !document.querySelector('main .loading')")
+    assert page.locator("text=No runs match.").count() == 1
+    go(page, "#/rules")
+    assert page.locator("text=won-to-stripe").count() == 0
+    assert page.locator("text=No rules yet").count() == 1
