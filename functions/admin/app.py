@@ -14,16 +14,22 @@ from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.event_handler.openapi.params import Body, Query
 from billflow.connectors.base import ConnectionReport
-from billflow.errors import BillflowError, ConfigurationError, InvalidRequest, NotFound
+from billflow.errors import BillflowError, ConfigurationError, Forbidden, InvalidRequest, NotFound
 from billflow.jsonbody import parse_event_body
-from billflow.logic import admin
+from billflow.logic import access, admin
 from billflow.models.admin import (
     ApplyAnswer,
+    AuthorizeAnswer,
     CloneRequest,
+    ConnectionAnswer,
+    ConnectionRequest,
+    ConnectionsAnswer,
     DeletedAnswer,
     DryRunReport,
     DryRunRequest,
+    ExecutionPathAnswer,
     ExecutionsAnswer,
+    OAuthCallbackAnswer,
     PlanAnswer,
     ReorderRequest,
     ReplayAnswer,
@@ -31,6 +37,9 @@ from billflow.models.admin import (
     RuleDocument,
     RulesAnswer,
     RulesRequest,
+    SettingsDocument,
+    StateMachineAnswer,
+    UsageAnswer,
     ValidateAnswer,
     ValidateRequest,
     error_responses,
@@ -39,12 +48,14 @@ from billflow.observability import logger
 from billflow.settings import requires_settings
 from billflow.storage.execution_log import get_execution_log
 from billflow.storage.rules import get_rule_store
+from billflow.storage.tenant_settings import get_tenant_settings_store
 
 app = APIGatewayHttpResolver(enable_validation=True)
 
 RULES = ["rules"]
 RUNS = ["runs"]
 CONNECTIONS = ["connections"]
+SETTINGS = ["settings"]
 
 
 # ------------------------------------------------------------------------------------------- rules as code
@@ -191,6 +202,121 @@ def test_connection(tenant: str, name: str) -> ConnectionReport:
     return report
 
 
+# ------------------------------------------------------------------------------------------- tenant settings
+@app.get("/admin/tenants/<tenant>/settings", tags=SETTINGS, summary="The tenant's settings (limits, alerts, "
+         "digest, time zone)", responses=error_responses(403))
+def get_settings_document(tenant: str) -> SettingsDocument:
+    from billflow.logic.tenant_settings import read_settings  # deferred: settings routes only
+
+    return read_settings(get_tenant_settings_store(), tenant)
+
+
+@app.put("/admin/tenants/<tenant>/settings", tags=SETTINGS, summary="Replace the tenant's settings",
+         responses=error_responses(400, 403))
+def put_settings_document(tenant: str, body: Annotated[SettingsDocument, Body()]) -> SettingsDocument:
+    from billflow.logic.tenant_settings import write_settings  # deferred: settings routes only
+
+    saved = write_settings(get_tenant_settings_store(), tenant, body)
+    logger.info("settings saved", extra={"tenant": tenant, "limits": sorted(saved.daily_limits)})
+    return saved
+
+
+# ------------------------------------------------------------------------------------------- connections
+@app.get("/admin/tenants/<tenant>/connections", tags=CONNECTIONS,
+         summary="The tenant's connections: names, types, setting names (never their values)",
+         responses=error_responses(403))
+def list_connections(tenant: str) -> ConnectionsAnswer:
+    from billflow.logic.connections import list_connections as listed  # deferred: connection routes only
+
+    return ConnectionsAnswer(connections=listed(tenant))
+
+
+@app.put("/admin/tenants/<tenant>/connections/<name>", tags=CONNECTIONS,
+         summary="Create or update a connection (its secret); values are never answered",
+         responses=error_responses(400, 403))
+def put_connection(tenant: str, name: str, body: Annotated[ConnectionRequest, Body()]) -> ConnectionAnswer:
+    from billflow.logic.connections import save_connection  # deferred: connection routes only
+
+    answer = save_connection(tenant, name, body)
+    logger.info("connection saved", extra={"tenant": tenant, "connection": name, "type": body.type,
+                                            "keys": answer.connection.keys, "created": answer.created})
+    return answer
+
+
+@app.delete("/admin/tenants/<tenant>/connections/<name>", tags=CONNECTIONS, summary="Delete a connection",
+            responses=error_responses(400, 403, 404))
+def delete_connection(tenant: str, name: str) -> DeletedAnswer:
+    from billflow.logic.connections import delete_connection as deleted  # deferred: connection routes only
+
+    deleted(tenant, name)
+    logger.info("connection deleted", extra={"tenant": tenant, "connection": name})
+    return DeletedAnswer(deleted=name)
+
+
+@app.get("/admin/tenants/<tenant>/connections/<name>/authorize", tags=CONNECTIONS,
+         summary="Start OAuth connect: the provider's consent URL (state, PKCE where supported)",
+         responses=error_responses(400, 403, 404))
+def authorize_connection(tenant: str, name: str) -> AuthorizeAnswer:
+    from billflow.logic.oauth_connect import CALLBACK_PATH, authorize  # deferred: OAuth connect only
+    from billflow.storage.oauth_states import get_oauth_states  # deferred: as above
+
+    event = app.current_event
+    host = event.request_context.domain_name or event.headers.get("host") or "localhost"
+    scheme = event.headers.get("x-forwarded-proto") or "https"
+    answer = authorize(get_oauth_states(), tenant, name, f"{scheme}://{host}{CALLBACK_PATH}")
+    logger.info("oauth connect started", extra={"tenant": tenant, "connection": name})
+    return answer
+
+
+@app.get("/oauth/callback", tags=CONNECTIONS,
+         summary="The OAuth providers' redirect (no sign-in: the single-use state authorises it)",
+         responses=error_responses(400), security=[{}])  # {}: no authentication (OpenAPI 3)
+def oauth_callback(
+    code: Annotated[str | None, Query(description="The authorization code")] = None,
+    state: Annotated[str | None, Query(description="The state billflow gave the consent URL")] = None,
+    error: Annotated[str | None, Query(description="The provider's refusal")] = None,
+    realm_id: Annotated[str | None, Query(alias="realmId", description="QuickBooks: the company")] = None,
+    accounts_server: Annotated[str | None, Query(alias="accounts-server",
+                                                 description="Zoho: the user's accounts server")] = None,
+) -> OAuthCallbackAnswer:
+    from billflow.logic.oauth_connect import callback  # deferred: OAuth connect only
+    from billflow.storage.oauth_states import get_oauth_states  # deferred: as above
+
+    query = {"code": code, "state": state, "error": error, "realmId": realm_id, "accounts-server": accounts_server}
+    answer = callback(get_oauth_states(), {k: v for k, v in query.items() if v})
+    logger.info("oauth connected", extra={"tenant": answer.tenant, "connection": answer.connection})
+    return answer
+
+
+# ------------------------------------------------------------------------------------------- usage and run paths
+@app.get("/admin/tenants/<tenant>/usage", tags=RUNS, summary="Today against the daily limits; sent, failed "
+         "and limited per day", responses=error_responses(400, 403))
+def usage(tenant: str, days: Annotated[int, Query(ge=1, le=400, description="Days back, today included")] = 30,
+          ) -> UsageAnswer:
+    from billflow.logic.usage import usage as tenant_usage  # deferred: the usage page only
+    from billflow.storage.day_counters import get_counter_store  # deferred: as above
+
+    return tenant_usage(tenant, days, settings=get_tenant_settings_store().read(tenant).settings,
+                        rules=get_rule_store(), counters=get_counter_store(), log=get_execution_log())
+
+
+@app.get("/admin/statemachine", tags=RUNS, summary="The state machine's definition (ASL), to draw run paths on",
+         responses=error_responses())
+def state_machine() -> StateMachineAnswer:
+    from billflow.storage.executions import get_executions  # deferred: run pages only
+
+    return StateMachineAnswer(definition=get_executions().definition())
+
+
+@app.get("/admin/tenants/<tenant>/executions/<name>/path", tags=RUNS,
+         summary="The states one run passed, waits in, retried or failed", responses=error_responses(403, 404))
+def execution_path(tenant: str, name: str) -> ExecutionPathAnswer:
+    from billflow.logic.run_path import execution_path as path_of_run  # deferred: run pages only
+    from billflow.storage.executions import get_executions  # deferred: as above
+
+    return path_of_run(get_executions(), tenant, name)
+
+
 # ------------------------------------------------------------------------------------------- console (issue 13)
 # The admin console's static files, served from this function: one origin with the API it calls (no CORS), no
 # bucket or CDN to deploy, and the same route locally. The files hold no data; every answer is strict about
@@ -215,12 +341,35 @@ def _console_file(name: str) -> Response[Any]:
     path = folder / name
     if kind is None or "/" in name or name.startswith(".") or not path.is_file():
         return Response(404, "application/json", {"error": "NotFound", "message": f"no console file {name!r}"})
-    return Response(200, f"{kind}; charset=utf-8", path.read_text(encoding="utf-8"), headers=CONSOLE_HEADERS)
+    return Response(200, f"{kind}; charset=utf-8", path.read_text(encoding="utf-8"), headers=_console_headers())
+
+
+def _console_headers() -> dict[str, str]:
+    """connect-src adds Cognito's domain on AWS: the page trades its sign-in code for tokens there."""
+    from billflow.settings import get_settings
+
+    auth_url = get_settings().console_auth_url
+    headers = dict(CONSOLE_HEADERS)
+    if auth_url:
+        headers["Content-Security-Policy"] = headers["Content-Security-Policy"].replace(
+            "connect-src 'self'", f"connect-src 'self' {auth_url}")
+    return headers
 
 
 @app.get("/console", include_in_schema=False)
 def console_page() -> Response[Any]:
     return _console_file("index.html")
+
+
+@app.get("/console/config.json", include_in_schema=False)
+def console_config() -> Response[Any]:
+    """How the page signs in: Cognito (AWS) or the token the local runtime printed."""
+    from billflow.settings import get_settings
+
+    settings = get_settings()
+    config = ({"auth": "cognito", "auth_url": settings.console_auth_url, "client_id": settings.console_client_id,
+               "api": "/console/api"} if settings.console_auth_url else {"auth": "token", "api": "/admin"})
+    return Response(200, "application/json", config, headers=_console_headers())
 
 
 @app.get("/console/<name>", include_in_schema=False)
@@ -237,11 +386,23 @@ def domain_error(exc: BillflowError) -> Response[Any]:
 @app.exception_handler(RequestValidationError)  # type: ignore[untyped-decorator]
 def invalid_document(exc: RequestValidationError) -> Response[Any]:
     """422 as documented (HTTPValidationError), with each problem's message: admins fix rules from them."""
+    if _answers_400(app.current_event.path):  # settings and connections: 400 naming each bad field
+        from billflow.logic.tenant_settings import problems_of  # deferred: invalid requests only
+
+        problems = problems_of(exc.errors())
+        refusal = InvalidRequest(problems[0] if problems else "the request is not valid", problems=problems,
+                                 fields=[p.split(":", 1)[0] for p in problems])
+        return Response(400, "application/json", refusal.to_body())
     try:
         body = app.current_event.json_body
     except ValueError:
         body = None
     return Response(422, "application/json", admin.invalid_request_answer(exc.errors(), body))
+
+
+def _answers_400(path: str) -> bool:
+    parts = path.split("/")
+    return len(parts) >= 5 and parts[1:3] == ["admin", "tenants"] and parts[4] in ("settings", "connections")
 
 
 @logger.inject_lambda_context(clear_state=True)
@@ -251,4 +412,8 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         parse_event_body(event)
     except InvalidRequest as exc:
         return {"statusCode": 400, "headers": {"Content-Type": "application/json"}, "body": json.dumps(exc.to_body())}
+    try:  # the console's JWT routes: /console/api/... served as /admin/..., for the tenants the user's groups name
+        event = access.admit(event)
+    except Forbidden as exc:
+        return {"statusCode": 403, "headers": {"Content-Type": "application/json"}, "body": json.dumps(exc.to_body())}
     return app.resolve(event, context)

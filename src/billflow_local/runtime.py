@@ -260,7 +260,9 @@ class LocalRuntime:
             merged.update(self.template.function_environment(logical_id))
         if self.log_level:
             merged["POWERTOOLS_LOG_LEVEL"] = self.log_level.upper()
-        return {**merged, **LOCAL_ENVIRONMENT}
+        # No Cognito here: the console signs in with the token printed at start (server.py checks it).
+        console = {"CONSOLE_AUTH_URL": "", "CONSOLE_CLIENT_ID": ""}
+        return {**merged, **LOCAL_ENVIRONMENT, **console}
 
     @contextmanager
     def _functions_log_level(self) -> Iterator[None]:

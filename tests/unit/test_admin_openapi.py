@@ -52,9 +52,10 @@ def _code_routes(document: dict[str, Any]) -> set[tuple[str, str]]:
 def _template_routes() -> dict[tuple[str, str], dict[str, Any]]:
     template = Template.load(ROOT / "template.yaml")
     events = template.function_events("AdminFunction", "HttpApi")
-    # /console and its files (issue 13) are the console's static page, served by this function, not API operations
+    # /console and /console/{name} (issue 13) are the console's static files, served by this function, not API
+    # operations (its API is /console/api/...)
     return {(str(p["Method"]).upper(), str(p["Path"])): p for p in events.values()
-            if not str(p["Path"]).startswith("/console")}
+            if str(p["Path"]) not in CONSOLE_FILES}
 
 
 def test_the_shipped_document_is_what_the_code_generates(generated: str) -> None:
@@ -85,17 +86,39 @@ def test_the_document_describes_every_operation(document: dict[str, Any]) -> Non
     assert "tenant" not in rule["properties"]
 
 
+# Routes of the admin function that are not IAM-authorised, and what authorises them instead: the OAuth
+# providers' redirect (its single-use state) and the console's mirror of the admin routes (Cognito JWT).
+OAUTH_CALLBACK = ("GET", "/oauth/callback")
+CONSOLE_ROUTE = ("ANY", "/console/api/{proxy+}")
+CONSOLE_FILES = ("/console", "/console/{name}")
+
+
 def test_every_admin_route_is_routed_by_the_template_with_iam_auth(document: dict[str, Any]) -> None:
     template = _template_routes()
     missing = sorted(f"{m} {p}" for m, p in _code_routes(document) - set(template))
     assert not missing, f"template.yaml's AdminFunction does not route: {missing}"
     unauthenticated = sorted(f"{m} {p}" for (m, p), props in template.items()
-                             if (props.get("Auth") or {}).get("Authorizer") != "AWS_IAM")
+                             if (m, p) not in (OAUTH_CALLBACK, CONSOLE_ROUTE)
+                             and (props.get("Auth") or {}).get("Authorizer") != "AWS_IAM")
     assert not unauthenticated, f"admin routes without IAM authorisation: {unauthenticated}"
 
 
+def test_only_the_oauth_callback_is_open_and_the_console_takes_cognito_tokens(document: dict[str, Any]) -> None:
+    template = _template_routes()
+    assert "Auth" not in template[OAUTH_CALLBACK]
+    assert document["paths"]["/oauth/callback"]["get"]["security"] == [{}]
+    assert template[CONSOLE_ROUTE]["Auth"] == {"Authorizer": "ConsoleUsers"}
+    api = Template.load(ROOT / "template.yaml").properties("HttpApi")
+    jwt = api["Auth"]["Authorizers"]["ConsoleUsers"]["JwtConfiguration"]
+    assert jwt["audience"] == [{"Ref": "ConsoleUserPoolClient"}]
+    client = Template.load(ROOT / "template.yaml").properties("ConsoleUserPoolClient")
+    assert client["GenerateSecret"] is False  # a browser keeps no secret: authorization code with PKCE
+    assert client["AllowedOAuthFlows"] == ["code"]
+    assert client["CallbackURLs"] == [{"Ref": "ConsoleCallbackUrl"}]
+
+
 def test_the_template_routes_nothing_the_admin_api_lacks(document: dict[str, Any]) -> None:
-    stale = sorted(f"{m} {p}" for m, p in set(_template_routes()) - _code_routes(document))
+    stale = sorted(f"{m} {p}" for m, p in set(_template_routes()) - _code_routes(document) - {CONSOLE_ROUTE})
     assert not stale, f"template.yaml routes admin paths the code does not serve: {stale}"
 
 

@@ -35,7 +35,10 @@ def statements(node: Any, where: str = "") -> Iterator[tuple[str, dict[str, Any]
 def managed_policies() -> Iterator[tuple[str, str]]:
     for logical_id, resource in RESOURCES.items():
         props = resource.get("Properties") or {}
-        for entry in [*(props.get("Policies") or []), *(props.get("ManagedPolicyArns") or [])]:
+        policies = props.get("Policies")
+        if not isinstance(policies, list):  # a Cognito user pool's Policies (its password policy) are no IAM
+            policies = []
+        for entry in [*policies, *(props.get("ManagedPolicyArns") or [])]:
             if isinstance(entry, str):
                 yield logical_id, entry.rsplit("/", 1)[-1]
 

@@ -61,8 +61,15 @@ export function tenant() {
 }
 
 export const seg = (value) => encodeURIComponent(value);
+// Locally the admin routes take the token; on AWS the console's mirror of them (/console/api/...) takes the
+// Cognito token (an HTTP API route has one authorizer: the /admin/ routes keep IAM for the CLI).
+let apiBase = "/admin";
+export function setApiBase(base) {
+  apiBase = base === "/console/api" ? base : "/admin";
+}
+export const ap = (rest) => `${apiBase}${rest}`;
 // a path under the tenant chosen in the switcher
-export const tp = (rest = "") => `/admin/tenants/${seg(tenant())}${rest}`;
+export const tp = (rest = "") => ap(`/tenants/${seg(tenant())}${rest}`);
 
 // ---------------------------------------------------------------------------------------- Cognito (AWS)
 function base64url(bytes) {
@@ -81,7 +88,7 @@ export async function signIn(config) {
 }
 
 function redirectUri() {
-  return `${location.origin}/console`;
+  return `${location.origin}/console/`; // the ConsoleCallbackUrl parameter: the stack's /console/ page
 }
 
 export async function finishSignIn(config) {

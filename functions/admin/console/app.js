@@ -1,5 +1,5 @@
 // The console's shell: sign-in, the tenant switcher, the page router (#/rules, #/runs/<name>, ...).
-import { api, finishSignIn, hasToken, setToken, signIn, takeTokenFromUrl, tenant, tenantsFromToken } from "./api.js";
+import { api, finishSignIn, hasToken, setApiBase, setToken, signIn, takeTokenFromUrl, tenant, tenantsFromToken } from "./api.js";
 import { clear, field, h, say } from "./dom.js";
 import { connectionsPage } from "./connections.js";
 import { dryRunPage } from "./dryrun.js";
@@ -104,6 +104,7 @@ document.getElementById("tenant-form").addEventListener("submit", (e) => {
 
 async function start() {
   try { config = await api("GET", "/console/config.json"); } catch { config = { auth: "token" }; }
+  setApiBase(config.api);
   if (config.auth === "cognito") {
     try { await finishSignIn(config); } catch (err) { say(err.message, "error"); }
   }

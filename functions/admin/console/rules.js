@@ -245,7 +245,7 @@ export function locate(problem, lines, doc) {
   if (!m) return { line: 1, message: String(problem) };
   let path = m[1].trim();
   if (path.startsWith("blocks.") && !doc.blocks) path = path.replace(/^blocks\.\d+\./, "");
-  return { line: lineOf(lines, path), message: `${m[1].trim()}: ${m[2]}` };
+  return { line: lineOf(lines, path), message: `${path}: ${m[2]}` };
 }
 
 function goToLine(textarea, line) {

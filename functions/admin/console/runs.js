@@ -1,6 +1,6 @@
 // The execution log (filters by rule, record, status, dates) and one run's page: its path through the state
 // machine, each action's request summary and external id, Replay for failed or limited runs.
-import { api, seg, tp } from "./api.js";
+import { ap, api, seg, tp } from "./api.js";
 import { badge, clear, field, h, json, say, select, table, when } from "./dom.js";
 import { drawStateMachine } from "./statemachine.js";
 
@@ -108,7 +108,7 @@ export async function runPage(name, params) {
   }
   page.append(h("h2", {}, "Path through the state machine"));
   try {
-    const [{ definition }, trail] = await Promise.all([api("GET", "/admin/statemachine"), api("GET", tp(`/executions/${seg(name)}/path`))]);
+    const [{ definition }, trail] = await Promise.all([api("GET", ap("/statemachine")), api("GET", tp(`/executions/${seg(name)}/path`))]);
     page.append(h("p", {}, `Execution status: ${trail.status}`), drawStateMachine(typeof definition === "string" ? JSON.parse(definition) : definition, trail.states),
       h("details", {}, h("summary", {}, "States in order"), table(["State", "Status", "Entered", "Exited", "Retries"], trail.states.map((st) => h("tr", {},
         h("td", {}, st.name), h("td", {}, badge(st.status)), h("td", {}, when(st.entered)), h("td", {}, when(st.exited)), h("td", {}, String(st.retries ?? 0)))))));

@@ -34,6 +34,12 @@ class Unauthorized(BillflowError):
     http_status = 401
 
 
+class Forbidden(BillflowError):
+    """Signed in, but not allowed this tenant (HTTP 403): the user's groups do not name it."""
+
+    http_status = 403
+
+
 class NotFound(BillflowError):
     http_status = 404
 

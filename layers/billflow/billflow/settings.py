@@ -47,6 +47,9 @@ class Settings(BaseModel):
     allow_loopback_targets: bool = Field(default=False, alias="ALLOW_LOOPBACK_TARGETS")
     expression_timeout_ms: int = Field(default=1000, gt=0, alias="EXPRESSION_TIMEOUT_MS")
     expression_memory_mb: int = Field(default=128, gt=0, alias="EXPRESSION_MEMORY_MB")
+    # The console's sign-in (Cognito hosted UI, authorization code with PKCE); empty: the local runtime's token.
+    console_auth_url: str = Field(default="", alias="CONSOLE_AUTH_URL")
+    console_client_id: str = Field(default="", alias="CONSOLE_CLIENT_ID")
 
     @field_validator("webhook_restrict_ports", "allow_loopback_targets", mode="before")
     @classmethod

@@ -95,7 +95,8 @@ def route_event(
         if rule.trigger.when == "first_edit" and not mark_fired(record_store, event, rule.id):
             outcome.verdicts.append(RuleVerdict(rule, False, "first-edit rule already fired for this record"))
             continue
-        state = build_run_state(event, verdict, tenant_settings.daily_limits, tenant_settings.usage_alert)
+        state = build_run_state(event, verdict, tenant_settings.daily_limits, tenant_settings.usage_alert,
+                                tenant_settings.default_daily_limit)
         name = state.execution_name
         if executions.start_run(state):
             outcome.started.append(name)
@@ -106,6 +107,7 @@ def route_event(
 
 def build_run_state(
     event: CrmEvent, verdict: RuleVerdict, daily_limits: dict[str, int], usage_alert: UsageAlert | None = None,
+    default_daily_limit: int | None = None,
 ) -> RunState:
     """The run of a matched rule: the blocks that run (or may, pending Lookup), placed in time."""
     settings = get_settings()
@@ -124,7 +126,8 @@ def build_run_state(
         actions=actions,
         event=event,
         daily_limits=daily_limits,
-        default_daily_limit=settings.default_daily_limit,
+        # the tenant's own default (tenant settings) before the stack's
+        default_daily_limit=settings.default_daily_limit if default_daily_limit is None else default_daily_limit,
         log=LogKeys(
             rule_key=keys.log_rule_key(event.tenant, rule.id),
             record_key=record_key,

@@ -107,7 +107,7 @@ def send_failure_digests(
     sent: list[str] = []
     for tenant in rule_store.tenants_with_settings():
         digest = rule_store.tenant_settings(tenant).failure_digest
-        if digest is None:
+        if digest is None or digest.frequency == "off":
             continue
         instant = digest_instant(digest, now)
         counters = counters or get_counters()

@@ -52,8 +52,10 @@ def replay(tenant: str, name: str, rule_store: RuleStore, executions: Executions
     base = original_name(name)
     # Through the model: a run started by an older state machine gets every field the current one carries.
     run = RunState.model_validate(run).model_dump(mode="json")
-    run["daily_limits"] = rule_store.tenant_settings(tenant).daily_limits
-    run["default_daily_limit"] = settings.default_daily_limit
+    tenant_settings = rule_store.tenant_settings(tenant)  # the limits as they are now, not at the first run
+    run["daily_limits"] = tenant_settings.daily_limits
+    run["default_daily_limit"] = settings.default_daily_limit if tenant_settings.default_daily_limit is None \
+        else tenant_settings.default_daily_limit
     if isinstance(run.get("log"), dict):
         run["log"]["expires_at"] = str(int(time.time()) + settings.log_retention_days * 86400)
     for attempt in range(1, MAX_REPLAYS + 1):

@@ -264,7 +264,9 @@ def date_run_state(item: DueItem, rule: Rule, due: datetime, tenant: TenantSetti
         tenant=item.tenant, execution_key=execution_key,
         execution_name=keys.execution_name(rule.id, execution_key), transition=transition,
         rule=rule, actions=[], event=event,
-        daily_limits=tenant.daily_limits, default_daily_limit=settings.default_daily_limit,
+        daily_limits=tenant.daily_limits,
+        default_daily_limit=settings.default_daily_limit if tenant.default_daily_limit is None
+        else tenant.default_daily_limit,
         usage_alert=tenant.usage_alert,
         log=LogKeys(rule_key=keys.log_rule_key(item.tenant, rule.id), record_key=record_key,
                     expires_at=str(int(time.time()) + settings.log_retention_days * 86400)),

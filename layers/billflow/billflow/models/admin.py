@@ -4,12 +4,23 @@ first use (defer_build), so a cold start pays only for the routes it serves."""
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.json_schema import SkipJsonSchema
 
-from billflow.models.rules import Rule
+from billflow.models.rules import Rule, TimeOfDay, TimeZoneName
+
+ACTION_TYPE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$")
+EMAIL = re.compile(r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$")
+
+
+def check_emails(addresses: list[str]) -> list[str]:
+    for address in addresses:
+        if not EMAIL.match(address):
+            raise ValueError(f"{address!r} is not an email address")
+    return addresses
 
 API_TITLE = "billflow admin API"
 API_VERSION = "1.0.0"
@@ -265,8 +276,167 @@ class ReplayAnswer(BaseModel):
     execution_arn: str
 
 
+# ------------------------------------------------------------------------------------------- tenant settings
+class UsageAlertSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", defer_build=True)
+
+    threshold_percent: int = Field(default=80, ge=1, le=100, description="Alert when a count reaches this share")
+    recipients: list[str] = Field(default_factory=list, max_length=10, description="Email addresses")
+
+    @field_validator("recipients")
+    @classmethod
+    def _emails(cls, value: list[str]) -> list[str]:
+        return check_emails(value)
+
+
+class FailureDigestSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", defer_build=True)
+
+    frequency: Literal["daily", "weekly", "off"] = "daily"
+    time: TimeOfDay = Field(default="08:00", description="HH:MM in timezone")
+    timezone: TimeZoneName = "UTC"
+    weekday: Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"] = Field(
+        default="monday", description="Weekly digests: the day they are sent")
+    recipients: list[str] = Field(default_factory=list, max_length=10, description="Email addresses")
+
+    @field_validator("recipients")
+    @classmethod
+    def _emails(cls, value: list[str]) -> list[str]:
+        return check_emails(value)
+
+
+class SettingsDocument(BaseModel):
+    """A tenant's settings as the admin API, the CLI and settings.yaml write them."""
+
+    model_config = ConfigDict(extra="forbid", defer_build=True)
+
+    daily_limits: dict[str, Annotated[int, Field(ge=0)]] = Field(
+        default_factory=dict, description="action type -> sends per UTC day (0 stops that action type)")
+    default_daily_limit: int | None = Field(
+        default=None, ge=0, description="Sends per day of action types daily_limits does not name; answers "
+                                        "give the one in force (the stack's DefaultDailyLimit when unset)")
+    usage_alert: UsageAlertSettings | None = None
+    failure_digest: FailureDigestSettings | None = None
+    default_timezone: TimeZoneName = Field(default="UTC", description="IANA zone of rules that name none")
+    updated_at: str | None = Field(default=None, description="When the settings were last saved (answers only; "
+                                                             "ignored in requests)")
+
+    @field_validator("daily_limits")
+    @classmethod
+    def _action_types(cls, value: dict[str, int]) -> dict[str, int]:
+        for name in value:
+            if not ACTION_TYPE.match(name):
+                raise ValueError(f"{name!r} is not an action type; write e.g. stripe.invoice or webhook")
+        return value
+
+
+# ------------------------------------------------------------------------------------------- connections
+class ConnectionSummary(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
+    name: str
+    type: str
+    keys: list[str] = Field(description="The names of its settings; values are never returned")
+    updated_at: str | None = Field(default=None, description="When its secret last changed (ISO 8601)")
+    connected: bool | None = Field(default=None, description="OAuth types: a grant (refresh token) is stored")
+
+
+class ConnectionsAnswer(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
+    connections: list[ConnectionSummary]
+
+
+class ConnectionAnswer(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
+    connection: ConnectionSummary
+    created: bool = Field(default=False, description="True when this request created the connection")
+
+
+class ConnectionRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", defer_build=True)
+
+    type: str = Field(description="stripe, quickbooks, xero, zoho_books, hubspot, twenty, webhook")
+    settings: dict[str, Any] = Field(
+        default_factory=dict,
+        description="The connection's settings (secret values included). Merged into the stored ones when "
+                    "the type is unchanged; a key set to null is removed")
+    replace: bool = Field(default=False, description="Replace every stored setting instead of merging")
+
+
+class AuthorizeAnswer(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
+    url: str = Field(description="The provider's consent page: open it in the browser")
+    redirect_uri: str = Field(description="billflow's callback, registered with the provider's app")
+    expires_at: str = Field(description="The consent must be given before this time (ISO 8601)")
+
+
+class OAuthCallbackAnswer(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
+    connected: bool
+    tenant: str
+    connection: str
+    keys: list[str] = Field(description="The connection's setting names after the grant was stored")
+
+
+# ------------------------------------------------------------------------------------------- usage
+class UsageToday(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
+    action_type: str
+    count: int = Field(description="Places taken today (UTC): sent plus in flight")
+    limit: int
+
+
+class UsageDay(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
+    date: str = Field(description="YYYY-MM-DD (UTC)")
+    sent: int
+    failed: int
+    limited: int
+
+
+class UsageAnswer(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
+    today: list[UsageToday]
+    days: list[UsageDay] = Field(description="Oldest first, one per day, today last")
+
+
+# ------------------------------------------------------------------------------------------- run paths
+class StateMachineAnswer(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
+    definition: dict[str, Any] = Field(description="The state machine's Amazon States Language document")
+
+
+VisitStatus = Literal["passed", "waiting", "retried", "failed", "running"]
+
+
+class StateVisit(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
+    name: str
+    status: VisitStatus
+    entered: str | None = None
+    exited: str | None = None
+    retries: int = Field(default=0, description="Task attempts after the first (Retry)")
+
+
+class ExecutionPathAnswer(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
+    status: str = Field(description="RUNNING, SUCCEEDED, FAILED, TIMED_OUT, ABORTED")
+    states: list[StateVisit] = Field(description="Each state the run entered, in the order it first did")
+
+
 # ------------------------------------------------------------------------------------------- errors
 ERROR_ANSWERS = {400: "The request is not valid (each problem says rule, field and why)",
+                 403: "The signed-in user's groups do not include this tenant",
                  404: "No such rule or run for this tenant", 409: "Conflicts with what is stored"}
 
 

@@ -330,7 +330,7 @@ class FailureDigest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    frequency: Literal["daily", "weekly"] = "daily"
+    frequency: Literal["daily", "weekly", "off"] = Field(default="daily", description="off: kept, never sent")
     at: TimeOfDay = Field(default="08:00", description="HH:MM in timezone")
     weekday: Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"] = Field(
         default="monday", description="weekly digests: the day they are sent"
@@ -347,3 +347,8 @@ class TenantSettings(BaseModel):
     daily_limits: dict[str, int] = Field(default_factory=dict, description="action type -> sends per day")
     usage_alert: UsageAlert | None = Field(default=None, description="Daily usage-threshold notification")
     failure_digest: FailureDigest | None = Field(default=None, description="Failure-log notification digest")
+    default_daily_limit: int | None = Field(
+        default=None, ge=0, description="Sends per action type and day where daily_limits names none "
+                                        "(default: the stack's DEFAULT_DAILY_LIMIT)")
+    default_timezone: TimeZoneName | None = Field(
+        default=None, description="IANA zone of the tenant's rules and digests where they name none (default UTC)")

@@ -51,6 +51,30 @@ class Executions:
             return None
         return answer
 
+    def history(self, name: str, most: int = 5000) -> list[dict[str, Any]] | None:
+        """GetExecutionHistory of the named run, oldest first (at most `most` events); None when there is
+        no such run."""
+        sfn = client("stepfunctions")
+        events: list[dict[str, Any]] = []
+        paging: dict[str, Any] = {}
+        while len(events) < most:
+            try:
+                page = sfn.get_execution_history(executionArn=self.arn(name), maxResults=1000,
+                                                 includeExecutionData=False, **paging)
+            except sfn.exceptions.ExecutionDoesNotExist:
+                return None
+            events.extend(page.get("events", []))
+            if not page.get("nextToken"):
+                break
+            paging = {"nextToken": page["nextToken"]}
+        return events[:most]
+
+    def definition(self) -> dict[str, Any]:
+        """The state machine's ASL document (DescribeStateMachine)."""
+        described = client("stepfunctions").describe_state_machine(stateMachineArn=self.state_machine_arn)
+        document: dict[str, Any] = json.loads(described["definition"])
+        return document
+
 
 def get_executions() -> Executions:
     return shared(Executions, get_settings().required("state_machine_arn"))

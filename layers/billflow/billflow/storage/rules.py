@@ -100,24 +100,14 @@ class RuleStore:
         )
 
     def tenant_settings(self, tenant: str) -> TenantSettings:
-        item = client("dynamodb").get_item(
-            TableName=self._table,
-            Key={"pk": {"S": keys.settings_pk(tenant)}, "sk": {"S": keys.SETTINGS_SK}},
-        ).get("Item")
-        if not item:
-            return TenantSettings()
-        return TenantSettings.model_validate_json(item["document"]["S"])
+        from billflow.storage.tenant_settings import TenantSettingsStore  # one reader of the settings item
+
+        return TenantSettingsStore(self._table).read(tenant).settings
 
     def put_tenant_settings(self, tenant: str, settings: TenantSettings) -> None:
-        client("dynamodb").put_item(
-            TableName=self._table,
-            Item={
-                "pk": {"S": keys.settings_pk(tenant)},
-                "sk": {"S": keys.SETTINGS_SK},
-                "tenant": {"S": tenant},
-                "document": {"S": settings.model_dump_json()},
-            },
-        )
+        from billflow.storage.tenant_settings import TenantSettingsStore  # one writer of the settings item
+
+        TenantSettingsStore(self._table).write(tenant, settings)
 
     def tenants_with_settings(self) -> list[str]:
         """Every tenant that has stored settings (the settings items, through sk-index)."""

@@ -11,6 +11,7 @@ import json
 import sys
 import threading
 from dataclasses import dataclass, field
+from datetime import UTC
 from types import ModuleType
 from typing import Any, Literal
 
@@ -119,6 +120,90 @@ def write_secret(secret_id: str, document: dict[str, Any]) -> None:
     """Store a new version of a secret document; the cached copy is dropped, so the next read sees it."""
     client("secretsmanager").put_secret_value(SecretId=secret_id, SecretString=json.dumps(document, sort_keys=True))
     get_secret_store().forget(secret_id)
+
+
+@dataclass(frozen=True)
+class SecretSummary:
+    """What may be shown of a connection's secret: its name, type, setting names and when it changed."""
+
+    name: str
+    type: str
+    keys: list[str]
+    updated_at: str | None
+    settings_present: frozenset[str] = frozenset()
+
+
+def list_connection_secrets(tenant: str, prefix: str | None = None) -> list[SecretSummary]:
+    """Every connection secret of the tenant ({prefix}/{tenant}/connection/*), values read only to list
+    their keys."""
+    sm = client("secretsmanager")
+    start = secret_name(tenant, "connection", "", prefix)
+    found: list[SecretSummary] = []
+    paging: dict[str, Any] = {}
+    while True:
+        page = sm.list_secrets(Filters=[{"Key": "name", "Values": [start]}], MaxResults=100, **paging)
+        for entry in page.get("SecretList", []):
+            secret_id = str(entry.get("Name", ""))
+            if not secret_id.startswith(start) or "/" in secret_id[len(start):] or entry.get("DeletedDate"):
+                continue
+            summary = describe_connection_secret(secret_id, entry)
+            if summary is not None:
+                found.append(summary)
+        token = page.get("NextToken")
+        if not token:
+            return sorted(found, key=lambda c: c.name)
+        paging = {"NextToken": token}
+
+
+def describe_connection_secret(secret_id: str, entry: dict[str, Any] | None = None) -> SecretSummary | None:
+    """The summary of one connection secret, None when there is none."""
+    sm = client("secretsmanager")
+    try:
+        if entry is None:
+            entry = sm.describe_secret(SecretId=secret_id)
+        raw = sm.get_secret_value(SecretId=secret_id)["SecretString"]
+    except sm.exceptions.ResourceNotFoundException:
+        return None
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        doc = None
+    doc = doc if isinstance(doc, dict) else {}
+    changed = entry.get("LastChangedDate") or entry.get("CreatedDate")
+    return SecretSummary(
+        name=secret_id.rsplit("/", 1)[-1], type=str(doc.get("type", "")),
+        keys=sorted(k for k in doc if k != "type"),
+        updated_at=changed.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if changed else None,
+        settings_present=frozenset(k for k, v in doc.items() if v not in (None, "")),
+    )
+
+
+def put_secret(secret_id: str, document: dict[str, Any]) -> bool:
+    """Create the secret or store a new version of it; True when it was created. The cached copy is dropped."""
+    sm = client("secretsmanager")
+    text = json.dumps(document, sort_keys=True)
+    created = False
+    try:
+        sm.put_secret_value(SecretId=secret_id, SecretString=text)
+    except sm.exceptions.ResourceNotFoundException:
+        sm.create_secret(Name=secret_id, SecretString=text,
+                         Description="billflow connection (settings and credentials)")
+        created = True
+    get_secret_store().forget(secret_id)
+    return created
+
+
+def delete_secret(secret_id: str) -> bool:
+    """Delete the secret now (no recovery window: the name can be used again at once); False when absent."""
+    sm = client("secretsmanager")
+    try:
+        # Forced deletes answer success for a secret that does not exist (AWS documents it): ask first.
+        sm.describe_secret(SecretId=secret_id)
+        sm.delete_secret(SecretId=secret_id, ForceDeleteWithoutRecovery=True)
+    except sm.exceptions.ResourceNotFoundException:
+        return False
+    get_secret_store().forget(secret_id)
+    return True
 
 
 def _parameters() -> ModuleType:
