@@ -239,7 +239,7 @@ def put_connection(tenant: str, name: str, body: Annotated[ConnectionRequest, Bo
 
     answer = save_connection(tenant, name, body)
     logger.info("connection saved", extra={"tenant": tenant, "connection": name, "type": body.type,
-                                            "keys": answer.connection.keys, "created": answer.created})
+                                            "keys": answer.connection.keys, "created_now": answer.created})
     return answer
 
 

@@ -149,7 +149,10 @@ def shoot(page: Any, name: str, width: int | None = None) -> Path:
         page.set_viewport_size({"width": width, "height": PHONE["height"] if width <= 500 else DESKTOP["height"]})
         page.wait_for_timeout(50)
         overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
-        assert overflow <= 0, f"{name}: the page is {overflow}px wider than a {width}px screen"
+        wide = page.evaluate("w => [...document.querySelectorAll('body *')].filter(e => e.getBoundingClientRect().right > w"
+                             " && !e.parentElement.closest('.table-wrap, .sm-wrap, .chart-wrap, pre, nav'))"
+                             ".slice(0, 5).map(e => e.tagName + '.' + e.className + ' ' + e.textContent.slice(0, 40))", width)
+        assert overflow <= 0, f"{name}: the page is {overflow}px wider than a {width}px screen: {wide}"
     path = SCREENSHOTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
     return path

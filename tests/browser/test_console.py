@@ -186,3 +186,116 @@ def test_a_second_tenant_sees_none_of_the_first_tenants_data(page: Any, console_
     go(page, "#/rules")
     assert page.locator("text=won-to-stripe").count() == 0
     assert page.locator("text=No rules yet").count() == 1
+
+
+# ------------------------------------------------------------------------------------------- runs
+DOWN_RULE = {"id": "down-invoices", "name": "Invoice through a target that is down", "source": "twenty",
+             "object": "opportunity", "order": 20, "active": True, "trigger": {"type": "event", "on": "edited"},
+             "criteria": [{"field": "stage", "comparator": "changed_to", "value": "CUSTOMER"}],
+             "actions": [{"type": "stripe.invoice", "connection": "stripe-down"}]}
+
+
+def test_a_webhook_run_appears_with_its_path_drawn_and_a_failed_run_is_replayed(
+        page: Any, console_stack: ConsoleStack) -> None:
+    assert console_stack.call("POST", f"/admin/tenants/{TENANT}/rules", DOWN_RULE)[0] == 200
+    record_id = post_won(console_stack, HOSTILE)
+    go(page, "#/runs")
+    page.wait_for_selector(f"tbody tr:has-text('{record_id}')")
+    shoot(page, "runs")
+
+    # the run that sent: its path passed, the invoice's id links into Stripe
+    page.select_option("select[name=rule]", "won-to-stripe")
+    page.fill("input[name=record]", f"twenty:opportunity:{record_id}")
+    page.click("button:has-text('Filter')")
+    page.wait_for_function("() => location.hash.includes('record=')")
+    page.click(f"tbody tr:has-text('{record_id}') >> text=Open")
+    page.wait_for_selector("svg.statemachine")
+    assert page.locator("svg.statemachine g.state.passed").count() >= 5
+    assert page.locator("svg.statemachine g.state.failed").count() == 0
+    assert page.locator("svg.statemachine path.edge.taken").count() >= 4
+    shoot(page, "run-succeeded")
+    invoices = [i["id"] for i in console_stack.stripe.invoices.values() if i["metadata"]["crm_record_id"] == record_id]
+    link = page.locator("a[href^='https://dashboard.stripe.com/invoices/']")
+    assert link.count() == 1 and link.text_content() in invoices
+    assert link.get_attribute("href") == f"https://dashboard.stripe.com/invoices/{link.text_content()}"
+    assert page.locator("#replay").count() == 0  # a run that succeeded is not replayed
+
+    # the run whose target is down: failed, drawn failed, replayed
+    go(page, f"#/runs?rule=down-invoices&record=twenty%3Aopportunity%3A{record_id}")
+    page.click(f"tbody tr:has-text('{record_id}') >> text=Open")
+    page.wait_for_selector("svg.statemachine")
+    shoot(page, "run-failed")
+    assert page.locator("dd .badge.failed").count() == 1
+    assert page.locator("svg.statemachine g.state.failed").count() >= 1
+    dispatch = page.locator("svg.statemachine g[data-state=Dispatch]")
+    assert dispatch.get_attribute("data-status") == "failed"
+    assert "retried" in dispatch.locator("title").text_content()  # the transient error was retried first
+    before = len(console_stack.runtime.executions())
+    page.click("#replay")
+    page.wait_for_selector("text=Replayed as")
+    console_stack.runtime.wait_idle(60)
+    assert len(console_stack.runtime.executions()) == before + 1
+    page.set_viewport_size({"width": 390, "height": 844})
+    shoot(page, "run-failed-phone", width=390)
+    console_stack.call("DELETE", f"/admin/tenants/{TENANT}/rules/down-invoices")
+
+
+# ------------------------------------------------------------------------------------------- usage
+def test_usage_shows_today_against_the_limits_and_30_days(page: Any, console_stack: ConsoleStack) -> None:
+    post_won(console_stack, "Usage deal")
+    go(page, "#/usage")
+    row = page.wait_for_selector("tr[data-action-type=invoice]")
+    cells = [c.text_content() for c in row.query_selector_all("td")]
+    assert int(cells[1]) >= 1 and cells[2] == "500"
+    assert page.locator("svg.chart g.day").count() == 30
+    assert page.locator("svg.chart rect.bar.sent").count() >= 1
+    shoot(page, "usage")
+    shoot(page, "usage-phone", width=390)
+
+
+# ------------------------------------------------------------------------------------------- connections, settings
+def test_change_a_daily_limit(page: Any, console_stack: ConsoleStack) -> None:
+    go(page, "#/connections")
+    limit = page.locator("#daily-limits .row:has(input[value=invoice]) input[name=limit-value]")
+    limit.fill("250")
+    page.click("text=Save settings")
+    page.wait_for_selector("#status:has-text('Settings saved')")
+    assert console_stack.call("GET", f"/admin/tenants/{TENANT}/settings")[2]["daily_limits"]["invoice"] == 250
+    go(page, "#/usage")
+    assert page.locator("tr[data-action-type=invoice] td").nth(2).text_content() == "250"
+
+
+def test_test_a_connection_and_save_one_whose_secret_is_never_shown_again(page: Any, console_stack: ConsoleStack) -> None:
+    go(page, "#/connections")
+    page.click("tr[data-connection=stripe-main] >> button:has-text('Test')")
+    page.wait_for_selector("tr[data-connection=stripe-main] .test-result .ok")
+    page.click("tr[data-connection=stripe-down] >> button:has-text('Test')")
+    page.wait_for_selector("tr[data-connection=stripe-down] .test-result .error")
+    shoot(page, "connections")
+
+    page.click("text=New connection")
+    page.fill("#connection-editor input[name=name]", "audit-hook")
+    page.select_option("#connection-editor select[name=type]", "webhook")
+    values = page.locator("#connection-editor input[name=value]")
+    assert values.nth(1).get_attribute("type") == "password"  # the secret is typed into a password field
+    values.nth(0).fill(f"{console_stack.receiver.url}/hooks/audit")
+    values.nth(1).fill("s3cr3t-Audit-Value")
+    page.click("text=Save connection")
+    page.wait_for_selector("tr[data-connection=audit-hook]")
+    assert "secret" in page.text_content("tr[data-connection=audit-hook]")
+    assert "s3cr3t-Audit-Value" not in page.content()
+    assert "s3cr3t-Audit-Value" not in json.dumps(console_stack.call("GET", f"/admin/tenants/{TENANT}/connections")[2])
+    page.click("tr[data-connection=audit-hook] >> button:has-text('Edit')")
+    secret_input = page.locator("#connection-editor input[type=password]")
+    assert secret_input.count() == 1 and secret_input.input_value() == ""  # never echoed back
+    shoot(page, "connections-phone", width=390)
+
+
+def test_every_page_fits_a_phone(page: Any) -> None:
+    page.set_viewport_size({"width": 390, "height": 844})
+    for name, hash_ in (("rules-phone", "#/rules"), ("dry-run-phone", "#/dry-run"), ("runs-phone", "#/runs"),
+                        ("rule-phone", "#/rules/won-to-stripe")):
+        go(page, hash_)
+        shoot(page, name, width=390)
+    page.keyboard.press("Tab")  # the skip link comes first
+    assert page.evaluate("document.activeElement.textContent") == "Skip to content"

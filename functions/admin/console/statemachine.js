@@ -64,6 +64,8 @@ function avg(list) {
 export function drawStateMachine(definition, path) {
   const { pos, edges, width, height, states } = layout(definition);
   const status = new Map((path || []).map((p) => [p.name, p.status]));
+  const retries = new Map();
+  for (const p of path || []) retries.set(p.name, (retries.get(p.name) || 0) + (p.retries || 0));
   const visited = (path || []).map((p) => p.name);
   const taken = new Set();
   for (let i = 1; i < visited.length; i++) taken.add(`${visited[i - 1]}>${visited[i]}`);
@@ -93,7 +95,8 @@ export function drawStateMachine(definition, path) {
     svg.append(s("g", { class: `state ${st || "untouched"} type-${type.toLowerCase()}`, "data-state": name, "data-status": st || "" },
       s("rect", { x: p.x, y: p.y, width: W, height: H, rx: type === "Choice" ? 14 : 4 }),
       s("text", { x: p.x + W / 2, y: p.y + H / 2 + 4, "text-anchor": "middle", text: name.length > 18 ? `${name.slice(0, 17)}…` : name }),
-      s("title", { text: `${name} (${type})${st ? `: ${st}` : ""}` })));
+      retries.get(name) ? s("text", { x: p.x + W - 4, y: p.y + 10, "text-anchor": "end", class: "retries", text: `↻${retries.get(name)}` }) : null,
+      s("title", { text: `${name} (${type})${st ? `: ${st}` : ""}${retries.get(name) ? `, retried ${retries.get(name)} time(s)` : ""}` })));
   }
   return h("div", { class: "sm-wrap" }, svg,
     h("ul", { class: "legend", "aria-label": "Legend" }, ["passed", "waiting", "retried", "failed", "running", "untouched"].map((k) => h("li", {}, h("span", { class: `swatch ${k}` }), k === "untouched" ? "not on this run's path" : k))));
