@@ -5,8 +5,11 @@ from __future__ import annotations
 import copy
 import json
 import re
+import urllib.request
 import uuid
 from typing import Any
+
+import pytest
 
 from billflow_local.standins.signing import twenty_body, twenty_headers
 from tests.browser.conftest import (
@@ -19,6 +22,7 @@ from tests.browser.conftest import (
     shoot,
 )
 
+pytestmark = pytest.mark.browser
 WON_EVENT = json.loads((ROOT / "events" / "twenty" / "opportunity-won.json").read_text())
 
 
@@ -30,10 +34,9 @@ def post_won(stack: ConsoleStack, name: str) -> str:
     record["name"] = name
     stack.twenty.add_record("opportunity", dict(record))
     body = twenty_body(event)
-    import urllib.request
-
+    headers = {"Content-Type": "application/json", **twenty_headers(SIGNING_SECRET, body)}
     request = urllib.request.Request(f"{stack.runtime.url}/webhooks/{TENANT}/twenty", data=body, method="POST",
-                                     headers={"Content-Type": "application/json", **twenty_headers(SIGNING_SECRET, body)})
+                                     headers=headers)
     with urllib.request.urlopen(request, timeout=30) as resp:
         assert resp.status == 202
     stack.runtime.wait_idle(60)
@@ -83,7 +86,6 @@ def test_without_the_token_the_page_asks_for_it(browser: Any, console_stack: Con
 # ------------------------------------------------------------------------------------------- rules
 def test_create_a_rule_from_the_form_see_a_problem_at_its_line_and_save_it_after_a_diff(page: Any) -> None:
     page.wait_for_selector("text=won-to-stripe")
-    shoot(page, "rules")
     page.click("text=New rule")
     page.wait_for_selector("form.rule-form")
     page.fill("input[name=id]", "big-won-deals")
@@ -118,7 +120,8 @@ def test_create_a_rule_from_the_form_see_a_problem_at_its_line_and_save_it_after
     page.wait_for_selector("h1:has-text('Rule big-won-deals')")
     # the stored rule, changed: the diff shows just the change
     page.click("#tab-yaml")
-    page.fill("#rule-yaml", page.input_value("#rule-yaml").replace("name: Invoice big won deals", "name: Invoice the big ones"))
+    edited = page.input_value("#rule-yaml").replace("name: Invoice big won deals", "name: Invoice the big ones")
+    page.fill("#rule-yaml", edited)
     page.click("text=Review and save")
     diff = page.text_content("pre.diff")
     assert "- name: Invoice big won deals" in diff and "+ name: Invoice the big ones" in diff
@@ -141,7 +144,8 @@ def test_toggle_clone_reorder_and_delete_rules(page: Any, console_stack: Console
     page.wait_for_selector("#status:has-text('toggle-me is now inactive')")
     assert console_stack.call("GET", f"/admin/tenants/{TENANT}/rules/toggle-me")[2]["rule"]["active"] is False
     page.click("tr:has-text('toggle-me') >> text=Clone")
-    page.wait_for_selector("text=toggle-me-copy")
+    page.wait_for_selector("tr:has-text('toggle-me-copy')")
+    shoot(page, "rules")  # the README's picture: two objects' rules, one named with hostile HTML, shown as text
     page.click("[aria-label='Move toggle-me down']")
     page.wait_for_selector("#status:has-text('Moved toggle-me')")
     ids = [r["id"] for r in console_stack.call("GET", f"/admin/tenants/{TENANT}/rules?object=company")[2]["rules"]]
@@ -171,21 +175,6 @@ def test_dry_run_shows_the_verdict_each_criterion_and_every_request(page: Any, c
     assert console_stack.stripe.invoices == {} or all(  # nothing was sent by the dry run
         i["metadata"].get("crm_record_id") != event["record"]["id"] for i in console_stack.stripe.invoices.values())
     shoot(page, "dry-run")
-
-
-# ------------------------------------------------------------------------------------------- second tenant
-def test_a_second_tenant_sees_none_of_the_first_tenants_data(page: Any, console_stack: ConsoleStack) -> None:
-    post_won(console_stack, "Tenant check deal")
-    go(page, "#/runs")
-    assert page.locator("tbody tr").count() > 0
-    page.fill("#tenant", OTHER_TENANT)
-    page.click("text=Switch")
-    page.wait_for_selector("h1:has-text('Execution log')")
-    page.wait_for_function("() => !document.querySelector('main .loading')")
-    assert page.locator("text=No runs match.").count() == 1
-    go(page, "#/rules")
-    assert page.locator("text=won-to-stripe").count() == 0
-    assert page.locator("text=No rules yet").count() == 1
 
 
 # ------------------------------------------------------------------------------------------- runs
@@ -240,6 +229,20 @@ def test_a_webhook_run_appears_with_its_path_drawn_and_a_failed_run_is_replayed(
     console_stack.call("DELETE", f"/admin/tenants/{TENANT}/rules/down-invoices")
 
 
+# ------------------------------------------------------------------------------------------- second tenant
+def test_a_second_tenant_sees_none_of_the_first_tenants_data(page: Any, console_stack: ConsoleStack) -> None:
+    go(page, "#/runs")  # acme has runs by now (the webhook test above)
+    assert page.locator("tbody tr").count() > 0
+    page.fill("#tenant", OTHER_TENANT)
+    page.click("text=Switch")
+    page.wait_for_selector("h1:has-text('Execution log')")
+    page.wait_for_function("() => !document.querySelector('main .loading')")
+    assert page.locator("text=No runs match.").count() == 1
+    go(page, "#/rules")
+    assert page.locator("text=won-to-stripe").count() == 0
+    assert page.locator("text=No rules yet").count() == 1
+
+
 # ------------------------------------------------------------------------------------------- usage
 def test_usage_shows_today_against_the_limits_and_30_days(page: Any, console_stack: ConsoleStack) -> None:
     post_won(console_stack, "Usage deal")
@@ -265,7 +268,8 @@ def test_change_a_daily_limit(page: Any, console_stack: ConsoleStack) -> None:
     assert page.locator("tr[data-action-type=invoice] td").nth(2).text_content() == "250"
 
 
-def test_test_a_connection_and_save_one_whose_secret_is_never_shown_again(page: Any, console_stack: ConsoleStack) -> None:
+def test_test_a_connection_and_save_one_whose_secret_is_never_shown_again(
+        page: Any, console_stack: ConsoleStack) -> None:
     go(page, "#/connections")
     page.click("tr[data-connection=stripe-main] >> button:has-text('Test')")
     page.wait_for_selector("tr[data-connection=stripe-main] .test-result .ok")

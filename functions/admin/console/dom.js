@@ -61,6 +61,10 @@ export function json(value) {
 }
 
 export function table(headers, rows, caption) {
+  // each cell knows its column's name: on a phone the rows become cards with the names beside the values
+  for (const row of rows.flat()) {
+    [...row.children].forEach((cell, i) => { if (headers[i]) cell.setAttribute("data-label", headers[i]); });
+  }
   return h("div", { class: "table-wrap" },
     h("table", {},
       caption ? h("caption", {}, caption) : null,

@@ -1,7 +1,7 @@
 // The execution log (filters by rule, record, status, dates) and one run's page: its path through the state
 // machine, each action's request summary and external id, Replay for failed or limited runs.
 import { ap, api, seg, tp } from "./api.js";
-import { badge, clear, field, h, json, say, select, table, when } from "./dom.js";
+import { badge, clear, field, h, say, select, table, when } from "./dom.js";
 import { drawStateMachine } from "./statemachine.js";
 
 const STATUSES = ["", "succeeded", "sent", "failed", "limited", "skipped", "not_matched", "scheduled"];
@@ -119,8 +119,9 @@ export async function runPage(name, params) {
 }
 
 function summary(item) {
-  const parts = [item.request_summary, item.summary, item.reason].filter(Boolean);
-  if (parts.length) return parts.join(" · ");
-  const rest = Object.fromEntries(Object.entries(item).filter(([k]) => !["rule_key", "record_key", "status_key", "execution", "rule_id", "step", "status", "external_id", "at", "expires_at", "action_type", "transition"].includes(k)));
-  return Object.keys(rest).length ? json(rest) : "";
+  // the log keeps what each action did: its type, outcome, reason and the id the target gave
+  const parts = [`${item.action_type || "action"} ${item.status}`];
+  if (item.external_id) parts.push(`→ ${item.external_id}`);
+  if (item.reason) parts.push(`: ${item.reason}`);
+  return parts.join(" ");
 }
