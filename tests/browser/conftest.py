@@ -79,7 +79,7 @@ class ConsoleStack:
             return err.code, {k.lower(): v for k, v in err.headers.items()}, json.loads(err.read() or b"null")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # a runtime holds process-wide state (moto, environment): gone after its module
 def console_stack() -> Iterator[ConsoleStack]:
     stripe = FakeStripe().start()
     twenty = FakeTwenty(custom_fields={"opportunity": {"invoiceId": {"type": "string"}}}).start()
