@@ -18,6 +18,7 @@ from tests.browser.conftest import (
     ROOT,
     SIGNING_SECRET,
     TENANT,
+    TOKEN,
     ConsoleStack,
     shoot,
 )
@@ -68,6 +69,18 @@ def test_the_local_api_refuses_calls_without_the_token_and_the_page_is_locked_do
     assert not re.search(r"https?://", html), "nothing loaded from another host"
     status, _, _ = console_stack.call("GET", "/console/..%2F..%2Fapp.py", token=None)
     assert status == 404
+
+
+def test_the_cli_sends_the_token_it_is_given(console_stack: ConsoleStack, monkeypatch: pytest.MonkeyPatch) -> None:
+    from billflow_cli.api import AdminApi, ApiError
+
+    api = AdminApi(console_stack.runtime.url)
+    monkeypatch.delenv("BILLFLOW_TOKEN", raising=False)
+    with pytest.raises(ApiError) as refused:
+        api.get(f"/admin/tenants/{TENANT}/rules")
+    assert refused.value.status == 401 and "Authorization: Bearer" in str(refused.value)
+    monkeypatch.setenv("BILLFLOW_TOKEN", TOKEN)
+    assert "rules" in api.get(f"/admin/tenants/{TENANT}/rules")
 
 
 def test_without_the_token_the_page_asks_for_it(browser: Any, console_stack: ConsoleStack) -> None:
