@@ -79,14 +79,14 @@ def validate(tenant: str, body: Annotated[ValidateRequest, Body()]) -> ValidateA
 @app.post("/admin/tenants/<tenant>/rules/plan", tags=RULES, summary="What apply would change",
           responses=error_responses(400))
 def plan(tenant: str, body: Annotated[RulesRequest, Body()]) -> PlanAnswer:
-    rules = admin.parse_rules(tenant, list(body.rules))
+    rules = admin.parse_rules(tenant, list(body.rules), _default_timezone(tenant))
     return PlanAnswer(plan=admin.plan_rules(get_rule_store(), tenant, rules, body.prune))
 
 
 @app.post("/admin/tenants/<tenant>/rules/apply", tags=RULES, summary="Store the rule documents",
           responses=error_responses(400))
 def apply(tenant: str, body: Annotated[RulesRequest, Body()]) -> ApplyAnswer:
-    rules = admin.parse_rules(tenant, list(body.rules))
+    rules = admin.parse_rules(tenant, list(body.rules), _default_timezone(tenant))
     applied = admin.apply_rules(get_rule_store(), tenant, rules, body.prune)
     logger.info("rules applied", extra={"tenant": tenant, **applied.model_dump()})
     return ApplyAnswer(applied=applied)
@@ -100,11 +100,16 @@ def reorder(tenant: str, body: Annotated[ReorderRequest, Body()]) -> RulesAnswer
     return RulesAnswer(rules=[admin.as_document(r) for r in rules])
 
 
+def _default_timezone(tenant: str) -> str | None:
+    """The tenant's default zone for rule documents that name none (tenant settings)."""
+    return get_tenant_settings_store().read(tenant).settings.default_timezone
+
+
 # ------------------------------------------------------------------------------------------- one rule
 @app.post("/admin/tenants/<tenant>/rules", tags=RULES, summary="Create a rule",
           responses=error_responses(400, 409))
 def create(tenant: str, body: Annotated[RuleDocument, Body()]) -> RuleAnswer:
-    rule = admin.create_rule(get_rule_store(), tenant, admin.parse_rule(tenant, body))
+    rule = admin.create_rule(get_rule_store(), tenant, admin.parse_rule(tenant, body, _default_timezone(tenant)))
     logger.info("rule created", extra={"tenant": tenant, "rule": rule.id})
     return RuleAnswer(rule=admin.as_document(rule))
 
@@ -117,7 +122,8 @@ def get_one(tenant: str, rule_id: str) -> RuleAnswer:
 @app.put("/admin/tenants/<tenant>/rules/<rule_id>", tags=RULES, summary="Edit (replace) a rule",
          responses=error_responses(400, 404))
 def edit(tenant: str, rule_id: str, body: Annotated[RuleDocument, Body()]) -> RuleAnswer:
-    rule = admin.edit_rule(get_rule_store(), tenant, rule_id, admin.parse_rule(tenant, body))
+    rule = admin.edit_rule(get_rule_store(), tenant, rule_id,
+                           admin.parse_rule(tenant, body, _default_timezone(tenant)))
     logger.info("rule edited", extra={"tenant": tenant, "rule": rule.id, "version": rule.version})
     return RuleAnswer(rule=admin.as_document(rule))
 
@@ -239,7 +245,7 @@ def put_connection(tenant: str, name: str, body: Annotated[ConnectionRequest, Bo
 
     answer = save_connection(tenant, name, body)
     logger.info("connection saved", extra={"tenant": tenant, "connection": name, "type": body.type,
-                                            "keys": answer.connection.keys, "created_now": answer.created})
+                                            "keys": answer.connection.keys, "new": answer.created})
     return answer
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
+from billflow_cli import manage
 from billflow_cli.api import AdminApi, ApiError, segment
 from billflow_cli.redrive import redrive, stack_outputs
 from billflow_cli.rulesfile import RulesFileError, dump_rules, load_rules
@@ -42,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    except CliError as exc:
+    except (CliError, manage.ManageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
@@ -158,6 +159,8 @@ def _parser() -> argparse.ArgumentParser:
     connection_test.add_argument("name", metavar="NAME", help="the connection's name, as rules name it (stripe-main)")
     _api_args(connection_test)
     connection_test.set_defaults(run=_test_connection)
+    manage.add_connection_commands(connection_commands, _api_args)
+    manage.add_commands(commands, _api_args)
 
     redrive = commands.add_parser("redrive", help="put the filter's failed events (its on-failure queue) back on "
                                                   "the bus, once the cause is fixed; safe to run again")
@@ -190,13 +193,32 @@ def _rules_path(args: argparse.Namespace, *rest: str) -> str:
 
 # ------------------------------------------------------------------------------------------- rules as code
 def _validate(args: argparse.Namespace) -> int:
+    settings = _folder_settings(args.path)
     rules = load_rules(args.path, tenant="")
     print(f"{len(rules)} rule(s) valid: {', '.join(r.id for r in rules)}")
+    if settings is not None:
+        print(f"settings valid: {settings[0]}")
     return 0
 
 
+def _folder_settings(path: Path) -> tuple[Path, dict[str, Any]] | None:
+    """The folder's settings.yaml, checked (RulesFileError with file and field when it is not valid)."""
+    found = manage.load_settings_file(path)
+    if found is not None:
+        problems = manage.check_settings(*found)
+        if problems:
+            raise RulesFileError(problems)
+    return found
+
+
 def _documents(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(r.model_dump_json(exclude={"tenant"})) for r in load_rules(path, tenant="")]
+    documents = []
+    for rule in load_rules(path, tenant=""):
+        document = json.loads(rule.model_dump_json(exclude={"tenant"}))
+        if "timezone" not in rule.model_fields_set:  # unnamed: the tenant's default_timezone applies (API)
+            document.pop("timezone", None)
+        documents.append(document)
+    return documents
 
 
 PLAN_LINES = (
@@ -206,10 +228,24 @@ PLAN_LINES = (
 
 
 def _plan_or_apply(args: argparse.Namespace) -> int:
+    settings = _folder_settings(args.path)
     body = {"rules": _documents(args.path), "prune": args.prune}
-    answer = AdminApi(args.api).post(_rules_path(args, args.action), body)
+    api = AdminApi(args.api)
+    settings_line = ""
+    if settings is not None:  # the folder's settings.yaml: the tenant's settings, as code
+        settings_path = f"/admin/tenants/{segment(args.tenant)}/settings"
+        changed = manage.settings_changes(api.get(settings_path), settings[1])
+        settings_line = f"{'change':>10}  settings  ({', '.join(changed)})" if changed else \
+            f"{'unchanged':>10}  settings"
+        if changed and args.action == "apply":
+            # First: rules that name no timezone take the default_timezone being applied
+            api.put(settings_path, settings[1])
+            settings_line += "\napply: saved the settings"
+    answer = api.post(_rules_path(args, args.action), body)
     plan = answer.get("plan") or answer.get("applied") or {}
     print(format_plan(plan, applied=args.action == "apply"))
+    if settings_line:
+        print(settings_line)
     return 0
 
 

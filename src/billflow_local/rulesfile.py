@@ -90,9 +90,13 @@ class RulesFileError(Exception):
         self.problems = problems
 
 
+SETTINGS_FILES = ("settings.yaml", "settings.yml")  # a rules folder's tenant settings, not rules (the CLI's)
+
+
 def rule_files(path: Path) -> list[Path]:
     if path.is_dir():
-        return sorted(p for p in path.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file())
+        return sorted(p for p in path.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file()
+                      and not (p.parent == path and p.name in SETTINGS_FILES))
     if path.is_file():
         return [path]
     raise RulesFileError([f"{path}: no such file or folder"])

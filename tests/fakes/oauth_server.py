@@ -12,6 +12,12 @@ Behaves like the real ones where billflow can tell the difference:
 Errors otherwise are RFC 6749 section 5.2: 400 {"error": "invalid_grant"} for a revoked, expired or
 already rotated refresh token, 401 {"error": "invalid_client"} for bad client credentials.
 
+The authorization code grant (RFC 6749 4.1, PKCE RFC 7636) for the connect flow: GET /authorize is the
+consent page a user approves (`consent()` follows it like a browser and answers the redirect's URL; the code
+carries client, redirect_uri and code challenge, lives 60 s and works once), the token endpoint exchanges it
+(`grant_type=authorization_code`; redirect_uri must be the same, the verifier must hash to the challenge).
+Intuit's redirect adds realmId, Zoho's accounts-server and location.
+
 Test hooks: `grant()` issues a refresh token, `revoke()`, `expire_access_tokens()`, `access_token_valid()`
 for fake APIs to check bearer tokens, `refreshes` (successful refresh grants), `stale_refreshes` (a
 refresh token that had already been rotated away was used: the symptom of a lost token), `fail_next()`,
@@ -32,6 +38,16 @@ from tests.fakes.base import FakeServer, Request, Response
 
 STYLES = ("intuit", "xero", "zoho")
 TOKEN_PATH = "/oauth2/v1/tokens/bearer"
+AUTHORIZE_PATH = "/authorize"
+CODE_LIFETIME_SECONDS = 60
+
+
+@dataclass
+class Code:
+    client_id: str
+    redirect_uri: str
+    challenge: str | None
+    expires_at: float
 
 
 @dataclass
@@ -66,7 +82,83 @@ class OAuthFake(FakeServer):
         self._access: dict[str, tuple[Grant, float]] = {}
         self._failures: list[Response] = []
         self._state = threading.Lock()
+        self._codes: dict[str, Code] = {}
+        self.code_exchanges = 0
         self.route("POST", TOKEN_PATH, self._token)
+        self.route("GET", AUTHORIZE_PATH, self._authorize)
+
+    @property
+    def authorize_url(self) -> str:
+        return self.url + AUTHORIZE_PATH
+
+    def consent(self, url: str) -> str:
+        """A user approves the consent page at `url`: the Location billflow's callback is sent to."""
+        import urllib.error
+        import urllib.request
+
+        class NoRedirect(urllib.request.HTTPRedirectHandler):
+            def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+                return None
+
+        try:
+            urllib.request.build_opener(NoRedirect).open(url, timeout=5)
+        except urllib.error.HTTPError as err:
+            if err.code == 302:
+                return str(err.headers["Location"])
+            raise
+        raise AssertionError("the consent page did not redirect")
+
+    def _authorize(self, req: Request) -> Response:
+        query = {k: v[-1] for k, v in req.query.items()}
+        client_id, redirect_uri, state = query.get("client_id", ""), query.get("redirect_uri", ""), query.get("state")
+        if query.get("response_type") != "code" or client_id not in self.clients or not redirect_uri:
+            self.violate(f"authorize request without response_type=code, a known client or redirect_uri: {query}")
+            return Response(400, {"error": "invalid_request"})
+        challenge = query.get("code_challenge")
+        if challenge is not None and query.get("code_challenge_method") != "S256":
+            self.violate("PKCE without code_challenge_method=S256")
+            return Response(400, {"error": "invalid_request"})
+        code = _token("code")
+        with self._state:
+            self._codes[code] = Code(client_id, redirect_uri, challenge, time.time() + CODE_LIFETIME_SECONDS)
+        params = {"code": code, **({"state": state} if state else {})}
+        if self.style == "intuit":
+            params["realmId"] = "9130350000000001"
+        if self.style == "zoho":
+            params.update({"location": "eu", "accounts-server": "https://accounts.zoho.eu"})
+        from urllib.parse import urlencode
+
+        return Response(302, None, {"Location": f"{redirect_uri}{'&' if '?' in redirect_uri else '?'}"
+                                               f"{urlencode(params)}"})
+
+    def _exchange_code(self, form: dict[str, str], client: str) -> Response:
+        import hashlib
+
+        code = self._codes.pop(form.get("code", ""), None)  # a code works once
+        if code is None or code.expires_at < time.time() or code.client_id != client:
+            return self._error(400, "invalid_grant", "the authorization code is invalid, expired or used")
+        if form.get("redirect_uri") != code.redirect_uri:
+            return self._error(400, "invalid_grant", "redirect_uri differs from the authorization request's")
+        if code.challenge is not None:
+            verifier = form.get("code_verifier", "")
+            digest = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).decode().rstrip("=")
+            if digest != code.challenge:
+                return self._error(400, "invalid_grant", "code_verifier does not match the code challenge")
+        elif "code_verifier" in form:
+            self.violate("code_verifier sent for a code issued without a challenge")
+        self.code_exchanges += 1
+        grant = Grant(client, _token("rt"))
+        self.grants.append(grant)
+        self._by_refresh[grant.refresh_token] = grant
+        access = _token("at")
+        self._access[access] = (grant, time.time() + self.expires_in)
+        body: dict[str, Any] = {"access_token": access, "token_type": "Bearer", "expires_in": self.expires_in,
+                                "refresh_token": grant.refresh_token}
+        if self.style == "intuit":
+            body["x_refresh_token_expires_in"] = 8726400
+        if self.style == "zoho":
+            body["api_domain"] = self.api_domain
+        return Response(200, body, {"Cache-Control": "no-store", "Pragma": "no-cache"})
 
     @property
     def token_url(self) -> str:
@@ -139,6 +231,8 @@ class OAuthFake(FakeServer):
         client = self._client(req, form)
         if client is None:
             return self._error(401, "invalid_client", "client authentication failed")
+        if form.get("grant_type") == "authorization_code":
+            return self._exchange_code(form, client)
         if form.get("grant_type") != "refresh_token":
             self.violate(f"unsupported grant_type {form.get('grant_type')!r}")
             return self._error(400, "unsupported_grant_type", "only refresh_token is served here")

@@ -92,8 +92,11 @@ class AdminStack:
 
     # --- calling the API ----------------------------------------------------------------------------
     def call(
-        self, method: str, path: str, body: Any = None, query: dict[str, str] | None = None
+        self, method: str, path: str, body: Any = None, query: dict[str, str] | None = None,
+        authorizer: dict[str, Any] | None = None,
     ) -> tuple[int, Any]:
+        """The handler's answer to an HTTP API event; `authorizer` replaces the IAM caller (e.g. the JWT
+        authorizer's {"jwt": {"claims": ..., "scopes": None}} of a console user)."""
         assert self.app is not None
         event: dict[str, Any] = {
             "version": "2.0",
@@ -111,6 +114,8 @@ class AdminStack:
             },
             "isBase64Encoded": False,
         }
+        if authorizer is not None:
+            event["requestContext"]["authorizer"] = authorizer
         if query:
             event["queryStringParameters"] = query
         if body is not None:

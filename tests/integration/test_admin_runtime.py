@@ -244,3 +244,127 @@ def test_a_connection_is_tested_before_the_first_deal(
     code = main(["connections", "test", "no-such-connection", "--tenant", TENANT, "--api", runtime.url])
     _, err = capsys.readouterr()
     assert code != 0 and "no-such-connection" in err
+
+
+# ------------------------------------------------------------------------------------------- issue 13 (console API)
+def _get(runtime: LocalRuntime, path: str) -> tuple[int, Any]:
+    try:
+        with urllib.request.urlopen(f"{runtime.url}{path}", timeout=10) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def test_a_run_s_path_is_drawn_from_the_real_state_machine(
+    runtime: LocalRuntime, servers: tuple[FakeStripe, FakeTwenty, Receiver], capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The real ASL on moto's engine: a run refused by the webhook target fails in the webhook's dispatch,
+    after the invoice's states passed; every state of the path is one of the definition's."""
+    _, twenty, receiver = servers
+    cli(runtime, capsys, "rules", "apply", str(ROOT / "examples" / "rules"))
+    receiver.refusing = True
+    try:
+        deal = won_deal(runtime, twenty, "Path Pottery")
+    finally:
+        receiver.refusing = False
+    (failed,) = runs_for(runtime, deal["id"])
+    status, definition = _get(runtime, "/admin/statemachine")
+    assert status == 200
+
+    def state_names(states: dict[str, Any]) -> set[str]:
+        names = set(states)
+        for state in states.values():
+            for branch in [state.get("ItemProcessor") or state.get("Iterator") or {}, *state.get("Branches", [])]:
+                names |= state_names(branch.get("States", {}))
+        return names
+
+    known = state_names(definition["definition"]["States"])
+    status, path = _get(runtime, f"/admin/tenants/{TENANT}/executions/{failed['name']}/path")
+    assert status == 200, path
+    assert path["status"] == "FAILED"
+    states = {s["name"]: s for s in path["states"]}
+    assert set(states) <= known
+    assert definition["definition"]["StartAt"] in states
+    assert any(s["status"] == "failed" for s in path["states"])
+    assert any(s["status"] == "passed" for s in path["states"])
+    assert all(s["entered"] for s in path["states"])
+    status, _ = _get(runtime, f"/admin/tenants/another/executions/{failed['name']}/path")
+    assert status == 404
+
+
+def test_a_daily_limit_set_from_the_cli_limits_the_next_run_and_shows_in_usage(
+    runtime: LocalRuntime, servers: tuple[FakeStripe, FakeTwenty, Receiver], capsys: pytest.CaptureFixture[str],
+) -> None:
+    stripe, twenty, _ = servers
+    cli(runtime, capsys, "rules", "apply", str(ROOT / "examples" / "rules"))
+    _, before = _get(runtime, f"/admin/tenants/{TENANT}/usage?days=1")
+    # Document actions count by document type: stripe.invoice under "invoice" (Action.limit_key).
+    sent_today = {u["action_type"]: u["count"] for u in before["today"]}.get("invoice", 0)
+    limit = max(sent_today, 1)  # earlier tests of this runtime may have sent invoices today
+    cli(runtime, capsys, "settings", "set", f"daily_limits.invoice={limit}")
+    try:
+        deals = [won_deal(runtime, twenty, "Limited Lamps")]
+        if sent_today == 0:
+            deals.append(won_deal(runtime, twenty, "Limited Lamps Two"))
+        (limited,) = runs_for(runtime, deals[-1]["id"])
+        assert (limited["status"], limited["error"]) == ("FAILED", "DailyLimitReached")
+        assert not [i for i in stripe.invoices.values() if i["metadata"].get("crm_record_id") == deals[-1]["id"]]
+        status, usage = _get(runtime, f"/admin/tenants/{TENANT}/usage?days=7")
+        assert status == 200
+        today = {u["action_type"]: u for u in usage["today"]}
+        assert today["invoice"] == {"action_type": "invoice", "count": limit, "limit": limit}
+        assert usage["days"][-1]["limited"] >= 1
+        assert len(usage["days"]) == 7
+    finally:
+        cli(runtime, capsys, "settings", "set", "daily_limits.invoice=null")
+
+
+def test_connections_made_from_the_cli_live_in_the_runtime_s_secrets_manager(
+    runtime: LocalRuntime, servers: tuple[FakeStripe, FakeTwenty, Receiver], capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import io
+
+    stripe, _, _ = servers
+    monkeypatch.setattr("sys.stdin", io.StringIO(stripe.api_key + "\n"))
+    out = cli(runtime, capsys, "connections", "create", "stripe-cli", "--type", "stripe",
+              "--set", f"base_url={stripe.url}", "--secret", "api_key")
+    assert "created stripe-cli" in out
+    assert stripe.api_key not in out
+    sm = runtime.client("secretsmanager")
+    (name,) = [s["Name"] for s in sm.list_secrets()["SecretList"]
+               if s["Name"].endswith(f"/{TENANT}/connection/stripe-cli")]
+    secret = sm.get_secret_value(SecretId=name)
+    assert json.loads(secret["SecretString"])["api_key"] == stripe.api_key
+    assert "stripe-cli (stripe): ok" in cli(runtime, capsys, "connections", "test", "stripe-cli")
+    listed = cli(runtime, capsys, "connections", "list")
+    assert "stripe-cli" in listed and "stripe-main" in listed
+    assert stripe.api_key not in listed
+    cli(runtime, capsys, "connections", "delete", "stripe-cli")
+
+
+def test_oauth_connect_round_trips_through_the_local_callback(
+    runtime: LocalRuntime, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import io
+    from urllib.parse import urlsplit
+
+    from tests.fakes.oauth_server import OAuthFake
+
+    with OAuthFake(style="xero") as xero:
+        monkeypatch.setattr("sys.stdin", io.StringIO("client-secret-1\n"))
+        cli(runtime, capsys, "connections", "create", "xero-main", "--type", "xero", "--set", "client_id=client-1",
+            "--set", f"authorize_url={xero.authorize_url}", "--set", f"token_url={xero.token_url}",
+            "--secret", "client_secret")
+        out = cli(runtime, capsys, "connections", "connect", "xero-main")
+        link = out.splitlines()[1]
+        assert f"{runtime.url}/oauth/callback" in out
+        back = xero.consent(link)
+        assert back.startswith(f"{runtime.url}/oauth/callback?")
+        status, answer = _get(runtime, back.removeprefix(runtime.url))
+        assert (status, answer["connected"]) == (200, True)
+        status, again = _get(runtime, back.removeprefix(runtime.url))
+        assert status == 400  # the state was used
+        assert "refresh_token" in cli(runtime, capsys, "connections", "list")
+        assert xero.current_refresh_token(0) not in json.dumps([answer, again])
+        assert urlsplit(link).netloc == urlsplit(xero.url).netloc

@@ -35,15 +35,16 @@ class Conflict(BillflowError):
 
 
 # ------------------------------------------------------------------------------------------- parsing
-def parse_rules(tenant: str, documents: list[Any]) -> list[Rule]:
-    """Valid rules for the tenant, or InvalidRequest listing every problem with its rule and field."""
-    rules, problems = check_documents(documents)
+def parse_rules(tenant: str, documents: list[Any], default_timezone: str | None = None) -> list[Rule]:
+    """Valid rules for the tenant, or InvalidRequest listing every problem with its rule and field. A document
+    that names no timezone takes `default_timezone` (the tenant's settings), else UTC."""
+    rules, problems = check_documents(documents, default_timezone)
     if problems:
         raise InvalidRequest("rule documents are not valid", problems=problems)
     return [rule.model_copy(update={"tenant": tenant}) for rule in rules]
 
 
-def check_documents(documents: list[Any]) -> tuple[list[Rule], list[str]]:
+def check_documents(documents: list[Any], default_timezone: str | None = None) -> tuple[list[Rule], list[str]]:
     from billflow.logic.validate import validate_rule  # deferred: cold start (reads need no validator)
 
     rules: list[Rule] = []
@@ -51,7 +52,12 @@ def check_documents(documents: list[Any]) -> tuple[list[Rule], list[str]]:
     seen: set[str] = set()
     for doc in documents:
         if isinstance(doc, BaseModel):
+            named_zone = "timezone" in doc.model_fields_set  # the request's own keys, before defaults
             doc = json.loads(doc.model_dump_json())
+        else:
+            named_zone = isinstance(doc, dict) and "timezone" in doc
+        if default_timezone and not named_zone and isinstance(doc, dict):
+            doc = {**doc, "timezone": default_timezone}
         rule, found = validate_rule(doc)
         problems.extend(str(p) for p in found)
         if rule is None:
@@ -64,8 +70,8 @@ def check_documents(documents: list[Any]) -> tuple[list[Rule], list[str]]:
     return rules, problems
 
 
-def parse_rule(tenant: str, document: Any) -> Rule:
-    return parse_rules(tenant, [document])[0]
+def parse_rule(tenant: str, document: Any, default_timezone: str | None = None) -> Rule:
+    return parse_rules(tenant, [document], default_timezone)[0]
 
 
 def as_document(rule: Rule) -> RuleDocument:

@@ -70,10 +70,9 @@ def path_of(events: list[dict[str, Any]], execution_status: str) -> list[StateVi
             current.last_failed = False
         elif current is not None and kind.endswith(FAILURE_SUFFIXES) and not kind.startswith("Execution"):
             current.last_failed = True
-    running = execution_status == "RUNNING"
     by_name: dict[str, StateVisit] = {}
     for visit in visits:
-        status = _status(visit, running)
+        status = _status(visit, execution_status)
         seen = by_name.get(visit.name)
         retries = max(visit.attempts - 1, 0)
         if seen is None:
@@ -91,12 +90,15 @@ def path_of(events: list[dict[str, Any]], execution_status: str) -> list[StateVi
     return list(by_name.values())
 
 
-def _status(visit: _Visit, running: bool) -> VisitStatus:
+def _status(visit: _Visit, execution_status: str) -> VisitStatus:
+    running = execution_status == "RUNNING"
     if visit.kind == "Fail" or (visit.last_failed and (visit.exited or not running)):
         return "failed"
     if visit.exited is None:
         if running:
             return "waiting" if visit.kind == "Wait" else "running"
+        if execution_status == "SUCCEEDED":
+            return "passed"  # a Succeed state ends the run where it stands
         return "failed"  # the run ended (failed, timed out, aborted) inside this state
     return "retried" if visit.attempts > 1 else "passed"
 

@@ -38,7 +38,8 @@ def usage(
 
     first = (now - timedelta(days=days - 1)).replace(hour=0, minute=0, second=0, microsecond=0)
     # between() is (since, until]: a millisecond before midnight takes the first day whole
-    items = log.between(tenant, USAGE_STATUSES, first - timedelta(milliseconds=1), now, most=MAX_ITEMS)
+    end_of_today = first + timedelta(days=days)  # the log's times have milliseconds: now would cut them
+    items = log.between(tenant, USAGE_STATUSES, first - timedelta(milliseconds=1), end_of_today, most=MAX_ITEMS)
     per_day: dict[str, Counter[str]] = {}
     for item in items:
         per_day.setdefault(str(item.get("at", ""))[:10], Counter())[str(item.get("status"))] += 1

@@ -310,10 +310,12 @@ class SettingsDocument(BaseModel):
 
     model_config = ConfigDict(extra="forbid", defer_build=True)
 
-    daily_limits: dict[str, Annotated[int, Field(ge=0)]] = Field(
-        default_factory=dict, description="action type -> sends per UTC day (0 stops that action type)")
+    # At least 1, as the stack's DefaultDailyLimit: the state machine's reservation lets the day's first send
+    # through before a counter exists, so a limit of 0 would not hold (deactivate the rule instead).
+    daily_limits: dict[str, Annotated[int, Field(ge=1)]] = Field(
+        default_factory=dict, description="action type -> sends per UTC day (at least 1)")
     default_daily_limit: int | None = Field(
-        default=None, ge=0, description="Sends per day of action types daily_limits does not name; answers "
+        default=None, ge=1, description="Sends per day of action types daily_limits does not name; answers "
                                         "give the one in force (the stack's DefaultDailyLimit when unset)")
     usage_alert: UsageAlertSettings | None = None
     failure_digest: FailureDigestSettings | None = None
