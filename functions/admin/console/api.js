@@ -1,6 +1,6 @@
 // Calling the admin API from the page. Locally: the token printed by `make run` (handed over in the URL's
 // fragment, kept in sessionStorage: this tab only). On AWS: a Cognito sign-in (hosted UI, authorization code
-// with PKCE) whose ID token goes with every call; /console/config.json says which.
+// with PKCE) whose access token goes with every call; /console/config.json says which.
 
 export class ApiError extends Error {
   constructor(status, body) {
@@ -105,7 +105,7 @@ export async function finishSignIn(config) {
       redirect_uri: redirectUri(), code_verifier: saved.verifier }) });
   if (!resp.ok) throw new Error(`sign-in failed (${resp.status})`);
   const tokens = await resp.json();
-  setToken(tokens.id_token);
+  setToken(tokens.access_token); // what the JWT authorizer of /console/api/... checks (client_id, groups)
   return true;
 }
 
