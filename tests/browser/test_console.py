@@ -314,5 +314,29 @@ def test_every_page_fits_a_phone(page: Any) -> None:
                         ("rule-phone", "#/rules/won-to-stripe")):
         go(page, hash_)
         shoot(page, name, width=390)
-    page.keyboard.press("Tab")  # the skip link comes first
+
+
+def test_the_console_works_by_keyboard(page: Any, console_stack: ConsoleStack) -> None:
+    page.keyboard.press("Tab")
     assert page.evaluate("document.activeElement.textContent") == "Skip to content"
+    focused = []
+    for _ in range(8):
+        page.keyboard.press("Tab")
+        focused.append(page.evaluate("document.activeElement.id || document.activeElement.textContent"))
+    assert focused[:7] == ["billflow", "Rules", "Dry run", "Execution log", "Usage", "Connections & settings", "tenant"]
+    # a page opened from the menu by keyboard puts focus on its heading; a rule is toggled with the space bar
+    page.focus("#nav a[data-page=usage]")
+    page.keyboard.press("Enter")
+    page.wait_for_function("() => document.activeElement.tagName === 'H1'")
+    assert page.evaluate("document.activeElement.textContent") == "Usage"
+    page.focus("#nav a[data-page=rules]")
+    page.keyboard.press("Enter")
+    page.wait_for_function("() => document.activeElement.textContent === 'Rules'")
+    page.focus("#active-won-to-stripe")
+    page.keyboard.press("Space")
+    page.wait_for_selector("#status:has-text('won-to-stripe is now inactive')")
+    page.focus("#active-won-to-stripe")
+    page.keyboard.press("Space")
+    page.wait_for_selector("#status:has-text('won-to-stripe is now active')")
+    rule = console_stack.call("GET", f"/admin/tenants/{TENANT}/rules/won-to-stripe")[2]["rule"]
+    assert rule["active"] is True

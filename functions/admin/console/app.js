@@ -42,6 +42,7 @@ const PAGES = [
 ];
 
 let routing = 0;
+let shown = null; // the page last shown (without its query)
 async function route() {
   const hash = location.hash || "#/rules";
   const current = ++routing;
@@ -61,6 +62,13 @@ async function route() {
     clear(main).append(page);
     const heading = main.querySelector("h1");
     document.title = `${heading ? heading.textContent : "billflow"} · ${tenant()} · billflow console`;
+    // a new page: keyboard and screen-reader users start at its heading (a reload of the same page keeps focus)
+    const pageKey = hash.split("?")[0];
+    if (heading && shown !== pageKey && shown !== null) {
+      heading.tabIndex = -1;
+      heading.focus();
+    }
+    shown = pageKey;
   } catch (err) {
     if (current !== routing) return;
     showError(err);
