@@ -340,3 +340,26 @@ def test_the_console_works_by_keyboard(page: Any, console_stack: ConsoleStack) -
     page.wait_for_selector("#status:has-text('won-to-stripe is now active')")
     rule = console_stack.call("GET", f"/admin/tenants/{TENANT}/rules/won-to-stripe")[2]["rule"]
     assert rule["active"] is True
+
+
+def test_oauth_connect_opens_the_providers_consent_page_and_the_grant_is_stored(
+        page: Any, console_stack: ConsoleStack) -> None:
+    from tests.fakes.oauth_server import OAuthFake
+
+    with OAuthFake(style="xero") as xero:
+        settings = {"client_id": "client-1", "client_secret": "client-secret-1",
+                    "authorize_url": xero.authorize_url, "token_url": xero.token_url}
+        status, _, _ = console_stack.call("PUT", f"/admin/tenants/{TENANT}/connections/xero-main",
+                                          {"type": "xero", "settings": settings})
+        assert status == 200
+        go(page, "#/connections")
+        with page.context.expect_page() as consent:
+            page.click("tr[data-connection=xero-main] >> button:has-text('Connect')")
+        provider = consent.value
+        provider.wait_for_load_state()
+        assert provider.url.startswith(f"{console_stack.runtime.url}/oauth/callback?")  # the provider sent it back
+        assert '"connected": true' in provider.content().replace('":true', '": true')
+        provider.close()
+        go(page, "#/connections")
+        assert "refresh_token" in page.text_content("tr[data-connection=xero-main]")
+        assert xero.current_refresh_token(0) not in page.content()
