@@ -11,7 +11,7 @@ export SAM_CLI_TELEMETRY := 0
 export AWS_DEFAULT_REGION ?= us-east-1
 
 .DEFAULT_GOAL := help
-.PHONY: help install run local test test-fast lint typecheck template validate build bench deploy clean openapi
+.PHONY: help install run local test test-fast lint typecheck template validate build bench deploy clean openapi browser
 
 help: ## list the targets (coloured on a terminal only)
 	@if [ -t 1 ]; then on=$$'\033[36m'; off=$$'\033[0m'; else on=; off=; fi; \
@@ -31,15 +31,23 @@ $(SAM).installed:
 install: $(BIN)/.installed ## create .venv and install billflow with its dev tools
 
 run: install ## start the local stack with example rules and Stripe/Twenty stand-ins, send a won deal, keep serving
-	@echo "CLI: export BILLFLOW_API=http://127.0.0.1:$(PORT) BILLFLOW_TENANT=demo"
+	@echo "Console: http://127.0.0.1:$(PORT)/console (open the link with its token, printed once started)"
 	$(BIN)/python -m billflow_local.demo --port $(PORT)
 
 local: install ## start the local stack only (no stand-ins: see README): RULES=folder CONNECTIONS=file PORT=3000
-	@echo "CLI: export BILLFLOW_API=http://127.0.0.1:$(PORT) BILLFLOW_TENANT=demo"
+	@echo "Console: http://127.0.0.1:$(PORT)/console (open the link with its token, printed once started)"
 	$(BIN)/python -m billflow_local --port $(PORT) --rules $${RULES:-examples/rules} --connections $${CONNECTIONS:-examples/local-connections.yaml}
 
-test: install lint typecheck template ## everything CI runs: lint, types, template checks, all tests
+test: install lint typecheck template browser ## everything CI runs: lint, types, template checks, all tests
 	$(BIN)/pytest -n 2 --dist loadfile
+
+# The console's browser tests (tests/browser) drive Debian's Chromium: installed with apt when missing and apt is
+# there (CI runs as root on Debian); without a browser those tests skip and say why.
+browser: ## install Chromium for the console's browser tests when missing (apt, as root)
+	@if [ -x /usr/bin/chromium ]; then :; \
+	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	else echo "no Chromium and no apt as root: the console's browser tests will be skipped (install chromium)"; fi
 
 test-fast: install ## unit tests only
 	$(BIN)/pytest tests/unit -q

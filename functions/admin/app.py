@@ -449,6 +449,66 @@ def execution_path(tenant: str, name: str) -> ExecutionPathAnswer:
     return path_of_run(get_executions(), tenant, name)
 
 
+# ------------------------------------------------------------------------------------------- console (issue 13)
+# The admin console's static files, served from this function: one origin with the API it calls (no CORS), no
+# bucket or CDN to deploy, and the same route locally. The files hold no data; every answer is strict about
+# where scripts may come from (none inline), framing, and sniffing.
+CONSOLE_FILES = {"index.html": "text/html", "console.css": "text/css", "favicon.svg": "image/svg+xml"}
+CONSOLE_HEADERS = {
+    "Content-Security-Policy": ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+                                "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+                                "frame-ancestors 'none'"),
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-cache",
+}
+
+
+def _console_file(name: str) -> Response[Any]:
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parent / "console"
+    kind = CONSOLE_FILES.get(name) or ("text/javascript" if name.endswith(".js") else None)
+    path = folder / name
+    if kind is None or "/" in name or name.startswith(".") or not path.is_file():
+        return Response(404, "application/json", {"error": "NotFound", "message": f"no console file {name!r}"})
+    return Response(200, f"{kind}; charset=utf-8", path.read_text(encoding="utf-8"), headers=_console_headers())
+
+
+def _console_headers() -> dict[str, str]:
+    """connect-src adds Cognito's domain on AWS: the page trades its sign-in code for tokens there."""
+    from billflow.settings import get_settings
+
+    auth_url = get_settings().console_auth_url
+    headers = dict(CONSOLE_HEADERS)
+    if auth_url:
+        headers["Content-Security-Policy"] = headers["Content-Security-Policy"].replace(
+            "connect-src 'self'", f"connect-src 'self' {auth_url}")
+    return headers
+
+
+@app.get("/console", include_in_schema=False)
+def console_page() -> Response[Any]:
+    return _console_file("index.html")
+
+
+@app.get("/console/config.json", include_in_schema=False)
+def console_config() -> Response[Any]:
+    """How the page signs in: Cognito (AWS) or the token the local runtime printed."""
+    from billflow.settings import get_settings
+
+    settings = get_settings()
+    config = ({"auth": "cognito", "auth_url": settings.console_auth_url, "client_id": settings.console_client_id,
+               "api": "/console/api"} if settings.console_auth_url else {"auth": "token", "api": "/admin"})
+    return Response(200, "application/json", config, headers=_console_headers())
+
+
+@app.get("/console/<name>", include_in_schema=False)
+def console_asset(name: str) -> Response[Any]:
+    return _console_file(name)
+
+
 # ------------------------------------------------------------------------------------------- errors
 @app.exception_handler(BillflowError)  # type: ignore[untyped-decorator]
 def domain_error(exc: BillflowError) -> Response[Any]:

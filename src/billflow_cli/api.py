@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import urllib.error
 import urllib.request
 from typing import Any
@@ -58,6 +59,8 @@ class AdminApi:
         headers = {"Content-Type": "application/json"} if data is not None else {}
         if self._sign:
             headers = _sigv4(method, url, data, headers)
+        elif os.environ.get("BILLFLOW_TOKEN"):  # the local runtime's token (printed at its start)
+            headers["Authorization"] = f"Bearer {os.environ['BILLFLOW_TOKEN']}"
         request = urllib.request.Request(url, data=data, method=method, headers=headers)  # noqa: S310
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as resp:  # noqa: S310

@@ -6,6 +6,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import secrets
 import signal
 import sys
 import threading
@@ -27,7 +29,8 @@ def main(argv: list[str] | None = None) -> int:
         runtime = LocalRuntime(
             root, port=args.port, host=args.host, rules=args.rules, connections=args.connections,
             tenant=args.tenant, parameters=parameters, time_scale=args.time_scale,
-            log_level=args.log_level, echo=_echo, schedules=True,  # EventBridge Scheduler fires on its own
+            log_level=args.log_level, echo=_echo, console_token=console_token(),
+            schedules=True,  # EventBridge Scheduler fires on its own
         )
     except LocalConfigError as exc:
         print("the local runtime cannot start; fix these and run again:", file=sys.stderr)
@@ -69,7 +72,20 @@ def _banner(runtime: LocalRuntime, args: argparse.Namespace) -> None:
     rules = runtime.initial_rules
     print(f"{len(rules)} rule(s) loaded" + (f" from {args.rules}" if args.rules else "")
           + (": " + ", ".join(f"{r.tenant}/{r.id}" for r in rules) if rules else ""))
-    print(f"Admin API: {runtime.url}/admin/tenants/{args.tenant}/rules (unauthenticated locally)")
+    print(f"Admin API: {runtime.url}/admin/tenants/{args.tenant}/rules (send 'Authorization: Bearer <token>')")
+    print_console(runtime)
+    sys.stdout.flush()
+
+
+def console_token() -> str:
+    """The local admin API's token: $BILLFLOW_TOKEN when set (scripts, the CLI), else a new random one."""
+    return os.environ.get("BILLFLOW_TOKEN") or secrets.token_urlsafe(24)
+
+
+def print_console(runtime: LocalRuntime) -> None:
+    print(f"Console: {runtime.url}/console  (open with the token: {runtime.console_url})")
+    print(f"CLI:     export BILLFLOW_API={runtime.url} BILLFLOW_TENANT={runtime.tenant} "
+          f"BILLFLOW_TOKEN={runtime.server.console_token}")
     sys.stdout.flush()
 
 

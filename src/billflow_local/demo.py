@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 from billflow.storage.execution_log import ExecutionLog
 
+from billflow_local.__main__ import console_token, print_console
 from billflow_local.receiver import SignedWebhookReceiver
 from billflow_local.runtime import LocalRuntime
 from billflow_local.standins.signing import twenty_body, twenty_headers
@@ -50,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
 
     runtime = LocalRuntime(ROOT, port=args.port, rules=ROOT / "examples" / "rules",
                            connections={"tenants": {TENANT: settings}}, tenant=TENANT, echo=_say,
-                           log_level="WARNING")
+                           log_level="WARNING", console_token=console_token())
     try:
         runtime.start()
     except OSError as exc:
@@ -59,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     try:
         _section(f"billflow is running at {runtime.url} (local: moto, no AWS account)")
+        print_console(runtime)
         event_file = ROOT / "events" / "twenty" / "opportunity-won.json"
         print(f"Sending a signed Twenty webhook: {event_file.relative_to(ROOT)} (stage -> CUSTOMER)")
         status, answer = _post_signed(runtime.url, settings["sources"]["twenty"]["signing_secret"], event_file)
@@ -77,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         for url in runtime.webhook_urls():
             print(f"  webhook: {url}")
         print(f"  admin:   {runtime.url}/admin/tenants/{TENANT}/rules   (billflow log --tenant {TENANT})")
+        print_console(runtime)
         print("  send it again: README.md, 'Send a webhook by hand' (the same change is not invoiced twice)")
         stopping = threading.Event()
         for signum in (signal.SIGINT, signal.SIGTERM):

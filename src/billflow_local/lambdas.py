@@ -9,6 +9,7 @@ reports it, so the state machine's Retry and Catch match on the exception's clas
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import random
@@ -295,4 +296,20 @@ def _load_handler(spec: FunctionSpec) -> Handler:
     handler = getattr(module, attribute, None)
     if not callable(handler):
         raise AttributeError(f"{spec.logical_id}: {source} has no callable {attribute!r}")
+    if hasattr(getattr(module, "app", None), "append_context"):
+        return _one_event_at_a_time(handler)
     return handler  # type: ignore[no-any-return]
+
+
+def _one_event_at_a_time(handler: Handler) -> Handler:
+    """A Powertools resolver keeps the event it is answering on itself (current_event, the route's arguments),
+    as a Lambda container may: it answers one event at a time. Here one module serves every request, so its
+    calls take turns (the console loads its files and calls the admin API several at once)."""
+    lock = threading.Lock()
+
+    @functools.wraps(handler)
+    def one_at_a_time(event: Any, context: Any) -> Any:
+        with lock:
+            return handler(event, context)
+
+    return one_at_a_time

@@ -89,6 +89,7 @@ class LocalRuntime:
         log_level: str | None = None,
         delivery_workers: int = 4,
         schedules: bool = False,
+        console_token: str | None = None,
     ) -> None:
         self.root = Path(root).resolve()
         self.template = Template.load(self.root / "template.yaml", parameters)
@@ -104,7 +105,8 @@ class LocalRuntime:
         self.scheduler: LocalScheduler | None = None
         self.functions = FunctionHost(self.template)
         self.server = LocalApiServer(self.template, self.functions.invoke, host=host, port=port, echo=self._say,
-                                     idle=lambda: not self._busy(True, requests_of_caller=1))
+                                     idle=lambda: not self._busy(True, requests_of_caller=1),
+                                     console_token=console_token)
         # Checked now, before anything starts: a bad file is reported with its fields, nothing half-runs.
         self.tenants = load_connections(connections)
         self.rules_path = Path(rules) if rules is not None else None
@@ -132,6 +134,14 @@ class LocalRuntime:
     @property
     def url(self) -> str:
         return self.server.url
+
+    @property
+    def console_url(self) -> str:
+        """The console's address; with a token, the link that hands it to the page (in the fragment: never sent
+        to a server, never in a log)."""
+        token = self.server.console_token
+        tenants = ",".join(sorted({self.tenant, *self.tenants}))  # the switcher's list; any tenant can be typed
+        return f"{self.url}/console#" + (f"token={token}&" if token else "") + f"tenants={tenants}"
 
     @property
     def running(self) -> bool:
@@ -263,7 +273,9 @@ class LocalRuntime:
             merged.update(self.template.function_environment(logical_id))
         if self.log_level:
             merged["POWERTOOLS_LOG_LEVEL"] = self.log_level.upper()
-        return {**merged, **LOCAL_ENVIRONMENT}
+        # No Cognito here: the console signs in with the token printed at start (server.py checks it).
+        console = {"CONSOLE_AUTH_URL": "", "CONSOLE_CLIENT_ID": ""}
+        return {**merged, **LOCAL_ENVIRONMENT, **console}
 
     @contextmanager
     def _functions_log_level(self) -> Iterator[None]:

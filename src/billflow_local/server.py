@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import hmac
 import json
 import re
 import socket
@@ -106,8 +107,11 @@ class LocalApiServer:
     def __init__(
         self, template: Template, invoke: Invoke, *, host: str = "127.0.0.1", port: int = 3000,
         echo: Callable[[str], None] | None = print, idle: Callable[[], bool] | None = None,
+        console_token: str | None = None,
     ) -> None:
         self.routes = routes_from_template(template)
+        # The console's token (see _token_refusal); None: admin routes open, as the in-process tests use them.
+        self.console_token = console_token
         self.idle = idle
         self.invoke = invoke
         self.host = host
@@ -242,7 +246,25 @@ class LocalApiServer:
         if found is None:  # API Gateway: an unknown route, or a method no route has, is 404
             return 404, _JSON, b'{"message":"Not Found"}'
         route, params = found
+        refused = self._token_refusal(route, request)
+        if refused is not None:
+            return refused
         return self._invoke(route, self._event(request, route, params), None)
+
+    # ------------------------------------------------------------------------------------- console token
+    def _token_refusal(self, route: Route, request: _Request) -> tuple[int, Headers, bytes] | None:
+        """Where AWS asks for IAM or a Cognito JWT, the local API asks for the token printed at start, so
+        another local user, or a web page in this machine's browser (which may POST to localhost without
+        CORS), cannot drive the admin API. Webhooks (signed by the CRM) and the console's static files
+        (no data) stay open."""
+        if self.console_token is None or not (route.iam_auth or route.path.startswith("/admin/")):
+            return None
+        scheme, _, given = (request.header("authorization") or "").partition(" ")
+        if scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), self.console_token.encode()):
+            return None
+        body = {"error": "Unauthorized",
+                "message": "send the local API's token (printed at start) as 'Authorization: Bearer <token>'"}
+        return 401, [*_JSON, ("WWW-Authenticate", 'Bearer realm="billflow-local"')], json.dumps(body).encode()
 
     def _invoke(self, route: Route, event: dict[str, Any], handler: Any) -> tuple[int, Headers, bytes]:
         request_id = event["requestContext"]["requestId"]

@@ -54,6 +54,9 @@ class Settings(BaseModel):
     schedules_role_arn: str = Field(default="", alias="SCHEDULES_ROLE_ARN")
     # The admin API's sweeps by hand invoke the sweep function (issue 11).
     sweep_function_name: str = Field(default="", alias="SWEEP_FUNCTION_NAME")
+    # The console's sign-in (Cognito hosted UI, authorization code with PKCE); empty: the local runtime's token.
+    console_auth_url: str = Field(default="", alias="CONSOLE_AUTH_URL")
+    console_client_id: str = Field(default="", alias="CONSOLE_CLIENT_ID")
 
     @field_validator("webhook_restrict_ports", "allow_loopback_targets", mode="before")
     @classmethod
