@@ -71,6 +71,54 @@ class CounterStore:
         return True
 
 
+    def commit(self, pk: str, hold: str) -> str:
+        """The action was sent: the hold becomes a send. A hold reclaimed meanwhile (it outlived its lease) is
+        counted anyway, place and send: "committed" or "late" (the state machine's Commit and CommitLate)."""
+        ddb = client("dynamodb")
+        try:
+            ddb.update_item(
+                TableName=self._table, Key={"pk": {"S": pk}},
+                UpdateExpression="REMOVE #hold ADD sent :one", ConditionExpression="attribute_exists(#hold)",
+                ExpressionAttributeNames={"#hold": hold}, ExpressionAttributeValues={":one": {"N": "1"}},
+            )
+        except ddb.exceptions.ConditionalCheckFailedException:
+            ddb.update_item(
+                TableName=self._table, Key={"pk": {"S": pk}}, UpdateExpression="ADD sent :one, #count :one",
+                ExpressionAttributeNames={"#count": "count"}, ExpressionAttributeValues={":one": {"N": "1"}},
+            )
+            return "late"
+        return "committed"
+
+    def release(self, pk: str, hold: str) -> bool:
+        """Nothing was sent: give the place back, if the hold is still there (True when this call did)."""
+        ddb = client("dynamodb")
+        try:
+            ddb.update_item(
+                TableName=self._table, Key={"pk": {"S": pk}},
+                UpdateExpression="REMOVE #hold ADD #count :minus_one", ConditionExpression="attribute_exists(#hold)",
+                ExpressionAttributeNames={"#hold": hold, "#count": "count"},
+                ExpressionAttributeValues={":minus_one": {"N": "-1"}},
+            )
+        except ddb.exceptions.ConditionalCheckFailedException:
+            return False
+        return True
+
+
+    def settle(self, pk: str, hold: str, sent: bool) -> str:
+        """After the send: commit it, or release the place when nothing was sent. "committed", "late",
+        "released", "not-held" (released before), or "failed: ..." when DynamoDB kept refusing (botocore's
+        retries spent): the send happened all the same, so the caller goes on."""
+        # deferred: format and lookup import this module (through logic/run.py) and never load botocore
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            if sent:
+                return self.commit(pk, hold)
+            return "released" if self.release(pk, hold) else "not-held"
+        except (ClientError, BotoCoreError) as exc:
+            return f"failed: {exc}"
+
+
 def get_counter_store() -> CounterStore:
     # Not cached: the table name comes from settings, which tests and the local runtime reset.
     return CounterStore(get_settings().counters_table)
