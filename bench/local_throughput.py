@@ -300,9 +300,11 @@ def load(stack: Stack, deals: int, copies: int, clients: int, split: CpuSplit, t
     answered = max(answered_at) - started if answered_at else 0.0
     stack.runtime.wait_idle(120)
     low, high = arrivals[deals // 10], arrivals[deals - 1 - deals // 10]
+    quarters = [arrivals[min(deals - 1, deals * q // 4)] for q in range(5)]
     return {"seconds": arrivals[-1], "rate": deals / arrivals[-1],
             "sustained": (deals - 1 - 2 * (deals // 10)) / (high - low) if high > low else float("nan"),
-            "errors": errors, "cpu": cpu, "answered": answered, "invoiced": stack.invoices() - before}
+            "errors": errors, "cpu": cpu, "answered": answered, "quarters": quarters,
+            "invoiced": stack.invoices() - before}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -332,7 +334,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{result['invoiced']} invoices in {result['seconds']:.1f} s = {result['rate']:.1f} invoices/s "
           f"(middle 80%: {result['sustained']:.1f}/s; target >= {THROUGHPUT_TARGET:g}/s: "
           f"{'ok' if result['rate'] >= THROUGHPUT_TARGET else 'OVER'}); webhook errors: {len(result['errors'])}")
-    print(f"  every webhook answered {result['answered']:.1f} s after the first POST")
+    print(f"  every webhook answered {result['answered']:.1f} s after the first POST; invoices 1, 25%, 50%, 75%, "
+          f"100% at " + ", ".join(f"{t:.1f}" for t in result["quarters"]) + " s")
     succeeded = sum(1 for e in executions if e["status"] == "SUCCEEDED")
     print(f"  executions: {len(executions)} ({succeeded} succeeded); each deal invoiced once: "
           f"{result['invoiced'] == args.deals}")
