@@ -155,7 +155,7 @@ def shared_engine_clients() -> Iterator[None]:
     credentials and config; moto 5.2.5 ignores a task's state_credentials) from the one default session the
     runtime sets up, so one per region and service answers as a new one would.
     """
-    modules = [importlib.import_module(name) for name in ENGINE_CLIENT_USERS]
+    modules: list[Any] = [importlib.import_module(name) for name in ENGINE_CLIENT_USERS]
     original = modules[0].boto_client_for
     clients: dict[tuple[str, str, bool], Any] = {}
     lock = threading.Lock()
