@@ -1,10 +1,13 @@
 """The daily counters and the holds inside them: one item per tenant, action type and UTC day.
 
-The state machine writes the hot path itself (dynamodb:updateItem, statemachine/billflow.asl.json):
+The hot path, three conditional updates:
 
-- Reserve: `SET <hold> = <lease end> ADD count 1`, only if `count < limit` and the hold is absent;
-- Commit (the action was sent): `REMOVE <hold> ADD sent 1`, only if the hold is still there;
-- Release (it failed or sent nothing): `REMOVE <hold> ADD count -1`, only if the hold is still there.
+- Reserve: `SET <hold> = <lease end> ADD count 1`, only if `count < limit` and the hold is absent (the state
+  machine's CountDaily, a dynamodb:updateItem integration in statemachine/billflow.asl.json);
+- Commit (the action was sent): `REMOVE <hold> ADD sent 1`, only if the hold is still there (the Dispatch
+  task, right after the send: logic/action_step.py, `commit` below);
+- Release (it failed or sent nothing): `REMOVE <hold> ADD count -1`, only if the hold is still there (the
+  Dispatch task for a skipped action, `release` below; the state machine's ReleaseFailed for a failed run).
 
 `count` is what was sent plus what is in flight (the places taken), so the condition never lets limit + 1
 runs through; it is the attribute the limit always checked, so a day's item written before holds existed
