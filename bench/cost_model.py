@@ -163,6 +163,17 @@ def main(argv: list[str] | None = None) -> int:
     ok = report(unmatched, UNMATCHED_TARGET)
     ok = report(invoice, INVOICE_TARGET) and ok
 
+    if unmatched.total * 1000 > UNMATCHED_TARGET:
+        fixed = {"API Gateway HTTP API": prices["http_api_request"],
+                 "EventBridge custom events": prices["eventbridge_custom_event"],
+                 "two Lambda requests (ingest, filter)": 2 * prices["lambda_request"],
+                 "one record-state write (1 WRU)": prices["dynamodb_on_demand_wru"]}
+        floor = sum(fixed.values()) * 1000
+        print(f"\nThe unmatched path's floor at these prices, before any duration or read: ${floor:.6f} per 1,000 ("
+              + ", ".join(f"{k} ${v * 1000:.6f}" for k, v in fixed.items()) + "): "
+              + ("above the target whatever the handlers do; only fewer requests could meet it"
+                 if floor > UNMATCHED_TARGET else f"${UNMATCHED_TARGET - floor:.6f} left for durations and reads"))
+
     sfn = invoice.lines["Step Functions Standard"] * 1000
     if invoice.total * 1000 > INVOICE_TARGET and sfn > 0:
         transitions = sum(recording.invoice.transitions()) / recording.invoice.deliveries

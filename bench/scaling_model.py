@@ -218,9 +218,14 @@ def render(recording: Recording, unmatched: PathCost, invoice: PathCost, share: 
         "",
         "Unmatched events never start a workflow (the filter decides), so Express workflows for the unmatched "
         "path are not needed: its cost is the HTTP API request, the bus event, two Lambda calls and the "
-        "record-state read and write. Invoices pay for Standard transitions; moving the run to Express "
-        "would cut that line to about a hundredth, but Express does not refuse a second execution of the "
-        "same name, so the once-per-transition guarantee would move to a DynamoDB conditional put.",
+        "record-state read and write. Invoices pay for Standard transitions, so the run stays Standard but "
+        f"takes few of them: {transitions:g} for a one-action rule (Lookup, NextAction, HasAction, CountDaily, "
+        "Dispatch, HasAction, LogSuccess), the Dispatch task sending, committing the day's counter, writing back, "
+        "logging and planning the next step itself (billflow/logic/action_step.py). Moving the run to Express "
+        "would cut that line to about a hundredth, but Express does not refuse a second execution of the same "
+        "name (the once-per-transition guarantee would move to a DynamoDB conditional put), runs at most five "
+        "minutes (time-based actions wait up to a year in a Wait state) and is at-least-once when started "
+        "asynchronously.",
         "",
     ]
     return "\n".join(lines)

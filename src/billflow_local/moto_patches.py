@@ -136,6 +136,49 @@ def faster_botocore() -> Iterator[None]:
         user_agent_class.to_string = original
 
 
+# Every module of moto's engine that imported boto_client_for by name (the Task states billflow's ASL uses).
+ENGINE_CLIENT_USERS = (
+    "moto.stepfunctions.parser.asl.component.state.exec.state_task.lambda_eval_utils",
+    "moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_dynamodb",
+    "moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_sns",
+    "moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_events",
+)
+
+
+@contextmanager
+def shared_engine_clients() -> Iterator[None]:
+    """One boto3 client per (region, service) for moto's Step Functions engine, not a new one per Task.
+
+    moto's engine builds a client for every Lambda and service-integration task it runs (boto_client_for):
+    loading the service model and wiring its event hooks, ~5 ms of CPU, the largest part of the engine's own
+    time per state. botocore clients are thread-safe, and the engine's are all built the same way (fixed
+    credentials and config; moto 5.2.5 ignores a task's state_credentials) from the one default session the
+    runtime sets up, so one per region and service answers as a new one would.
+    """
+    modules: list[Any] = [importlib.import_module(name) for name in ENGINE_CLIENT_USERS]
+    original = modules[0].boto_client_for
+    clients: dict[tuple[str, str, bool], Any] = {}
+    lock = threading.Lock()
+
+    def boto_client_for(region: str, service: str, state_credentials: Any = None) -> Any:
+        from moto.core.models import botocore_stubber
+
+        key = (region, service, bool(botocore_stubber.enabled))
+        with lock:
+            if key not in clients:
+                clients[key] = original(region, service)
+            return clients[key]
+
+    for module in modules:
+        module.boto_client_for = boto_client_for
+    try:
+        yield
+    finally:
+        for module in modules:
+            module.boto_client_for = original
+        clients.clear()
+
+
 @contextmanager
 def quiet_moto_engine(log_level: str | None) -> Iterator[None]:
     """moto's engine logs every caught task failure as an error; the progress lines already say it."""
@@ -159,6 +202,10 @@ PATCHES: tuple[MotoPatch, ...] = (
                "moto.stepfunctions.parser.asl.component.common.path.result_path:parse",
                "jsonpath_ng.ext:parse"),
               "none: speed only (each definition and JSONPath parsed once; the parsed forms are immutable)"),
+    MotoPatch("shared_engine_clients",
+              tuple(f"{name}:boto_client_for" for name in ENGINE_CLIENT_USERS),
+              "none: speed only (moto's engine reuses one thread-safe client per region and service instead of "
+              "building an identical one for every Task state)"),
     MotoPatch("faster_botocore", ("botocore.useragent:UserAgentString.to_string",),
               "none: speed only (the User-Agent header is built once per client and feature set)"),
     MotoPatch("quiet_moto_engine", ("logging:moto.stepfunctions.parser",),

@@ -50,6 +50,7 @@ from billflow_local.moto_patches import (
     faster_step_functions,
     quiet_moto_engine,
     serialised_moto,
+    shared_engine_clients,
 )
 from billflow_local.process import (
     FAKE_AWS_ENVIRONMENT,
@@ -179,6 +180,7 @@ class LocalRuntime:
             stack.enter_context(self.clock.installed())
             stack.enter_context(faster_step_functions())
             stack.enter_context(faster_botocore())
+            stack.enter_context(shared_engine_clients())
             stack.enter_context(quiet_moto_engine(self.log_level))
             self._provision()
             self.scheduler = LocalScheduler(self.template, self.client, self.functions.invoke, self._wall_start)

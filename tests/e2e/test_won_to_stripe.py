@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from typing import Any
 
 from billflow.storage.execution_log import ExecutionLog
 
@@ -153,3 +154,48 @@ def test_the_501st_send_of_a_day_with_a_limit_of_500_is_not_sent_and_logged_as_l
     assert len(notices) == 1 and "daily limit" in notices[0]["message"]
     assert ddb.get_item(TableName=table, Key=key)["Item"]["count"]["N"] == "500"
     ddb.delete_item(TableName=table, Key=key)
+
+
+def test_a_crm_outage_at_write_back_is_finished_by_the_state_machine_and_the_send_counted_once(
+    stack: Stack,
+) -> None:
+    """The Dispatch task sends, counts, then cannot write back (the CRM answers 503): it hands the action to
+    the state machine (NeedsWriteBack, WriteBack with its retries, LogAction, Advance) instead of failing,
+    whose retry would count the send twice."""
+    event = stack.new_opportunity()
+    record_id = event["record"]["id"]
+    lookup = stack.runtime.functions.handler("LookupFunction")
+
+    def lookup_then_outage(lookup_event: Any, context: Any) -> Any:
+        answer = lookup(lookup_event, context)
+        stack.twenty.fail_next(503)  # the next CRM request: the Dispatch task's write-back
+        return answer
+
+    before = counter_items(stack)
+    with stack.runtime.functions.replaced("LookupFunction", lookup_then_outage):
+        stack.post_signed(event)
+        stack.runtime.wait_idle(90)
+
+    [execution] = stack.executions_for(record_id)
+    assert execution["status"] == "SUCCEEDED"
+    assert execution["states"].count("WriteBack") == 1 and "LogAction" in execution["states"]
+    [invoice] = stack.invoices_for(record_id)
+    assert stack.twenty.patched("opportunity", record_id)["invoiceId"] == invoice["id"]
+    statuses = [(item["step"], item["status"]) for item in log_for(stack, record_id)]
+    assert statuses.count(("action-0", "sent")) == 1 and ("run", "succeeded") in statuses
+    after = counter_items(stack)
+    held = [name for item in after.values() for name in item if name.startswith("hold#")
+            and execution["name"] in name]
+    assert held == []  # committed, not left holding a place
+    moved = {pk: (int(item.get("count", {}).get("N", 0)), int(item.get("sent", {}).get("N", 0)))
+             for pk, item in after.items()}
+    was = {pk: (int(item.get("count", {}).get("N", 0)), int(item.get("sent", {}).get("N", 0)))
+           for pk, item in before.items()}
+    deltas = [(count - was.get(pk, (0, 0))[0], sent - was.get(pk, (0, 0))[1]) for pk, (count, sent) in moved.items()
+              if (count, sent) != was.get(pk)]
+    assert deltas and set(deltas) == {(1, 1)}  # per action: one place taken, one send counted, once
+
+
+def counter_items(stack: Stack) -> dict[str, dict[str, Any]]:
+    table = stack.runtime.name_of("CountersTable")
+    return {item["pk"]["S"]: item for item in stack.runtime.client("dynamodb").scan(TableName=table)["Items"]}

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from billflow_local.moto_patches import PATCHES, quiet_moto_engine
+from billflow_local.moto_patches import ENGINE_CLIENT_USERS, PATCHES, quiet_moto_engine
 
 PINNED_MOTO = "5.2.5"  # pyproject's local extra; a new moto means re-reading every patch below
 SIGNATURES = {  # what each replacement is written against: (parameter names)
@@ -22,6 +22,7 @@ SIGNATURES = {  # what each replacement is written against: (parameter names)
     "moto.stepfunctions.parser.asl.component.common.path.result_path:parse": ("string",),
     "jsonpath_ng.ext:parse": ("path", "debug"),
     "botocore.useragent:UserAgentString.to_string": ("self",),
+    **{f"{module}:boto_client_for": ("region", "service", "state_credentials") for module in ENGINE_CLIENT_USERS},
     "moto.stepfunctions.parser.asl.component.state.wait.wait_function.wait_function:WaitFunction._wait_interval":
         ("self", "env", "wait_seconds"),
     "moto.stepfunctions.parser.asl.component.common.retry.retrier_decl:RetrierDecl._eval_body": ("self", "env"),

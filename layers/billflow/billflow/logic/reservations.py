@@ -1,11 +1,11 @@
 """Daily limits count what was sent: reserve, then commit or release (issue 8 §4).
 
-The state machine does the hot path with DynamoDB service integrations on the counters table
-(storage/counters.py): Reserve before Dispatch, Commit once the action was sent, Release when it failed or
-sent nothing. Reserve's condition (`count < limit`, count being the sends made and in flight) is one atomic
-conditional update, so N runs racing for a limit L send exactly min(N, L), never L + 1; a failed send gives
-its place back, so replays of runs that failed in an outage, or were limited while those held places, go
-through once the limit allows.
+The state machine reserves with a DynamoDB service integration on the counters table (CountDaily, before
+Dispatch); the Dispatch task commits once the action was sent, or releases when it sent nothing
+(logic/action_step.py, storage/day_counters.py); ReleaseFailed releases when the run failed. Reserve's
+condition (`count < limit`, count being the sends made and in flight) is one atomic conditional update, so N
+runs racing for a limit L send exactly min(N, L), never L + 1; a failed send gives its place back, so replays
+of runs that failed in an outage, or were limited while those held places, go through once the limit allows.
 
 Why a lease. Step Functions runs a Catch whenever a task fails, so every failure path reaches Release; a hold
 is left behind only when the execution itself ends without running its Catch: StopExecution (an admin), the

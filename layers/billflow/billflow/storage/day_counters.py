@@ -1,10 +1,13 @@
 """The daily counters and the holds inside them: one item per tenant, action type and UTC day.
 
-The state machine writes the hot path itself (dynamodb:updateItem, statemachine/billflow.asl.json):
+The hot path, three conditional updates:
 
-- Reserve: `SET <hold> = <lease end> ADD count 1`, only if `count < limit` and the hold is absent;
-- Commit (the action was sent): `REMOVE <hold> ADD sent 1`, only if the hold is still there;
-- Release (it failed or sent nothing): `REMOVE <hold> ADD count -1`, only if the hold is still there.
+- Reserve: `SET <hold> = <lease end> ADD count 1`, only if `count < limit` and the hold is absent (the state
+  machine's CountDaily, a dynamodb:updateItem integration in statemachine/billflow.asl.json);
+- Commit (the action was sent): `REMOVE <hold> ADD sent 1`, only if the hold is still there (the Dispatch
+  task, right after the send: logic/action_step.py, `commit` below);
+- Release (it failed or sent nothing): `REMOVE <hold> ADD count -1`, only if the hold is still there (the
+  Dispatch task for a skipped action, `release` below; the state machine's ReleaseFailed for a failed run).
 
 `count` is what was sent plus what is in flight (the places taken), so the condition never lets limit + 1
 runs through; it is the attribute the limit always checked, so a day's item written before holds existed
@@ -69,6 +72,54 @@ class CounterStore:
         except ddb.exceptions.ConditionalCheckFailedException:
             return False
         return True
+
+
+    def commit(self, pk: str, hold: str) -> str:
+        """The action was sent: the hold becomes a send. A hold reclaimed meanwhile (it outlived its lease) is
+        counted anyway, place and send: "committed" or "late" (the state machine's Commit and CommitLate)."""
+        ddb = client("dynamodb")
+        try:
+            ddb.update_item(
+                TableName=self._table, Key={"pk": {"S": pk}},
+                UpdateExpression="REMOVE #hold ADD sent :one", ConditionExpression="attribute_exists(#hold)",
+                ExpressionAttributeNames={"#hold": hold}, ExpressionAttributeValues={":one": {"N": "1"}},
+            )
+        except ddb.exceptions.ConditionalCheckFailedException:
+            ddb.update_item(
+                TableName=self._table, Key={"pk": {"S": pk}}, UpdateExpression="ADD sent :one, #count :one",
+                ExpressionAttributeNames={"#count": "count"}, ExpressionAttributeValues={":one": {"N": "1"}},
+            )
+            return "late"
+        return "committed"
+
+    def release(self, pk: str, hold: str) -> bool:
+        """Nothing was sent: give the place back, if the hold is still there (True when this call did)."""
+        ddb = client("dynamodb")
+        try:
+            ddb.update_item(
+                TableName=self._table, Key={"pk": {"S": pk}},
+                UpdateExpression="REMOVE #hold ADD #count :minus_one", ConditionExpression="attribute_exists(#hold)",
+                ExpressionAttributeNames={"#hold": hold, "#count": "count"},
+                ExpressionAttributeValues={":minus_one": {"N": "-1"}},
+            )
+        except ddb.exceptions.ConditionalCheckFailedException:
+            return False
+        return True
+
+
+    def settle(self, pk: str, hold: str, sent: bool) -> str:
+        """After the send: commit it, or release the place when nothing was sent. "committed", "late",
+        "released", "not-held" (released before), or "failed: ..." when DynamoDB kept refusing (botocore's
+        retries spent): the send happened all the same, so the caller goes on."""
+        # deferred: format and lookup import this module (through logic/run.py) and never load botocore
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            if sent:
+                return self.commit(pk, hold)
+            return "released" if self.release(pk, hold) else "not-held"
+        except (ClientError, BotoCoreError) as exc:
+            return f"failed: {exc}"
 
 
 def get_counter_store() -> CounterStore:

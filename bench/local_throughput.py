@@ -1,0 +1,367 @@
+"""Local runtime throughput: invoices a second under load, one webhook's latency, and where the CPU goes.
+
+    .venv/bin/python bench/local_throughput.py [--deals 100] [--copies 10] [--clients 32] [--singles 10]
+
+The stack a user runs (LocalRuntime from template.yaml, the real ASL on moto's Step Functions engine, the
+handlers in-process) with the Stripe and Twenty stand-ins, the one-action rule of the cost model (a won
+opportunity becomes a Stripe invoice, its id written back to Twenty).
+
+- single: one won deal at a time (after a warm-up), from the POST to its invoice at the Stripe stand-in:
+  the p50 of --singles. Target: within 1 s.
+- load: --deals distinct won deals, each delivered --copies times (the same signed webhook, as a CRM
+  retrying), shuffled, posted by --clients concurrent clients. Throughput: invoices at the stand-in a
+  second, from the first POST to the last invoice (and over the middle 80%, the sustained rate). Each deal
+  must be invoiced exactly once. Target: at least 10 a second.
+- split: the process's CPU during the load, by what was running (exclusive of what it called): the
+  handlers' own code, DynamoDB calls (botocore + moto's backend), other AWS calls (EventBridge, Step
+  Functions API, Secrets Manager, Lambda Invoke plumbing), moto's Step Functions engine (its execution
+  threads), the stand-ins, and the rest (HTTP server, bus, the load clients). Python runs one thread at a
+  time (GIL), so CPU seconds per invoice bound the rate: 1 / (engine CPU per invoice) is the most moto's
+  engine alone would allow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import queue
+import random
+import statistics
+import sys
+import threading
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from recorded_run import ONE_ACTION_RULE, ROOT, SIGNING_SECRET, TENANT  # noqa: E402
+
+THROUGHPUT_TARGET = 10.0
+LATENCY_TARGET_S = 1.0
+CATEGORIES = ("handlers", "dynamodb", "other AWS calls", "Step Functions engine", "stand-ins", "bus deliveries",
+              "HTTP API server", "load clients", "rest")
+# The category of a thread's own code, by the module of what it runs (ThreadCpu.kind).
+THREAD_CATEGORIES = {"moto": "Step Functions engine", "socketserver": "stand-ins", "concurrent": "bus deliveries",
+                     "uvicorn": "HTTP API server", "__main__": "load clients"}
+
+
+class CpuSplit:
+    """Thread CPU time by category, exclusive: entering a nested category pauses the one it interrupts."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+        self.counting = False
+        self._local = threading.local()
+
+    @contextmanager
+    def inside(self, category: str) -> Iterator[None]:
+        stack: list[list[Any]] = self._local.__dict__.setdefault("stack", [])
+        now = time.thread_time()
+        if stack:
+            self._add(stack[-1][0], now - stack[-1][1])
+        stack.append([category, now])
+        try:
+            yield
+        finally:
+            now = time.thread_time()
+            top = stack.pop()
+            self._add(top[0], now - top[1])
+            if stack:
+                stack[-1][1] = now
+
+    def _add(self, category: str, seconds: float) -> None:
+        if self.counting:
+            self.seconds[category] += seconds  # a float add under the GIL: no lock needed for a tally
+
+    @contextmanager
+    def installed(self) -> Iterator[None]:
+        from botocore.client import BaseClient
+
+        from billflow_local.lambdas import FunctionHost
+        from billflow_local.standins.base import FakeServer
+
+        split = self
+        originals: list[tuple[Any, str, Any]] = []
+
+        def wrap(owner: Any, name: str, category: Callable[..., str]) -> None:
+            original = getattr(owner, name)
+            originals.append((owner, name, original))
+
+            def wrapped(*args: Any, **kwargs: Any) -> Any:
+                with split.inside(category(*args)):
+                    return original(*args, **kwargs)
+
+            setattr(owner, name, wrapped)
+
+        wrap(FunctionHost, "invoke", lambda *a: "handlers")
+        wrap(BaseClient, "_make_api_call",
+             lambda client, *a: "dynamodb" if client.meta.service_model.service_name == "dynamodb"
+             else "other AWS calls")
+        wrap(FakeServer, "dispatch", lambda *a: "stand-ins")
+        try:
+            yield
+        finally:
+            for owner, name, original in reversed(originals):
+                setattr(owner, name, original)
+
+
+class ThreadCpu:
+    """CPU seconds by kind of thread (its target's name) during a window: threads alive at both ends read
+    through their CPU clocks; threads that start or end inside it add their own time when they end."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+        self.counting = False
+        self._start: dict[threading.Thread, tuple[str, float]] = {}
+
+    @staticmethod
+    def kind(thread: threading.Thread) -> str:
+        target = getattr(thread, "_target", None)
+        name = getattr(target, "__qualname__", None) or type(thread).__name__
+        module = getattr(target, "__module__", "") or type(thread).__module__
+        return f"{module.split('.')[0]}:{name}"
+
+    @staticmethod
+    def _clock(thread: threading.Thread) -> float | None:
+        try:
+            return time.clock_gettime(time.pthread_getcpuclockid(thread.ident or 0))
+        except (OSError, ValueError, OverflowError):
+            return None
+
+    def begin(self) -> None:
+        self._start = {}
+        for thread in threading.enumerate():
+            value = self._clock(thread)
+            if value is not None:
+                self._start[thread] = (self.kind(thread), value)
+        self.counting = True
+
+    def end(self) -> None:
+        self.counting = False
+        for thread in threading.enumerate():
+            value = self._clock(thread)
+            if value is None:
+                continue
+            kind, before = self._start.get(thread, (self.kind(thread), 0.0))  # 0: born inside
+            self.seconds[kind] += value - before
+
+    @contextmanager
+    def installed(self, split: CpuSplit) -> Iterator[None]:
+        original = threading.Thread.run
+        tally = self
+
+        def run(thread: threading.Thread) -> None:
+            kind = tally.kind(thread)  # before run() drops its target
+            try:
+                with split.inside(THREAD_CATEGORIES.get(kind.split(":")[0], "rest")):
+                    original(thread)
+            finally:
+                if tally.counting:  # ended inside the window: its time since the window began (or since birth)
+                    kind, before = tally._start.get(thread, (kind, 0.0))
+                    tally.seconds[kind] += time.thread_time() - before
+
+        threading.Thread.run = run  # type: ignore[method-assign]
+        try:
+            yield
+        finally:
+            threading.Thread.run = original  # type: ignore[method-assign]
+
+
+class Stack:
+    def __init__(self, split: CpuSplit) -> None:
+        from billflow.models.rules import Rule
+
+        from billflow_local.runtime import LocalRuntime
+        from tests.fakes.stripe_server import FakeStripe
+        from tests.fakes.twenty_server import FakeTwenty, load_sample_workspace
+
+        self.stripe = FakeStripe().start()
+        self.twenty = FakeTwenty(custom_fields={"opportunity": {"invoiceId": {"type": "string"}}}).start()
+        self.twenty.seed(load_sample_workspace())
+        connections = {"tenants": {TENANT: {
+            "sources": {"twenty": {"signing_secret": SIGNING_SECRET}},
+            "connections": {"twenty": self.twenty.connection_settings(),
+                            "stripe-main": {"type": "stripe", "base_url": self.stripe.url,
+                                            "api_key": self.stripe.api_key}},
+            "settings": {"daily_limits": {"invoice": 100_000}},
+        }}}
+        self.runtime = LocalRuntime(ROOT, port=0, connections=connections, tenant=TENANT, echo=None,
+                                    fast_retries=True, log_level="WARNING")
+        self.runtime.start()
+        self.runtime.put_rules([Rule.model_validate({**ONE_ACTION_RULE, "tenant": TENANT})])
+        self.port = int(self.runtime.url.rsplit(":", 1)[1])
+
+    def stop(self) -> None:
+        self.runtime.stop()
+        self.stripe.stop()
+        self.twenty.stop()
+
+    def won_deal(self) -> tuple[str, bytes]:
+        """A new opportunity in the Twenty stand-in and the webhook saying it was won (unsigned body)."""
+        import json
+
+        from tests.fakes.signing import twenty_event
+
+        event = twenty_event("opportunity-won")
+        event["record"]["id"] = str(uuid.uuid4())
+        self.twenty.add_record("opportunity", dict(event["record"]))
+        return event["record"]["id"], json.dumps(event).encode()
+
+    def post(self, conn: http.client.HTTPConnection, body: bytes) -> None:
+        from tests.fakes.signing import twenty_headers
+
+        headers = {"Content-Type": "application/json", **twenty_headers(SIGNING_SECRET, body)}
+        conn.request("POST", f"/webhooks/{TENANT}/twenty", body=body, headers=headers)
+        answer = conn.getresponse()
+        answer.read()
+        if answer.status != 202:
+            raise AssertionError(f"webhook answered {answer.status}")
+
+    def invoices(self) -> int:
+        return len(self.stripe.invoices)
+
+
+def single_latencies(stack: Stack, count: int) -> list[float]:
+    """POST to invoice at the stand-in, one deal at a time."""
+    found = []
+    conn = http.client.HTTPConnection("127.0.0.1", stack.port, timeout=30)
+    for _ in range(count):
+        _, body = stack.won_deal()
+        before = stack.invoices()
+        started = time.perf_counter()
+        stack.post(conn, body)
+        while stack.invoices() == before:
+            if time.perf_counter() - started > 30:
+                raise TimeoutError("no invoice within 30 s")
+            time.sleep(0.002)
+        found.append(time.perf_counter() - started)
+        stack.runtime.wait_idle(30)  # its write-back and log done: the next one starts on a quiet stack
+    conn.close()
+    return found
+
+
+def load(stack: Stack, deals: int, copies: int, clients: int, split: CpuSplit, threads_cpu: ThreadCpu
+         ) -> dict[str, Any]:
+    bodies = [stack.won_deal()[1] for _ in range(deals)]
+    deliveries = [body for body in bodies for _ in range(copies)]
+    random.Random(10).shuffle(deliveries)
+    work: queue.Queue[bytes] = queue.Queue()
+    for body in deliveries:
+        work.put(body)
+    before = stack.invoices()
+    errors: list[str] = []
+    ready = threading.Barrier(clients + 1)
+
+    def client() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", stack.port, timeout=60)
+        ready.wait()
+        while True:
+            try:
+                body = work.get_nowait()
+            except queue.Empty:
+                break
+            try:
+                stack.post(conn, body)
+            except Exception as exc:
+                errors.append(f"{type(exc).__name__}: {exc}")
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", stack.port, timeout=60)
+        answered_at.append(time.perf_counter())
+        conn.close()
+
+    answered_at: list[float] = []
+    threads = [threading.Thread(target=client, daemon=True) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    cpu_before = time.process_time()
+    split.counting = True
+    threads_cpu.begin()
+    ready.wait()
+    started = time.perf_counter()
+    arrivals: list[float] = []
+    while len(arrivals) < deals:
+        seen = stack.invoices() - before
+        while len(arrivals) < seen:
+            arrivals.append(time.perf_counter() - started)
+        if time.perf_counter() - started > 600:
+            raise TimeoutError(f"{len(arrivals)} of {deals} invoices after 600 s")
+        time.sleep(0.005)
+    split.counting = False
+    threads_cpu.end()
+    cpu = time.process_time() - cpu_before
+    for thread in threads:
+        thread.join()
+    answered = max(answered_at) - started if answered_at else 0.0
+    stack.runtime.wait_idle(120)
+    low, high = arrivals[deals // 10], arrivals[deals - 1 - deals // 10]
+    quarters = [arrivals[min(deals - 1, deals * q // 4)] for q in range(5)]
+    return {"seconds": arrivals[-1], "rate": deals / arrivals[-1],
+            "sustained": (deals - 1 - 2 * (deals // 10)) / (high - low) if high > low else float("nan"),
+            "errors": errors, "cpu": cpu, "answered": answered, "quarters": quarters,
+            "invoiced": stack.invoices() - before}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--deals", type=int, default=100)
+    parser.add_argument("--copies", type=int, default=10)
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--singles", type=int, default=10)
+    args = parser.parse_args(argv)
+
+    split, threads_cpu = CpuSplit(), ThreadCpu()
+    with split.installed(), threads_cpu.installed(split):
+        stack = Stack(split)
+        try:
+            single_latencies(stack, 2)  # warm-up: every handler imported, every cache filled
+            singles = single_latencies(stack, args.singles)
+            result = load(stack, args.deals, args.copies, args.clients, split, threads_cpu)
+            executions = stack.runtime.executions()
+        finally:
+            stack.stop()
+
+    p50 = statistics.median(singles)
+    print(f"one webhook to its invoice at the Stripe stand-in: p50 {p50 * 1000:.0f} ms, "
+          f"max {max(singles) * 1000:.0f} ms over {len(singles)} (target p50 <= {LATENCY_TARGET_S:g} s: "
+          f"{'ok' if p50 <= LATENCY_TARGET_S else 'OVER'})")
+    print(f"load: {args.deals} won deals x {args.copies} deliveries, shuffled, {args.clients} clients: "
+          f"{result['invoiced']} invoices in {result['seconds']:.1f} s = {result['rate']:.1f} invoices/s "
+          f"(middle 80%: {result['sustained']:.1f}/s; target >= {THROUGHPUT_TARGET:g}/s: "
+          f"{'ok' if result['rate'] >= THROUGHPUT_TARGET else 'OVER'}); webhook errors: {len(result['errors'])}")
+    print(f"  every webhook answered {result['answered']:.1f} s after the first POST; invoices 1, 25%, 50%, 75%, "
+          f"100% at " + ", ".join(f"{t:.1f}" for t in result["quarters"]) + " s")
+    succeeded = sum(1 for e in executions if e["status"] == "SUCCEEDED")
+    print(f"  executions: {len(executions)} ({succeeded} succeeded); each deal invoiced once: "
+          f"{result['invoiced'] == args.deals}")
+    total = result["cpu"]
+    counted = sum(split.seconds.values())
+    seconds = dict(split.seconds)
+    seconds["rest"] = seconds.get("rest", 0.0) + max(0.0, total - counted)
+    print(f"  process CPU during the load: {total:.1f} s = {total / args.deals * 1000:.0f} ms per invoice "
+          f"(one core's worth at most is usable: the GIL), by what ran (exclusive):")
+    for category in CATEGORIES:
+        value = seconds.get(category, 0.0)
+        print(f"    {category:<24}{value:7.2f} s  {100 * value / total:5.1f}%  "
+              f"{value / args.deals * 1000:6.1f} ms/invoice")
+    print("  the same CPU by thread (what each kind of thread spent, all its calls included):")
+    for kind, value in sorted(threads_cpu.seconds.items(), key=lambda kv: -kv[1])[:8]:
+        print(f"    {kind[:48]:<48}{value:7.2f} s  {100 * value / total:5.1f}%")
+    engine = seconds.get("Step Functions engine", 0.0) / args.deals
+    if engine:
+        print(f"  moto's Step Functions engine alone: {engine * 1000:.0f} ms CPU per invoice run, a ceiling of "
+              f"{1 / engine:.0f} invoices/s on one core before anything else runs")
+    if result["errors"]:
+        print("  first errors: " + "; ".join(result["errors"][:3]))
+    ok = (p50 <= LATENCY_TARGET_S and result["rate"] >= THROUGHPUT_TARGET and not result["errors"]
+          and result["invoiced"] == args.deals)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
