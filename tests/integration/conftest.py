@@ -55,6 +55,10 @@ class AdminStack:
             "AWS_DEFAULT_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
             "AWS_SESSION_TOKEN": "testing", "POWERTOOLS_TRACE_DISABLED": "true", "POWERTOOLS_LOG_LEVEL": "ERROR",
             "POWERTOOLS_SERVICE_NAME": "billflow", "SECRETS_PREFIX": "billflow/test",
+            # as template.yaml gives the admin function: where tenant schedules go and what they invoke
+            "SCHEDULE_GROUP_PREFIX": "billflow-test",
+            "SCHEDULER_FUNCTION_ARN": "arn:aws:lambda:us-east-1:123456789012:function:SchedulerFunction",
+            "SCHEDULES_ROLE_ARN": "arn:aws:iam::123456789012:role/billflow-test-SchedulesRole",
         }))
         config = {"stepfunctions": {"execute_state_machine": True}} if self.execute else None
         self._stack.enter_context(mock_aws(config=config) if config else mock_aws())
