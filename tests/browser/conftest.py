@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import socket
-import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -29,10 +28,9 @@ from tests.fakes.stripe_server import FakeStripe
 from tests.fakes.twenty_server import FakeTwenty, load_sample_workspace
 
 ROOT = Path(__file__).resolve().parents[2]
-# A test run looks at its screenshots in a scratch folder; UPDATE_SCREENSHOTS=1 refreshes the README's pictures
-# (docs/screenshots), so an ordinary run never dirties the tree.
-SCREENSHOTS = (ROOT / "docs" / "screenshots" if os.environ.get("UPDATE_SCREENSHOTS")
-               else Path(tempfile.gettempdir()) / "billflow-screenshots")
+# Every run saves each page's screenshot in build/screenshots (ignored by git, so a run leaves the tree clean);
+# UPDATE_SCREENSHOTS=1 saves them over the README's pictures in docs/screenshots instead.
+SCREENSHOTS = ROOT / ("docs" if os.environ.get("UPDATE_SCREENSHOTS") else "build") / "screenshots"
 TOKEN = "browser-test-token-7f3a9c"  # the runtime's console token for this session
 TENANT, OTHER_TENANT = "acme", "globex"
 SIGNING_SECRET = "browser-twenty-signing-secret"
