@@ -7,6 +7,12 @@ what the real HubSpot would refuse lands in `violations` and is answered in HubS
 does not have 400 (PROPERTY_DOESNT_EXIST), a search over 200 a page or past 10,000 results 400, more than 5
 search requests in a second 429 (with Retry-After).
 
+Date and datetime properties are kept as HubSpot keeps them: a `date` property (what a date picker property
+made in HubSpot is) holds a calendar date, set as "YYYY-MM-DD" or epoch milliseconds at midnight UTC (any other
+time is refused: "... is at 4:10:33.600 UTC, not midnight!") and read back as "YYYY-MM-DD"; a `datetime`
+property (closedate, createdate, hs_lastmodifieddate) takes ISO 8601 or epoch milliseconds and reads back as
+ISO 8601 UTC with milliseconds. Search compares both as epoch milliseconds, as HubSpot does.
+
     with FakeHubSpot() as hubspot:
         acme = hubspot.add("company", {"name": "Acme", "city": "Lyon"})
         deal = hubspot.add("deal", {"dealname": "Big deal", "amount": "1500"}, associations={"company": [acme]})
@@ -19,6 +25,7 @@ from __future__ import annotations
 import copy
 import functools
 import json
+import re
 import secrets
 import threading
 import time
@@ -42,6 +49,7 @@ CLIENT_SECRET = "stand-in-client-secret"  # noqa: S105 - the stand-in's own test
 SEARCH_PER_SECOND = 5
 SEARCH_PAGE_MAX = 200
 SEARCH_RESULTS_MAX = 10_000
+FILTER_GROUPS_MAX, FILTERS_PER_GROUP, FILTERS_MAX = 5, 10, 25  # HubSpot's search limits since August 2024
 # Properties each object has in a fresh portal (the stand-in refuses others, as HubSpot does).
 DEFAULT_PROPERTIES: dict[str, set[str]] = {
     "deal": {"dealname", "amount", "deal_currency_code", "dealstage", "pipeline", "closedate", "description",
@@ -63,6 +71,8 @@ DEFAULT_PROPERTIES: dict[str, set[str]] = {
     "invoice": {"hs_number", "hs_amount_billed", "hs_currency", "hs_invoice_status", "hs_object_id",
                 "hs_lastmodifieddate", "createdate"},
 }
+# Properties of type datetime in a fresh portal (every object); custom ones say their type in add_property.
+DATETIME_PROPERTIES = frozenset({"closedate", "createdate", "hs_lastmodifieddate", "lastmodifieddate"})
 
 
 @dataclass(frozen=True)
@@ -89,6 +99,7 @@ class FakeHubSpot(FakeServer):
         self.clock = clock
         self.contract = HubSpotContract()
         self.properties = {k: set(v) for k, v in DEFAULT_PROPERTIES.items()}
+        self.property_types: dict[tuple[str, str], str] = {}  # (object, property) -> "date" | "datetime"
         self.records: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in DEFAULT_PROPERTIES}
         self.associations: dict[tuple[str, str, str], list[str]] = {}
         self.patches: list[RecordedPatch] = []
@@ -125,7 +136,9 @@ class FakeHubSpot(FakeServer):
         record_id = id or self.new_id()
         when = modified_at or datetime.now(UTC)
         stamp = when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-        props = {k: None if v is None else str(v) for k, v in properties.items()}
+        props, problems = self._stored(name, properties)
+        if problems:
+            raise ValueError("; ".join(problems))
         props.update(hs_object_id=record_id, createdate=stamp)
         props["lastmodifieddate" if name == "contact" else "hs_lastmodifieddate"] = stamp
         with self._lock:
@@ -143,13 +156,45 @@ class FakeHubSpot(FakeServer):
                 if value not in ids:
                     ids.append(value)
 
-    def set_properties(self, object_name: str, record_id: str, properties: Mapping[str, Any]) -> None:
+    def set_properties(self, object_name: str, record_id: str, properties: Mapping[str, Any], *,
+                       modified_at: datetime | None = None) -> None:
+        """Change a record as a user in HubSpot would (its last modification moves to `modified_at` or now)."""
+        name = _name(object_name)
+        props, problems = self._stored(name, properties)
+        if problems:
+            raise ValueError("; ".join(problems))
+        stamp = (modified_at or datetime.now(UTC)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
         with self._lock:
-            record = self.records[_name(object_name)][record_id]
-            record["properties"].update({k: None if v is None else str(v) for k, v in properties.items()})
+            record = self.records[name][record_id]
+            record["properties"].update(props)
+            record["properties"]["lastmodifieddate" if name == "contact" else "hs_lastmodifieddate"] = stamp
+            record["updatedAt"] = stamp
 
-    def add_property(self, object_name: str, name: str) -> None:
+    def add_property(self, object_name: str, name: str, type: str = "string") -> None:
+        """A custom property of the portal; type "date" or "datetime" for dates (see the module docstring)."""
         self.properties[_name(object_name)].add(name)
+        if type in ("date", "datetime"):
+            self.property_types[(_name(object_name), name)] = type
+
+    def property_type(self, object_name: str, name: str) -> str:
+        if name in DATETIME_PROPERTIES:
+            return "datetime"
+        return self.property_types.get((object_name, name), "string")
+
+    def _stored(self, object_name: str, properties: Mapping[str, Any]) -> tuple[dict[str, str | None], list[str]]:
+        """Property values as HubSpot stores them (strings; dates in their canonical text), and what it refuses."""
+        stored: dict[str, str | None] = {}
+        problems: list[str] = []
+        for key, value in properties.items():
+            if value is None or value == "":
+                stored[key] = None if value is None else ""
+                continue
+            kind = self.property_type(object_name, key)
+            text, problem = _date_text(str(value), kind) if kind != "string" else (str(value), "")
+            if problem:
+                problems.append(f"{key}: {problem}")
+            stored[key] = text
+        return stored, problems
 
     # --- what tests read ---------------------------------------------------------------------------
     def get(self, object_name: str, record_id: str) -> dict[str, Any] | None:
@@ -241,8 +286,13 @@ class FakeHubSpot(FakeServer):
         record = self.records[name].get(record_id)
         if record is None:
             return _error(404, "Object not found.", "OBJECT_NOT_FOUND")
-        record["properties"].update(properties)
+        stored, problems = self._stored(name, properties)
+        if problems:
+            self.violate(f"{req.method} {req.path}: {'; '.join(problems)}")
+            return _error(400, f"Property values were not valid: {'; '.join(problems)}", "VALIDATION_ERROR")
+        record["properties"].update(stored)
         record["updatedAt"] = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        record["properties"]["lastmodifieddate" if name == "contact" else "hs_lastmodifieddate"] = record["updatedAt"]
         self.patches.append(RecordedPatch(name, record_id, dict(properties)))
         return Response(200, copy.deepcopy(record))
 
@@ -291,6 +341,11 @@ class FakeHubSpot(FakeServer):
             return _error(400, "Paging past 10000 results is not supported", "VALIDATION_ERROR")
         name = _name(path)
         groups = body.get("filterGroups") or []
+        sizes = [len(g.get("filters") or []) for g in groups]
+        if len(groups) > FILTER_GROUPS_MAX or any(n > FILTERS_PER_GROUP for n in sizes) or sum(sizes) > FILTERS_MAX:
+            self.violate(f"{req.method} {req.path}: {len(groups)} filter groups of {sizes} filters")
+            return _error(400, f"At most {FILTER_GROUPS_MAX} filterGroups of {FILTERS_PER_GROUP} filters and "
+                               f"{FILTERS_MAX} filters in all", "VALIDATION_ERROR")
         matched = [r for r in self.records[name].values()
                    if not groups or any(all(_holds(r["properties"], f) for f in g.get("filters") or [])
                                         for g in groups)]
@@ -349,17 +404,41 @@ def _sortable(value: Any) -> tuple[int, Any]:
 
 
 def _epoch(value: Any) -> Any:
-    """Dates as HubSpot compares them in search: epoch milliseconds."""
-    return _epoch_text(value) if isinstance(value, str) and "T" in value else value
+    """Dates as HubSpot compares them in search: epoch milliseconds (a date: its midnight UTC)."""
+    return _epoch_text(value) if isinstance(value, str) and ("T" in value or _DAY.match(value)) else value
+
+
+_DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
 @functools.lru_cache(maxsize=65536)
 def _epoch_text(value: str) -> Any:
     # Cached: a search compares every record's dates, and a sweep test holds ten thousand records.
     try:
-        return int(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() * 1000)
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         return value
+    return int((parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp() * 1000)
+
+
+def _date_text(value: str, kind: str) -> tuple[str, str]:
+    """A date or datetime property's value as HubSpot stores and answers it, or the reason it is refused."""
+    text = value.strip()
+    if text.isdigit():
+        when = datetime.fromtimestamp(int(text) / 1000, UTC)
+    else:
+        try:
+            when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            return text, f"{text!r} is not a valid {kind} (epoch milliseconds or ISO 8601)"
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+    when = when.astimezone(UTC)
+    if kind == "date":
+        if when.time() != datetime.min.time():
+            return text, f"{text} is at {when.strftime('%H:%M:%S.%f')[:-3]} UTC, not midnight!"
+        return when.date().isoformat(), ""
+    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z"), ""
 
 
 def _holds(properties: Mapping[str, Any], condition: Mapping[str, Any]) -> bool:

@@ -172,8 +172,9 @@ class FakePipedrive(FakeServer):
         query = {k: v[0] for k, v in req.query.items()}
         try:
             limit = int(query.get("limit", "100"))
-            since = _rfc3339(query.get("updated_since"))
-            until = _rfc3339(query.get("updated_until"))
+            # A parameter given empty is not an RFC 3339 time either (billflow leaves unused ones out).
+            since = _rfc3339(query["updated_since"], given=True) if "updated_since" in query else None
+            until = _rfc3339(query["updated_until"], given=True) if "updated_until" in query else None
             start = int(base64.b64decode(query["cursor"]).decode()) if query.get("cursor") else 0
         except ValueError as exc:
             return self._bad(f"GET /api/v2/deals: {exc}")
@@ -194,12 +195,12 @@ class FakePipedrive(FakeServer):
         return Response(400, {"success": False, "error": message, "errorCode": 400})
 
 
-def _rfc3339(value: str | None) -> datetime | None:
-    if value in (None, ""):
+def _rfc3339(value: str | None, given: bool = False) -> datetime | None:
+    if value in (None, "") and not given:
         return None
     assert value is not None
     try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
     except ValueError:
         raise ValueError(f"{value!r} is not an RFC 3339 time") from None
     if parsed.tzinfo is None:

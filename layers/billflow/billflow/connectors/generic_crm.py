@@ -23,9 +23,16 @@ percent-encoded in URLs (not base_url); headers get them as they are.
         records: data
         next_cursor: additional_data.next_cursor
         filters: {status: status}    # rule field -> query parameter, for "eq" filters
+        ranges:                      # optional: rule field -> query parameter per bound, for date rules
+          expected_close_date: {gte: close_from, lt: close_to, format: date}   # format: date | datetime
         requests_per_second: 5
       test: {url: "{base_url}/api/v2/deals?limit=1"}
     updated_field: update_time       # top level: the record's last-modified time (ask-the-CRM, sweep versions)
+
+A search parameter left empty ({updated_after} when the caller gives no window: a date rule's search) is
+left out of the URL rather than sent empty. Bounds without a `ranges` parameter are not sent: the CRM answers
+more records and the caller decides them (a date rule reads the object's records and picks the due ones;
+Pipedrive's GET /api/v2/deals has no parameter for a deal's dates, only `filter_id`, `status`, `updated_since`...).
 
 Every call goes through connectors/http.py (netguard's SSRF guard, no redirects, Retry-After honoured by
 the state machine). `result` / `records` / `next_cursor` / `body` are JSONata over the answer (or, for
@@ -40,6 +47,7 @@ import re
 import threading
 import time
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
@@ -82,11 +90,26 @@ def api_problems(settings: Mapping[str, Any]) -> list[str]:
         method = str(call.get("method", "GET")).upper()
         if method not in ("GET", "POST", "PUT", "PATCH"):
             problems.append(f"api.{where}.method: GET, POST, PUT or PATCH")
+        if where == "search" and call.get("ranges") is not None:
+            problems.extend(_ranges_problems(call["ranges"]))
         for key in MAPPED_KEYS:
             if call.get(key) is not None:
                 problem = mapping_problem(call[key])
                 if problem:
                     problems.append(f"api.{where}.{key}: {problem}")
+    return problems
+
+
+def _ranges_problems(ranges: Any) -> list[str]:
+    if not isinstance(ranges, Mapping):
+        return ["api.search.ranges: an object of field -> {gte, gt, lt, lte: query parameter, format}"]
+    problems = []
+    for name, spec in ranges.items():
+        if not isinstance(spec, Mapping) or set(spec) - {*_BOUNDS, "format"} or not set(spec) & set(_BOUNDS):
+            problems.append(f"api.search.ranges.{name}: bounds (gte, gt, lt, lte) naming query parameters, "
+                            "and optionally format (date or datetime)")
+        elif spec.get("format", "datetime") not in ("date", "datetime"):
+            problems.append(f"api.search.ranges.{name}.format: date or datetime")
     return problems
 
 
@@ -149,10 +172,11 @@ class GenericCrmConnector(CrmConnector):
         })
         params = {str(param): f.value for f in query.filters for field, param in (call.get("filters") or {}).items()
                   if f.field == field and f.op == "eq" and isinstance(f.value, (str, int, float))}
+        params.update(_range_params(call, query))
         if cursor:
             params[str(call.get("cursor_param", "cursor"))] = cursor
         self._pace(connection, float(call.get("requests_per_second") or 0))
-        answer = self._send(connection, call, context, extra_params=params)
+        answer = self._send(connection, call, context, extra_params=params, drop_empty=True)
         raise_for(answer, _target(connection))
         doc = answer.json()
         records = _mapped(call, "records", doc, connection) if call.get("records") else doc
@@ -182,13 +206,14 @@ class GenericCrmConnector(CrmConnector):
     # --- plumbing --------------------------------------------------------------------------------
     def _send(
         self, connection: Connection, call: Mapping[str, Any], context: dict[str, Any], body: bytes | None = None,
-        extra_params: dict[str, Any] | None = None,
+        extra_params: dict[str, Any] | None = None, drop_empty: bool = False,
     ) -> HttpResponse:
         api = connection.settings.get("api") or {}
         url = _render(str(call["url"]), context, url=True)
-        if extra_params:
+        if extra_params or drop_empty:
             parts = urlsplit(url)
-            query = urlencode([*parse_qsl(parts.query, keep_blank_values=True), *extra_params.items()])
+            pairs = [*parse_qsl(parts.query, keep_blank_values=True), *(extra_params or {}).items()]
+            query = urlencode([(k, v) for k, v in pairs if not (drop_empty and v in ("", None))])
             url = urlunsplit(parts._replace(query=query))
         headers = {str(k): _render(str(v), context) for k, v in {**(api.get("headers") or {}),
                                                                     **(call.get("headers") or {})}.items()}
@@ -208,6 +233,25 @@ class GenericCrmConnector(CrmConnector):
             if wait > 0:
                 time.sleep(wait)
             self._last_call[key] = time.monotonic()
+
+
+_BOUNDS = ("gt", "gte", "lt", "lte")
+
+
+def _range_params(call: Mapping[str, Any], query: RecordQuery) -> dict[str, str]:
+    """The search's range bounds the configured `ranges` give a query parameter (a date as YYYY-MM-DD with
+    `format: date`, else RFC 3339 UTC)."""
+    ranges = call.get("ranges") or {}
+    params: dict[str, str] = {}
+    for condition in query.filters:
+        spec = ranges.get(condition.field) if isinstance(ranges, Mapping) else None
+        if condition.op not in _BOUNDS or not isinstance(spec, Mapping) or not spec.get(condition.op):
+            continue
+        value = condition.value
+        if isinstance(value, datetime):
+            value = value.date().isoformat() if spec.get("format") == "date" else utc_text(value)
+        params[str(spec[condition.op])] = str(value)
+    return params
 
 
 def _target(connection: Connection) -> str:

@@ -13,6 +13,8 @@
 - search: POST /crm/v3/objects/{object}/search sorted by last modification, at most 200 a page, 10,000
   results a query (past that the window is split where the reading reached, see search_records), and 5
   search requests a second per account (throttled here; a 429 is waited out as HubSpot's Retry-After says).
+  Filters are one filter group (at most 10 filters); a time is sent as epoch milliseconds, which HubSpot
+  compares with datetime properties as instants and with date properties (stored at midnight UTC) as days.
 
 Connection settings: base_url (default https://api.hubapi.com), and either private_app_token (a private
 app's access token, sent as Bearer) or OAuth (client_id, client_secret, refresh_token; access tokens are
@@ -46,6 +48,7 @@ OAUTH_REFRESH_PATH = "/oauth/v1/token"
 SEARCH_PAGE_MAX = 200  # HubSpot: limit is at most 200
 SEARCH_RESULTS_MAX = 10_000  # HubSpot: a search query pages through at most 10,000 results
 SEARCH_PER_SECOND = 5  # HubSpot: search endpoints allow 5 requests a second per account
+FILTERS_PER_GROUP = 10  # HubSpot (since August 2024): 10 filters a group, 5 groups, 25 filters a query
 MAX_429_ROUNDS = 3
 LAST_MODIFIED = {"contact": "lastmodifieddate"}  # every other object: hs_lastmodifieddate
 
@@ -205,16 +208,20 @@ class HubSpotConnector(CrmConnector):
         found = _object(query.object_name)
         modified = LAST_MODIFIED.get(found.name, "hs_lastmodifieddate")
         since, _, after = (cursor or "0").rpartition(":")
-        filters = [_filter(f) for f in query.filters]
+        window: list[dict[str, Any]] = []
         lower = since or (_ms(query.updated_after) if query.updated_after is not None else "")
         if lower:
-            filters.append({"propertyName": modified, "operator": "GTE", "value": lower})
+            window.append({"propertyName": modified, "operator": "GTE", "value": lower})
         if query.updated_before is not None:
-            filters.append({"propertyName": modified, "operator": "LT", "value": _ms(query.updated_before)})
+            window.append({"propertyName": modified, "operator": "LT", "value": _ms(query.updated_before)})
+        filters = _within_group_limit(window, query.filters)
         limit = max(1, min(query.page_size, SEARCH_PAGE_MAX))
+        # HubSpot answers only the properties asked for: the ones filtered on are the ones the caller reads
+        # (a date rule's custom date property, say).
+        wanted = [f.field for f in query.filters if "." not in f.field]
         body = {
             "filterGroups": [{"filters": filters}] if filters else [],
-            "properties": list(dict.fromkeys([*_properties(connection, found), modified])),
+            "properties": list(dict.fromkeys([*_properties(connection, found), *wanted, modified])),
             "sorts": [modified],
             "limit": limit,
             "after": after or "0",
@@ -385,6 +392,18 @@ def _text(value: Any) -> str:
     if value is None:
         return ""
     return value if isinstance(value, str) else json.dumps(value) if isinstance(value, dict | list) else str(value)
+
+
+def _within_group_limit(window: list[dict[str, Any]], conditions: tuple[RecordFilter, ...]) -> list[dict[str, Any]]:
+    """One filter group of at most FILTERS_PER_GROUP filters: the window's and the ranges first; equalities past
+    the limit are left out (callers decide every record's criteria themselves, so that costs reads only)."""
+    ranges = [_filter(c) for c in conditions if c.op != "eq"]
+    equalities = [_filter(c) for c in conditions if c.op == "eq"]
+    kept = window + ranges
+    if len(kept) > FILTERS_PER_GROUP:
+        raise ConfigurationError(f"{TARGET} search takes at most {FILTERS_PER_GROUP} filters in a group; "
+                                 f"this query needs {len(kept)} that are not equalities")
+    return kept + equalities[:FILTERS_PER_GROUP - len(kept)]
 
 
 def _filter(condition: RecordFilter) -> dict[str, Any]:

@@ -23,13 +23,14 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from datetime import time as dt_time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from billflow.logic.limits import send_failure_digests
-from billflow.models.events import GENERIC_SOURCES, CrmEvent
-from billflow.models.rules import MAX_WAIT_DAYS, DateTrigger, Rule, TenantSettings, TimeBasedActions
+from billflow.models.events import GENERIC_SOURCES, PARTIAL_RECORD_SOURCES, CrmEvent
+from billflow.models.rules import MAX_WAIT_DAYS, DateTrigger, Rule, TenantSettings, TimeBasedActions, is_lookup_field
 from billflow.models.run import LogKeys, RunState, TimedGroup, utc_text
+from billflow.rules import comparators
 from billflow.rules.comparators import Moment, field_moment, instant_of
 from billflow.rules.paths import MISSING, get_path
 from billflow.settings import get_settings
@@ -38,6 +39,9 @@ from billflow.storage.counters import Checkpoint, get_checkpoint
 from billflow.storage.due_index import DueIndex, DueItem, get_due_index
 from billflow.storage.executions import Executions, get_executions
 from billflow.storage.rules import RuleStore, get_rule_store
+
+if TYPE_CHECKING:
+    from billflow.connectors.base import RecordFilter
 
 MAX_CATCH_UP = timedelta(days=31)  # a scheduler that was off longer catches up this far back at most
 FIRST_WINDOW = timedelta(hours=1)
@@ -121,13 +125,23 @@ def calendar_day(moment: Moment, zone: tzinfo) -> date:
     return instant.astimezone(zone).date()
 
 
+def date_field_value(value: Any) -> Any:
+    """A date field's value as a date or ISO text: HubSpot's webhooks (and some CRMs' APIs) give dates and
+    datetimes as epoch milliseconds ("1733356800000"); a date property's is its midnight UTC."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if isinstance(value, str) and value.strip().isdigit() and 11 <= len(value.strip()) <= 14:
+        return datetime.fromtimestamp(int(value.strip()) / 1000, UTC).isoformat()
+    return value
+
+
 def occurrence_after(trigger: DateTrigger, value: Any, zone: tzinfo, after: datetime) -> datetime | None:
     """The first instant strictly after `after` at which the trigger fires for a field holding `value`.
 
     The field's local date, plus offset_days, at `at`: once, or on the same day of every month or year
     (clamped to shorter months: the 31st fires on the 30th in April).
     """
-    moment = field_moment(value, zone)
+    moment = field_moment(date_field_value(value), zone)
     if moment is None:
         return None
     base_day = calendar_day(moment, zone)
@@ -157,7 +171,9 @@ def index_record(event: CrmEvent, rules: list[Rule], index: DueIndex, now: datet
     """Remember when each active date rule of the event's object is next due for its record; the count.
 
     Every event rewrites the items (a rule created after the record was last seen still learns its date);
-    a deleted record, or a date that is gone or past, removes them.
+    a deleted record, or a date that is gone or past, removes them. An event whose record does not carry the
+    field at all (HubSpot's deliveries carry only the property that changed) says nothing about the date:
+    the item stays as it is.
     """
     now = now or datetime.now(UTC)
     record_key = keys.record_pk(event.tenant, event.source, event.object, event.record_id)
@@ -167,7 +183,10 @@ def index_record(event: CrmEvent, rules: list[Rule], index: DueIndex, now: datet
             continue
         due = None
         if event.action != "deleted":
-            due = occurrence_after(rule.trigger, get_path(event.record, rule.trigger.field), trigger_zone(rule), now)
+            value = get_path(event.record, rule.trigger.field)
+            if value is MISSING and event.source in PARTIAL_RECORD_SOURCES:
+                continue
+            due = occurrence_after(rule.trigger, value, trigger_zone(rule), now)
         if due is None:
             index.remove(record_key, rule.id)
         else:
@@ -309,11 +328,33 @@ def search_window(rule: Rule, since: datetime, until: datetime) -> tuple[datetim
     return start, end
 
 
+def equality_filters(rule: Rule) -> tuple[RecordFilter, ...]:
+    """The criteria every record the rule can match meets, as CRM filters: equalities of record fields in a
+    rule of one block whose criteria all hold together (the default pattern). Anything else is evaluated on
+    each record the CRM returns, so a filter that cannot be translated costs reads, never a missed record."""
+    from billflow.connectors.base import RecordFilter  # deferred: only CRM searches need it
+
+    if len(rule.blocks) != 1 or rule.blocks[0].pattern:
+        return ()
+    filters = []
+    for criterion in rule.blocks[0].criteria:
+        name = comparators.canonical(criterion.comparator)
+        if name in _EQUALITY and not is_lookup_field(criterion.field) and isinstance(criterion.value, str | int) \
+                and not isinstance(criterion.value, bool):
+            filters.append(RecordFilter(criterion.field, "eq", criterion.value))
+    return tuple(filters)
+
+
+_EQUALITY = frozenset({"equals", "changed_to"})
+
+
 def search_date_rules(since: datetime, until: datetime, now: datetime, run: SchedulerRun, rule_store: RuleStore,
                       executions: Executions | None = None) -> None:
     """Date rules over every record: ask each rule's CRM for the records whose date field falls in the
-    window, and start the run of each one due in (since, until]. Runs are named as the due index names
-    them (rule, record, due instant): a record found both ways, or in two overlapping windows, runs once.
+    window (and that meet the rule's equalities, where the CRM can filter on them), and start the run of
+    each one due in (since, until]. Runs are named as the due index names them (rule, record, due instant):
+    a record found both ways, or in two overlapping windows, runs once. A CRM that cannot filter on the date
+    field (the generic source's configured search may not) answers more records: their dates are decided here.
 
     Rules that repeat monthly or yearly match records of any year: they stay with the due index."""
     from billflow.connectors import get_crm  # deferred: only this pass reaches a CRM
@@ -336,7 +377,8 @@ def search_date_rules(since: datetime, until: datetime, now: datetime, run: Sche
             continue
         start, end = search_window(rule, since, until)
         query = RecordQuery(object_name=rule.object, filters=(
-            RecordFilter(trigger.field, "gte", start), RecordFilter(trigger.field, "lt", end)))
+            RecordFilter(trigger.field, "gte", start), RecordFilter(trigger.field, "lt", end),
+            *equality_filters(rule)))
         zone = trigger_zone(rule)
         if rule.tenant not in tenants:
             tenants[rule.tenant] = rule_store.tenant_settings(rule.tenant)

@@ -38,6 +38,7 @@ from billflow.errors import BillflowError, ConfigurationError, InvalidRequest, N
 from billflow.logic.filter import route_event
 from billflow.logic.observe import crm_event
 from billflow.logic.once_per import LOG_ITEMS_SEARCHED, NOT_A_DOCUMENT
+from billflow.logic.schedule import equality_filters
 from billflow.models.rules import DOCUMENT_ACTIONS, Rule, is_lookup_field
 from billflow.models.run import utc_text
 from billflow.observability import logger
@@ -56,7 +57,6 @@ from billflow.storage.secrets import Connection, get_secret_store
 TRIGGER = "sweep"
 MAX_RECORDS_PER_SWEEP = 10_000  # a bound per rule and run; a larger window is swept by splitting it
 PAGE_SIZE = 100
-_EQUALITY = frozenset({"equals", "changed_to"})
 
 
 @dataclass
@@ -173,17 +173,8 @@ def sweep_by_hand(
 
 # --- what the sweep asks and decides -----------------------------------------------------------------------
 def crm_filters(rule: Rule) -> tuple[RecordFilter, ...]:
-    """The criteria every record the rule can match meets, as CRM filters: equalities of record fields in a
-    rule of one block whose criteria all hold together (the default pattern). Anything else is evaluated here
-    on each record the CRM returns, so a filter that cannot be translated costs reads, never a missed record."""
-    if len(rule.blocks) != 1 or rule.blocks[0].pattern:
-        return ()
-    filters = []
-    for criterion in rule.blocks[0].criteria:
-        name = comparators.canonical(criterion.comparator)
-        if name in _EQUALITY and not is_lookup_field(criterion.field) and isinstance(criterion.value, str | int):
-            filters.append(RecordFilter(criterion.field, "eq", criterion.value))
-    return tuple(filters)
+    """The rule's equalities as CRM filters (logic/schedule.equality_filters: date rules search the same way)."""
+    return equality_filters(rule)
 
 
 def candidate(rule: Rule, record: dict[str, Any]) -> bool:
