@@ -257,9 +257,11 @@ class LocalScheduler:
     def _one_pass(self, now: datetime) -> list[Firing]:
         due: list[tuple[datetime, dict[str, Any]]] = []
         for schedule in self.schedules():
-            if schedule.get("State", "ENABLED") != "ENABLED":
-                continue
             key = (schedule.get("GroupName") or "default", schedule["Name"])
+            if schedule.get("State", "ENABLED") != "ENABLED":
+                # Scheduler does not fire the times a schedule was disabled once it is enabled again.
+                self._evaluated[key] = now
+                continue
             created = _instant(schedule.get("CreationDate")) or self.started
             after = self._evaluated.get(key, min(created, self.started))
             try:

@@ -49,6 +49,7 @@ class FakeServer:
         self.requests: list[Request] = []
         self.violations: list[str] = []
         self._routes: list[tuple[str, re.Pattern[str], Route]] = []
+        self.unavailable = False  # an outage: every request is answered 503 (and recorded), as a load balancer would
         self._lock = threading.RLock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -118,6 +119,8 @@ class FakeServer:
     def dispatch(self, req: Request) -> Response:
         with self._lock:
             self.requests.append(req)
+            if self.unavailable:
+                return Response(503, {"error": "Service Unavailable"}, {"Retry-After": "60"})
         for method, pattern, handler in self._routes:
             m = pattern.match(req.path)
             if m and method == req.method:

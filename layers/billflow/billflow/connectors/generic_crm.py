@@ -113,12 +113,17 @@ def _ranges_problems(ranges: Any) -> list[str]:
     return problems
 
 
+# Search pacing per process, not per connector: connectors are made afresh for each call (connectors._load).
+_LAST_CALL: dict[str, float] = {}
+_PACE_LOCK = threading.Lock()
+
+
 class GenericCrmConnector(CrmConnector):
     kind: ClassVar[str] = "generic"
 
     def __init__(self) -> None:
-        self._last_call: dict[str, float] = {}
-        self._pace_lock = threading.Lock()
+        self._last_call = _LAST_CALL
+        self._pace_lock = _PACE_LOCK
 
     def get_record(self, connection: Connection, object_name: str, record_id: str) -> dict[str, Any] | None:
         call = _call(connection, "record")

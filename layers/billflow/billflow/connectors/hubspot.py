@@ -48,6 +48,8 @@ OAUTH_REFRESH_PATH = "/oauth/v1/token"
 SEARCH_PAGE_MAX = 200  # HubSpot: limit is at most 200
 SEARCH_RESULTS_MAX = 10_000  # HubSpot: a search query pages through at most 10,000 results
 SEARCH_PER_SECOND = 5  # HubSpot: search endpoints allow 5 requests a second per account
+# A second, and a margin: requests sent a second apart can reach HubSpot closer together than that.
+SEARCH_WINDOW = 1.05
 FILTERS_PER_GROUP = 10  # HubSpot (since August 2024): 10 filters a group, 5 groups, 25 filters a query
 MAX_429_ROUNDS = 3
 LAST_MODIFIED = {"contact": "lastmodifieddate"}  # every other object: hs_lastmodifieddate
@@ -91,21 +93,27 @@ class SearchThrottle:
         with self._lock:
             calls = self._last.setdefault(account, [])
             now = self.clock()
-            calls[:] = [t for t in calls if now - t < 1.0]
-            if len(calls) >= SEARCH_PER_SECOND:
-                pause = 1.0 - (now - calls[0])
+            calls[:] = [t for t in calls if now - t < SEARCH_WINDOW]
+            while len(calls) >= SEARCH_PER_SECOND:
+                pause = SEARCH_WINDOW - (now - calls[0])
                 if pause > 0:
                     self.sleep(pause)
-                now = self.clock()
-                calls[:] = [t for t in calls if now - t < 1.0]
+                    now = self.clock()
+                calls.pop(0)  # waited out (popped, not compared again: float sums drift)
+                calls[:] = [t for t in calls if now - t < SEARCH_WINDOW]
             calls.append(now)
+
+
+# One throttle per process: connectors are made afresh for each call (connectors._load), and a scheduler pass
+# or a sweep searches for several rules of one account in a row.
+_PROCESS_THROTTLE = SearchThrottle()
 
 
 class HubSpotConnector(CrmConnector):
     kind: ClassVar[str] = "hubspot"
 
     def __init__(self, throttle: SearchThrottle | None = None) -> None:
-        self.throttle = throttle or SearchThrottle()
+        self.throttle = throttle or _PROCESS_THROTTLE
         self._sessions: dict[str, OAuthSession] = {}
         self._guard = threading.Lock()
 
