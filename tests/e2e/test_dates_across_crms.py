@@ -160,7 +160,7 @@ def test_records_no_webhook_announced_are_found_in_hubspot_and_pipedrive_and_han
     pd_due = next_at(now + timedelta(hours=26), time(8), LOS_ANGELES)
     pd_open = stack.pipedrive_deal(pd_due.date())
     pd_won = stack.pipedrive_deal(pd_due.date(), status="won")
-    assert stack.hubspot.get("deal", renewed_ms)["properties"]["renewal_date"] == renewal.isoformat()  # type: ignore[index]
+    assert stack.hubspot.get("deal", renewed_ms)["properties"]["renewal_date"] == renewal.isoformat()
 
     fired = stack.fire(max(renew_due, close_due, pd_due) + timedelta(hours=6))
 
