@@ -184,6 +184,10 @@ def test_hubspot_batches_with_a_dropped_webhook_and_a_twenty_tenant_beside_never
 
     assert report["fed"] == [dropped] and len(report["started"]) == 1
     assert again_report["fed"] == [] and set(again_report["documented"]) == set(deals)
+    # The dropped deal's webhook turns up after all (HubSpot's tenth retry): still one invoice.
+    late = property_change(int(dropped), "dealstage", "closedwon", event_id=next(stack.event_ids), occurred_at=now)
+    assert stack.post_hubspot([late, late])[0] == 202
+    stack.runtime.wait_idle(90)
     for n, deal in enumerate(deals):
         [invoice] = stack.invoices(stack.hs_stripe, deal)
         lines = stack.hs_stripe.items_of(invoice["id"])
@@ -195,6 +199,11 @@ def test_hubspot_batches_with_a_dropped_webhook_and_a_twenty_tenant_beside_never
         assert stack.hubspot.patched("deal", deal) == {"invoice_id": invoice["id"]}
     [swept_run] = [r for r in stack.runs(HS) if r["input"]["event"]["record_id"] == dropped]
     assert swept_run["status"] == "SUCCEEDED"
+    # The scheduled sweep (the example rule's `sweep: {every: 1h}`) finds every deal documented.
+    scheduled = stack.runtime.invoke("SweepFunction", {"kind": "due", "time": time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                                                            time.gmtime())})
+    [hs_sweep] = [r for r in scheduled["swept"] if r["tenant"] == HS]
+    assert hs_sweep["rule_id"] == HS_RULE and hs_sweep["fed"] == [] and set(deals) <= set(hs_sweep["documented"])
 
     # Limits: HubSpot's 3 all sent (the Twenty tenant's send did not count against them); Twenty's limit of 1
     # held whatever HubSpot's tenant sent.
