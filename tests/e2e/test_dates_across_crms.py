@@ -13,6 +13,7 @@ deals (the rule's `status is open`, a parameter Pipedrive takes) and picks the d
 from __future__ import annotations
 
 import json
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -27,9 +28,11 @@ from billflow_local.runtime import LocalRuntime
 from billflow_local.scheduler import Firing
 from billflow_local.standins.hubspot_server import FakeHubSpot
 from billflow_local.standins.pipedrive_server import FakePipedrive
+from tests.fakes.hubspot_signing import hubspot_body, property_change, v3_headers
 
 ROOT = Path(__file__).resolve().parents[2]
 HS, PD = "dates-hs", "dates-pd"
+HS_SECRET = "dates-hubspot-client-secret"
 NEW_YORK, LOS_ANGELES = ZoneInfo("America/New_York"), ZoneInfo("America/Los_Angeles")
 DUE_SCHEDULE = "SchedulerDueSchedule"
 
@@ -87,6 +90,17 @@ class Stack:
                                 expected_close_date=close.isoformat())
         return str(self.next_deal)
 
+    def post_hubspot(self, events: list[dict[str, Any]]) -> int:
+        """A batch signed as HubSpot signs it (v3), to the HubSpot tenant's webhook."""
+        body = hubspot_body(events)
+        url = self.runtime.url.replace("http://", "https://") + f"/webhooks/{HS}/hubspot"
+        request = urllib.request.Request(f"{self.runtime.url}/webhooks/{HS}/hubspot", data=body, method="POST",
+                                         headers=v3_headers(HS_SECRET, "POST", url, body))
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            status: int = answer.status
+        self.runtime.wait_idle(30)
+        return status
+
     def fire(self, until: datetime) -> list[Firing]:
         """Move the clock to `until` and let the runtime's Scheduler fire what came due; then settle."""
         self.runtime.advance_clock((until - self.runtime.now()).total_seconds())
@@ -117,7 +131,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         hubspot_connection = hubspot.connection_settings()
         hubspot_connection["properties"]["deal"].append("renewal_date")  # a portal's own property rules read
         connections = {"tenants": {
-            HS: {"sources": {"hubspot": {"signing_secret": "dates-hubspot-client-secret"}},
+            HS: {"sources": {"hubspot": {"signing_secret": HS_SECRET, "portal_ids": [hubspot.portal_id]}},
                  "connections": {"hubspot": hubspot_connection}},
             PD: {"sources": {"pipedrive": FakePipedrive.source_settings("billflow:dates-pipedrive-password")},
                  "connections": {"pipedrive": pipedrive.connection_settings()}},
@@ -251,3 +265,27 @@ def test_a_day_the_scheduler_was_off_is_caught_up_once(stack: Stack) -> None:
     stack.fire(stack.runtime.now() + timedelta(hours=12))
     assert len(stack.runs(HS, missed_hs)) == 1 and len(stack.runs(PD, missed_pd)) == 1
     assert stack.hubspot.violations == [] and stack.pipedrive.violations == []
+
+
+def test_a_date_hubspot_delivers_in_epoch_ms_is_indexed_kept_and_fires_once(stack: Stack) -> None:
+    """A closedate change arrives as HubSpot sends it (epoch milliseconds, one property), then a change of
+    another property: the record's due time stays in the due index, and the index and the search, finding
+    the deal both, start one run."""
+    now = stack.runtime.now()
+    close_due = next_at(now + timedelta(hours=7), time(17), LOS_ANGELES)
+    closing = datetime.combine(close_due.date(), time(12), LOS_ANGELES)
+    deal = stack.hubspot_deal(closedate=closing.isoformat())
+    at = int(now.timestamp() * 1000)
+    assert stack.post_hubspot([property_change(int(deal), "closedate", str(int(closing.timestamp() * 1000)),
+                                               event_id=4_100_001, occurred_at=at)]) == 202
+    assert stack.post_hubspot([property_change(int(deal), "dealname", "Renamed", event_id=4_100_002,
+                                               occurred_at=at + 1000)]) == 202
+
+    fired = stack.fire(close_due + timedelta(hours=6))
+
+    [run] = stack.runs(HS, deal)
+    assert run["status"] == "SUCCEEDED" and run["input"]["transition"] == f"date:closedate@{utc(close_due)}"
+    [firing] = [f for f in fired if f.ok and isinstance(f.result, dict) and run["name"] in f.result.get("started", [])]
+    assert firing.result["due"] >= 1  # found in the due index (the dealname delivery left it there)
+    assert run["name"] in firing.result["duplicates"]  # and by HubSpot's search, started once
+    assert stack.notes(f"hs close {deal}") == [f"hs close {deal}"]
