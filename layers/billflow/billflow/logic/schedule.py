@@ -312,6 +312,7 @@ def date_run_state(item: DueItem, rule: Rule, due: datetime, tenant: TenantSetti
 
 # ------------------------------------------------------------------------------------------- CRM search
 MAX_SEARCH_RECORDS = 5_000  # records one rule reads from its CRM per window (an error beyond: see below)
+SEARCH_PAGE_SIZE = 200  # the most Twenty and HubSpot give a page (Pipedrive: 500): fewer calls per window
 SEARCH_MARGIN = timedelta(days=2)  # the field's values searched reach this far past the window's dates
 
 
@@ -378,7 +379,7 @@ def search_date_rules(since: datetime, until: datetime, now: datetime, run: Sche
         start, end = search_window(rule, since, until)
         query = RecordQuery(object_name=rule.object, filters=(
             RecordFilter(trigger.field, "gte", start), RecordFilter(trigger.field, "lt", end),
-            *equality_filters(rule)))
+            *equality_filters(rule)), page_size=SEARCH_PAGE_SIZE)
         zone = trigger_zone(rule)
         if rule.tenant not in tenants:
             tenants[rule.tenant] = rule_store.tenant_settings(rule.tenant)
