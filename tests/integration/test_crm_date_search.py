@@ -22,6 +22,7 @@ from billflow.storage.secrets import Connection
 
 from billflow_local.standins.hubspot_server import FakeHubSpot
 from billflow_local.standins.pipedrive_server import FakePipedrive, pipedrive_time
+from billflow_local.standins.twenty_server import FakeTwenty
 
 NEW_YORK = ZoneInfo("America/New_York")
 
@@ -175,3 +176,24 @@ def test_a_generic_search_sends_the_ranges_it_is_given_parameters_for_and_no_emp
     assert api_problems({"api": {"search": {"url": "x", "ranges": {"update_time": {"after": "x"}}}}}) == [
         "api.search.ranges.update_time: bounds (gte, gt, lt, lte) naming query parameters, and optionally "
         "format (date or datetime)"]
+
+
+def test_an_equality_twenty_cannot_express_is_left_to_the_run_not_the_whole_search(aws: None) -> None:
+    from billflow.connectors.twenty import TwentyConnector
+    from billflow.logic.schedule import _search
+
+    with FakeTwenty() as twenty:
+        deal = twenty.add_opportunity("Quoted", stage="CUSTOMER", close_date="2026-03-08T00:00:00.000Z")
+        bounds = (RecordFilter("closeDate", "gte", datetime(2026, 3, 6, tzinfo=UTC)),
+                  RecordFilter("closeDate", "lt", datetime(2026, 3, 10, tzinfo=UTC)))
+        # Twenty's filter syntax has no escape for a quote: refused before any call.
+        query = RecordQuery("opportunity", (*bounds, RecordFilter("name", "eq", 'say "hi"')))
+
+        found = list(_search(TwentyConnector(), twenty.connection(), query, len(bounds)))
+
+        assert [r["id"] for r in found] == [deal["id"]]
+        [call] = [r for r in twenty.requests if r.method == "GET"]
+        assert "name" not in call.query["filter"][0] and "closeDate[gte]" in call.query["filter"][0]
+        with pytest.raises(ConfigurationError):
+            list(_search(TwentyConnector(), twenty.connection(), RecordQuery("opportunity", (
+                RecordFilter("closeDate", "gt", None),)), 1))

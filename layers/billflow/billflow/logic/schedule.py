@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import calendar
 import time
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from datetime import time as dt_time
 from typing import TYPE_CHECKING, Any
@@ -41,7 +42,8 @@ from billflow.storage.executions import Executions, get_executions
 from billflow.storage.rules import RuleStore, get_rule_store
 
 if TYPE_CHECKING:
-    from billflow.connectors.base import RecordFilter
+    from billflow.connectors.base import CrmConnector, RecordFilter, RecordQuery
+    from billflow.storage.secrets import Connection
 
 MAX_CATCH_UP = timedelta(days=31)  # a scheduler that was off longer catches up this far back at most
 FIRST_WINDOW = timedelta(hours=1)
@@ -359,7 +361,7 @@ def search_date_rules(since: datetime, until: datetime, now: datetime, run: Sche
 
     Rules that repeat monthly or yearly match records of any year: they stay with the due index."""
     from billflow.connectors import get_crm  # deferred: only this pass reaches a CRM
-    from billflow.connectors.base import RecordFilter, RecordQuery, iter_records
+    from billflow.connectors.base import RecordFilter, RecordQuery
     from billflow.errors import ConfigurationError
     from billflow.storage.secrets import get_secret_store
 
@@ -377,15 +379,15 @@ def search_date_rules(since: datetime, until: datetime, now: datetime, run: Sche
             run.not_searched.append(f"{key}: {exc}")
             continue
         start, end = search_window(rule, since, until)
-        query = RecordQuery(object_name=rule.object, filters=(
-            RecordFilter(trigger.field, "gte", start), RecordFilter(trigger.field, "lt", end),
-            *equality_filters(rule)), page_size=SEARCH_PAGE_SIZE)
+        bounds = (RecordFilter(trigger.field, "gte", start), RecordFilter(trigger.field, "lt", end))
+        query = RecordQuery(object_name=rule.object, filters=(*bounds, *equality_filters(rule)),
+                            page_size=SEARCH_PAGE_SIZE)
         zone = trigger_zone(rule)
         if rule.tenant not in tenants:
             tenants[rule.tenant] = rule_store.tenant_settings(rule.tenant)
         read = 0
         try:
-            for record in iter_records(crm, connection, query, MAX_SEARCH_RECORDS):
+            for record in _search(crm, connection, query, len(bounds)):
                 read += 1
                 value = get_path(record, trigger.field)
                 due = occurrence_after(trigger, value, zone, since)
@@ -412,3 +414,21 @@ def search_date_rules(since: datetime, until: datetime, now: datetime, run: Sche
         if read >= MAX_SEARCH_RECORDS:
             run.errors.append(f"{key}: more than {MAX_SEARCH_RECORDS} records in one window; the scheduler "
                               f"runs too rarely for this rule (its SchedulerSchedule parameter)")
+
+
+def _search(crm: CrmConnector, connection: Connection, query: RecordQuery, bounds: int) -> Iterator[dict[str, Any]]:
+    """The query's records; when the CRM cannot express one of its equalities (a quote in a Twenty value:
+    refused before any call), the same search with the date bounds only: the run decides the criteria."""
+    from billflow.connectors.base import iter_records
+    from billflow.errors import ConfigurationError
+
+    given = 0
+    try:
+        for record in iter_records(crm, connection, query, MAX_SEARCH_RECORDS):
+            given += 1
+            yield record
+        return
+    except ConfigurationError:
+        if given or len(query.filters) == bounds:
+            raise
+    yield from iter_records(crm, connection, replace(query, filters=query.filters[:bounds]), MAX_SEARCH_RECORDS)
