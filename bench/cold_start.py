@@ -5,7 +5,7 @@ event, timed to the first response, beside the floor measured in the same run.
 
 The events are real: each function's first event from a recorded run on the local runtime (a signed Twenty
 webhook for ingest, its bus event for filter, the state machine's task inputs for lookup, format, dispatch
-and write-back, an admin API request, a scheduled event), re-signed or given fresh ids per run so that no
+and write-back, an admin API request, a scheduled event, a due sweep), re-signed or given fresh ids per run so that no
 run is answered from an earlier one's idempotency record.
 
 AWS is moto, holding the recorded run's tables, secrets, rules and bus. It answers the child interpreters
@@ -44,7 +44,7 @@ from recorded_run import SIGNING_SECRET, Invocation, Recording, record  # noqa: 
 TARGET = 1.3
 FUNCTION_DIRS = {"IngestFunction": "ingest", "FilterFunction": "filter", "LookupFunction": "lookup",
                  "FormatFunction": "format", "DispatchFunction": "dispatch", "WriteBackFunction": "writeback",
-                 "SchedulerFunction": "scheduler", "AdminFunction": "admin"}
+                 "SchedulerFunction": "scheduler", "SweepFunction": "sweep", "AdminFunction": "admin"}
 FLOOR_IMPORTS = "import boto3, aws_lambda_powertools"
 
 # The child: everything before `started` is Lambda's runtime bootstrap (json, the event, the context).
@@ -141,6 +141,16 @@ def _first_call(function: str, recording: Recording) -> list[Any] | None:
     return [calls[0].service, _snake(calls[0].operation), calls[0].params]
 
 
+def _import_times(stderr: str) -> list[tuple[int, int, str]]:
+    """`-X importtime` lines as (self us, cumulative us, module)."""
+    rows = []
+    for line in stderr.splitlines():
+        if line.startswith("import time:") and "|" in line and "self" not in line:
+            own, total, name = (part.strip() for part in line.removeprefix("import time:").split("|"))
+            rows.append((int(own), int(total), name.strip()))
+    return rows
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -194,15 +204,20 @@ class Bench:
         import pstats
 
         env = self.environment(function, endpoint)
+        floor_spec = {"function": function, "memory": self.recording.memory_mb[function], "mode": "floor",
+                      "call": _first_call(function, self.recording)}
+        self.run_child(floor_spec, env, ("-X", "importtime"))
+        in_floor = {name for _, _, name in _import_times(self.last_stderr)}
         self.run_child(self.handler_spec(function, 0), env, ("-X", "importtime"))
-        rows = []
-        for line in self.last_stderr.splitlines():
-            if line.startswith("import time:") and "|" in line and "self" not in line:
-                own, total, name = (part.strip() for part in line.removeprefix("import time:").split("|"))
-                rows.append((int(own), int(total), name.strip()))
+        rows = _import_times(self.last_stderr)
         print(f"{function}: slowest imports by self time (us), with their cumulative time")
         for own, total, name in sorted(rows, reverse=True)[:25]:
             print(f"  {own:8d} {total:9d}  {name}")
+        extra = sorted(((own, name) for own, _, name in rows if name not in in_floor), reverse=True)
+        print(f"{function}: {len(extra)} modules the floor does not import, {sum(o for o, _ in extra) / 1000:.1f} ms "
+              f"of self time; the slowest:")
+        for own, name in extra[:40]:
+            print(f"  {own:8d}  {name}")
         stats_file = self.tmp / "profile.out"
         self.run_child(self.handler_spec(function, 1), env, ("-m", "cProfile", "-o", str(stats_file)))
         print(f"{function}: the whole cold start, cumulative")
