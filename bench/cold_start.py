@@ -161,6 +161,7 @@ def _free_port() -> int:
 class Bench:
     def __init__(self, recording: Recording, runtime: Any, runs: int) -> None:
         self.recording, self.runtime, self.runs = recording, runtime, runs
+        self.only: set[str] = set()
         self.tmp = Path(tempfile.mkdtemp(prefix="billflow-cold-"))
         self.child = self.tmp / "child.py"
         self.child.write_text(CHILD)
@@ -226,7 +227,8 @@ class Bench:
     def functions(self) -> list[str]:
         """The functions the recorded run called (write-back runs only when the Dispatch task could not finish
         an action: logic/action_step.py)."""
-        return [f for f in FUNCTION_DIRS if f in self.recording.first_invocations]
+        return [f for f in FUNCTION_DIRS if f in self.recording.first_invocations
+                and (not self.only or f in self.only)]
 
     def measure(self, endpoint: str) -> dict[str, dict[str, list[float]]]:
         figures: dict[str, dict[str, list[float]]] = {
@@ -252,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--profile", metavar="FUNCTION", help="profile one cold start (e.g. FilterFunction)")
+    parser.add_argument("--only", metavar="FUNCTION", nargs="+", default=[], help="measure these functions only")
     args = parser.parse_args(argv)
     results: dict[str, Any] = {}
 
@@ -263,6 +266,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
 
         bench = Bench(recording, runtime, args.runs)
+        bench.only = set(args.only)
         sfn = runtime.client("stepfunctions")
         bench.pass_machine = sfn.create_state_machine(
             name="cold-start-pass", roleArn="arn:aws:iam::123456789012:role/bench",
