@@ -214,8 +214,8 @@ class Bench:
         import pstats
 
         env = self.environment(function, endpoint)
-        floor_spec = {"function": function, "memory": self.recording.memory_mb[function], "mode": "floor",
-                      "call": _first_call(function, self.recording)}
+        floor_spec = {"function": function, "memory": self.recording.memory_mb[function], "mode": "dependencies",
+                      "layer": str(LAYER), "call": _first_call(function, self.recording)}
         self.run_child(floor_spec, env, ("-X", "importtime"))
         in_floor = {name for _, _, name in _import_times(self.last_stderr)}
         self.run_child(self.handler_spec(function, 0), env, ("-X", "importtime"))
@@ -224,8 +224,8 @@ class Bench:
         for own, total, name in sorted(rows, reverse=True)[:25]:
             print(f"  {own:8d} {total:9d}  {name}")
         extra = sorted(((own, name) for own, _, name in rows if name not in in_floor), reverse=True)
-        print(f"{function}: {len(extra)} modules the floor does not import, {sum(o for o, _ in extra) / 1000:.1f} ms "
-              f"of self time; the slowest:")
+        print(f"{function}: {len(extra)} modules the dependencies' floor does not import, "
+              f"{sum(o for o, _ in extra) / 1000:.1f} ms of self time; the slowest:")
         for own, name in extra[:40]:
             print(f"  {own:8d}  {name}")
         stats_file = self.tmp / "profile.out"
