@@ -21,7 +21,6 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from billflow.actions import get_action_type
 from billflow.errors import ConfigurationError, TransientError
 from billflow.logic.reservations import lease_end
 from billflow.models.events import GENERIC_SOURCES
@@ -34,7 +33,8 @@ from billflow.storage.execution_log import log_item
 
 # Imported where used: each task runs in a function of its own (Lookup, Format, Dispatch, Write-back), and
 # a cold start pays only for its own path; Format's next action needs no CRM connector, secrets, send-once
-# table, rule engine or schedule (those are decide/resume's), nor the usage limits unless the rule alerts.
+# table, rule engine or schedule (those are decide/resume's), nor the usage limits unless the rule alerts;
+# Lookup and Write-back need no action type.
 if TYPE_CHECKING:
     from billflow.models.documents import DispatchResult
     from billflow.storage.secrets import Connection
@@ -242,6 +242,8 @@ def resume(state: RunState, now: datetime | None = None) -> dict[str, Any]:
 
 
 def render_request(action: Action, state: RunState) -> dict[str, Any]:
+    from billflow.actions import get_action_type
+
     return get_action_type(action.type).render(action, state)
 
 
@@ -285,6 +287,7 @@ def dispatch(
 
 def send_once(state: RunState, action: Action, request: dict[str, Any], key: str) -> DispatchResult:
     """The send, made idempotent by its key: a retried task returns the first answer, sends nothing."""
+    from billflow.actions import get_action_type
     from billflow.storage.idempotency import once
 
     return once(key, lambda: get_action_type(action.type).send(action, request, state, key))
