@@ -265,7 +265,8 @@ def record(unmatched: int = 20, invoices: int = 5,
            while_running: Callable[[Recording, Any], None] | None = None) -> Recording:
     """Post `unmatched` webhooks that match no rule, then `invoices` won deals, one at a time (each handler's
     duration is then its own, not a queue's), after a warm-up of one of each (cold handlers excluded); then
-    one admin API call and one scheduler run. `while_running(recording, runtime)` runs before the stack stops."""
+    one admin API call, one scheduler run and one due sweep. `while_running(recording, runtime)` runs before the
+    stack stops."""
     from billflow.models.rules import Rule
 
     from billflow_local.runtime import LocalRuntime
@@ -310,6 +311,8 @@ def record(unmatched: int = 20, invoices: int = 5,
             admin_phase = recorder.phase
             recorder.phase = Phase("scheduler")
             runtime.invoke("SchedulerFunction", scheduled_event())
+            recorder.phase = Phase("sweep")
+            runtime.invoke("SweepFunction", {"kind": "due", "time": scheduled_event()["time"]})  # its schedule's input
         for execution in runtime.executions():
             record_id = ((execution["input"] or {}).get("event") or {}).get("record_id")
             if record_id in stack.won_records:

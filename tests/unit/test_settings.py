@@ -17,7 +17,8 @@ from billflow.settings import Settings, requires_settings, variable_names
 from billflow_local.template import Template
 
 ROOT = Path(__file__).resolve().parents[2]
-READ_BY_POWERTOOLS = "POWERTOOLS_"  # Logger, Metrics and Tracer read these themselves
+# Logger and Tracer read POWERTOOLS_*, pydantic its PYDANTIC_DISABLE_PLUGINS, themselves
+READ_BY_POWERTOOLS = ("POWERTOOLS_", "PYDANTIC_")
 
 
 def template_variables() -> tuple[set[str], dict[str, set[str]]]:

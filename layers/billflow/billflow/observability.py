@@ -1,4 +1,5 @@
-"""Logger, Metrics and Tracer, created once; service name and namespace come from the template's Globals.
+"""Logger and Tracer, created once; the service name comes from the template's Globals. (No Metrics object:
+billflow emits no custom metric; its alarms read the AWS services' own.)
 
 The Tracer patches only botocore (every AWS call shows in X-Ray); outbound HTTP to CRMs, targets and token
 endpoints gets its own subsegment in connectors/http.py, the one place it goes through.
@@ -9,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Tracer
 
 
 class _DeferredClient:
@@ -58,5 +59,4 @@ def _tracer() -> Tracer:
 
 
 logger = Logger()
-metrics = Metrics()
 tracer = _tracer()

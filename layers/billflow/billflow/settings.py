@@ -18,7 +18,8 @@ Handler = TypeVar("Handler", bound=Callable[..., Any])
 
 
 class Settings(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+    # defer_build: a function whose path reads no setting (Format) never builds the validator.
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True, defer_build=True)
 
     stage: str = Field(default="dev", alias="STAGE")
     # Tables, bus, state machine, topics: empty when the function's template entry does not set them;

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from billflow.actions.base import ActionType
 from billflow.actions.drafts import draft_for
-from billflow.connectors import get_connector
-from billflow.connectors.base import SendContext
 from billflow.errors import ConfigurationError
 from billflow.models.documents import DispatchResult, InvoiceDraft
 from billflow.models.rules import Action
 from billflow.models.run import RunState
-from billflow.storage.secrets import Connection, get_secret_store
+
+# Connectors and secrets are imported by send and preview only: rendering a draft (the Format task) calls no
+# target, so its cold start does not load them.
+if TYPE_CHECKING:
+    from billflow.storage.secrets import Connection
 
 
 class DocumentAction(ActionType):
@@ -23,12 +25,18 @@ class DocumentAction(ActionType):
         return {"draft": draft.model_dump(mode="json")}
 
     def send(self, action: Action, request: dict[str, Any], state: RunState, key: str) -> DispatchResult:
+        from billflow.connectors import get_connector
+        from billflow.connectors.base import SendContext
+
         connection = _connection(action, state)
         draft = InvoiceDraft.model_validate(request["draft"])
         context = SendContext(tenant=state.tenant, idempotency_key=key, crm_record=state.event.record)
         return get_connector(connection.type).create_document(draft, connection, context)
 
     def preview(self, action: Action, request: dict[str, Any], state: RunState, key: str) -> list[dict[str, Any]]:
+        from billflow.connectors import get_connector
+        from billflow.connectors.base import SendContext
+
         connection = _connection(action, state)
         draft = InvoiceDraft.model_validate(request["draft"])
         context = SendContext(tenant=state.tenant, idempotency_key=key, crm_record=state.event.record)
@@ -36,6 +44,8 @@ class DocumentAction(ActionType):
 
 
 def _connection(action: Action, state: RunState) -> Connection:
+    from billflow.storage.secrets import get_secret_store
+
     connection = get_secret_store().connection(state.tenant, action.connection or action.system or "")
     if action.system and action.system != connection.type:
         raise ConfigurationError(

@@ -14,22 +14,24 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from billflow.logic.observe import CrmReader, log_undecided, mark_fired, observe_record, read_from_crm
-from billflow.logic.schedule import index_record, plan_timed
 from billflow.models.events import GENERIC_SOURCES, PARTIAL_RECORD_SOURCES, CrmEvent
 from billflow.models.rules import Rule, UsageAlert
-from billflow.models.run import LogKeys, RunState, utc_text
 from billflow.rules.engine import Clock, RuleVerdict, evaluate_rule, transition_held
 from billflow.rules.index import RuleIndex, indexed_rules
 from billflow.settings import get_settings
 from billflow.storage import keys
-from billflow.storage.due_index import DueIndex, get_due_index
-from billflow.storage.execution_log import get_execution_log
-from billflow.storage.executions import Executions, get_executions
 from billflow.storage.records import RecordStateStore
 from billflow.storage.rules import RuleStore
+
+# Most events match no rule: what only a match (the run, its schedule, starting it), a date-triggered rule
+# (the due index) or an undecided delivery (the log) needs is imported there, not by every cold start.
+if TYPE_CHECKING:
+    from billflow.models.run import RunState
+    from billflow.storage.due_index import DueIndex
+    from billflow.storage.executions import Executions
 
 
 @dataclass
@@ -77,6 +79,8 @@ def match_event(
     event = observed.event or event
     changes = observed.changes
     if observed.undecided:  # never silent: the execution log says which deliveries could not be decided
+        from billflow.storage.execution_log import get_execution_log
+
         log_undecided(get_execution_log(), event, index.event_rules, observed.undecided)
     rules = index.candidates(changes)  # the others need a change this event did not make
     # A source without a CRM has nothing to look up: its company/contact criteria read the record.
@@ -102,10 +106,15 @@ def route_event(
     outcome = FilterOutcome(rules_considered=len(stored), verdicts=verdicts)
     dated = [r for r in stored if r.is_date_triggered]
     if dated:
+        from billflow.logic.schedule import index_record
+        from billflow.storage.due_index import get_due_index
+
         outcome.indexed = index_record(event, dated, due_index or get_due_index())
     matched = [v for v in verdicts if v.matched]
     if not matched:
         return outcome
+    from billflow.storage.executions import get_executions
+
     tenant_settings = rule_store.tenant_settings(event.tenant)
     executions = executions or get_executions()
     for verdict in matched:
@@ -128,6 +137,9 @@ def build_run_state(
     default_daily_limit: int | None = None, trigger: str = "",
 ) -> RunState:
     """The run of a matched rule: the blocks that run (or may, pending Lookup), placed in time."""
+    from billflow.logic.schedule import plan_timed
+    from billflow.models.run import LogKeys, RunState, utc_text
+
     settings = get_settings()
     rule = verdict.rule
     record_key = keys.record_pk(event.tenant, event.source, event.object, event.record_id)

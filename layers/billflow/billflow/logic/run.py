@@ -18,26 +18,26 @@ plan_next answers one of:
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from billflow.actions import get_action_type
-from billflow.connectors import get_crm
 from billflow.errors import ConfigurationError, TransientError
-from billflow.logic.limits import alert_at, check_usage
 from billflow.logic.reservations import lease_end
-from billflow.logic.schedule import RESCHEDULE_TOLERANCE, group_due, occurrence_after, plan_timed, trigger_zone
-from billflow.models.documents import DispatchResult
 from billflow.models.events import GENERIC_SOURCES
 from billflow.models.rules import DOCUMENT_ACTIONS, LOOKUP_ROOTS, Action, DateTrigger, block_requires_line_items
 from billflow.models.run import RunState, parse_utc, utc_text
 from billflow.observability import logger
-from billflow.rules.engine import Clock, evaluate_block, evaluate_blocks
 from billflow.rules.paths import MISSING, get_path
 from billflow.storage import keys
 from billflow.storage.execution_log import log_item
-from billflow.storage.idempotency import once
-from billflow.storage.secrets import Connection, get_secret_store
+
+# Imported where used: each task runs in a function of its own (Lookup, Format, Dispatch, Write-back), and
+# a cold start pays only for its own path; Format's next action needs no CRM connector, secrets, send-once
+# table, rule engine or schedule (those are decide/resume's), nor the usage limits unless the rule alerts;
+# Lookup and Write-back need no action type.
+if TYPE_CHECKING:
+    from billflow.models.documents import DispatchResult
+    from billflow.storage.secrets import Connection
 
 COUNTER_TTL_SECONDS = 3 * 86400
 MAX_RETRY_AFTER_ROUNDS = 5
@@ -45,6 +45,8 @@ MAX_RETRY_AFTER_ROUNDS = 5
 
 def crm_connection(state: RunState) -> Connection:
     """The CRM a rule's source talks back to is the tenant's connection named after the source."""
+    from billflow.storage.secrets import get_secret_store
+
     return get_secret_store().connection(state.tenant, state.event.source)
 
 
@@ -57,6 +59,8 @@ def lookup(state: RunState) -> dict[str, Any]:
         if state.event.source in GENERIC_SOURCES:
             return {}  # a generic source with no connection: nothing to look up (issue 11: with one, its calls)
         raise
+    from billflow.connectors import get_crm
+
     crm = get_crm(connection.type)
     if not state.refresh_record:
         return crm.lookup(connection, state.event.object, state.event.record)
@@ -105,6 +109,8 @@ def plan_next(state: RunState, now: datetime | None = None) -> dict[str, Any]:
         },
     }
     if state.usage_alert is not None:
+        from billflow.logic.limits import alert_at
+
         step["counter"]["alert_at"] = str(alert_at(limit, state.usage_alert.threshold_percent))
     # Write-back stores the document id on the record and/or the matched customer on the company.
     if action.type in DOCUMENT_ACTIONS and (action.write_back_field or action.options.get("customer_id_field")):
@@ -147,6 +153,9 @@ def decide(state: RunState, now: datetime | None = None) -> dict[str, Any]:
     The whole run comes back, with its blocks, immediate and time-based actions chosen, and
     decision.matched; when none holds, decision.log_item says why (status not_matched) and the run ends.
     """
+    from billflow.logic.schedule import occurrence_after, plan_timed, trigger_zone
+    from billflow.rules.engine import Clock, evaluate_blocks
+
     rule = state.rule
     if state.refresh_record and state.lookup.get("record") is None and "record" in state.lookup:
         return _not_matched(state, "the record no longer exists in the CRM")
@@ -191,6 +200,9 @@ def resume(state: RunState, now: datetime | None = None) -> dict[str, Any]:
     transition holds if the field still has the value it changed to); if they fail, its actions are
     skipped and logged so. The whole run comes back; resumed.log_item is what to log, if anything.
     """
+    from billflow.logic.schedule import RESCHEDULE_TOLERANCE, group_due
+    from billflow.rules.engine import Clock, evaluate_block
+
     position = state.waited
     group = state.timed[position]
     rule = state.rule
@@ -230,6 +242,8 @@ def resume(state: RunState, now: datetime | None = None) -> dict[str, Any]:
 
 
 def render_request(action: Action, state: RunState) -> dict[str, Any]:
+    from billflow.actions import get_action_type
+
     return get_action_type(action.type).render(action, state)
 
 
@@ -249,6 +263,8 @@ def dispatch(
     key = send_key(state, action, step["index"])  # issue 11: one document per record even when runs race
     attempt = int((previous or {}).get("attempt", 0)) + 1
     if counted and previous is None:
+        from billflow.logic.limits import check_usage
+
         check_usage(state, step, counted)
     try:
         result = send_once(state, action, step["request"], key)
@@ -271,6 +287,9 @@ def dispatch(
 
 def send_once(state: RunState, action: Action, request: dict[str, Any], key: str) -> DispatchResult:
     """The send, made idempotent by its key: a retried task returns the first answer, sends nothing."""
+    from billflow.actions import get_action_type
+    from billflow.storage.idempotency import once
+
     return once(key, lambda: get_action_type(action.type).send(action, request, state, key))
 
 
@@ -278,6 +297,8 @@ def write_back(state: RunState, step: dict[str, Any], dispatched: dict[str, Any]
     """Store the created document's id on the CRM record (and the matched customer on the company)."""
     field = step["write_back"].get("field")
     outcome = dispatched["outcome"]
+    from billflow.connectors import get_crm
+
     connection = crm_connection(state)
     crm = get_crm(connection.type)
     written: dict[str, Any] = {}

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class Address(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     line1: str | None = None
     line2: str | None = None
     city: str | None = None
@@ -20,6 +21,7 @@ class Address(BaseModel):
 class CustomerInfo(BaseModel):
     """Who is billed, from the CRM record and its looked-up company and contacts."""
 
+    model_config = ConfigDict(defer_build=True)
     external_id: str | None = Field(default=None, description="The target's customer id stored on the CRM")
     name: str
     email: str | None = None
@@ -31,6 +33,7 @@ class CustomerInfo(BaseModel):
 
 
 class LineItem(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     description: str
     quantity: float = 1
     unit_amount_minor: int = Field(description="Price per unit in the currency's smallest unit")
@@ -71,7 +74,7 @@ class LineItem(BaseModel):
 class InvoiceDraft(BaseModel):
     """A billing document to create, in the target-neutral form format builds and dispatch sends."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     document_type: str = "invoice"
     customer: CustomerInfo
@@ -87,6 +90,7 @@ class InvoiceDraft(BaseModel):
 class DispatchResult(BaseModel):
     """What a target answered: the id billflow writes back and logs."""
 
+    model_config = ConfigDict(defer_build=True)
     status: str = "sent"
     external_id: str | None = None
     external_url: str | None = None

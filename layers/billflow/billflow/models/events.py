@@ -26,7 +26,7 @@ PARTIAL_RECORD_SOURCES = frozenset({"hubspot"})
 class CrmEvent(BaseModel):
     """A change of one CRM record, as the CRM reported it (the record after the change)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     event_id: str = Field(description="Fingerprint of the change: delivered twice, it keeps one id")
     tenant: str

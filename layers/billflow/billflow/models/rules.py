@@ -63,7 +63,7 @@ TimeZoneName = Annotated[str, AfterValidator(check_timezone)]  # IANA: Europe/Pa
 
 
 class Criterion(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     field: str = Field(min_length=1)
     comparator: str
@@ -73,7 +73,7 @@ class Criterion(BaseModel):
 class Trigger(BaseModel):
     """An event trigger: a record was created, edited or deleted in the CRM."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     type: Literal["event"] = "event"
     on: TriggerOn = "edited"
@@ -89,7 +89,7 @@ class DateTrigger(BaseModel):
     the CRM holds it when the date comes.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     type: Literal["date"]
     field: str = Field(min_length=1, description="The record's date or date-time field, e.g. closeDate")
@@ -114,7 +114,7 @@ class DateTrigger(BaseModel):
 class Action(BaseModel):
     """One thing a rule does. Options are per type; connectors validate their own options."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     type: str
     system: str | None = Field(default=None, description="Target system of a document action (stripe, ...)")
@@ -163,7 +163,7 @@ class TimeBasedActions(BaseModel):
     the actions are skipped (logged "skipped"). A time already past when the rule fires is skipped too.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     after: str | None = Field(default=None, description="Duration after the trigger or the field's date")
     before: str | None = Field(default=None, description="Duration before the field's date (needs field)")
@@ -216,7 +216,7 @@ class TimeBasedActions(BaseModel):
 class Block(BaseModel):
     """Criteria joined by a pattern, and what to do when they hold: now, and later."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     criteria: list[Criterion] = Field(default_factory=list, max_length=10)
     pattern: str | None = Field(default=None, description='e.g. "(1 AND 2) OR 3"; default: all criteria')
@@ -236,7 +236,7 @@ MAX_SWEEP_WINDOW = timedelta(days=31)
 class Sweep(BaseModel):
     """How often the reconciliation sweep asks the CRM for this rule's records, and how far back."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     every: str = Field(default="1h", description="How often, e.g. 1h, 30m, 1d (at least 5m)")
     window: str = Field(default="26h", description="Records changed this far back, e.g. 26h (at least `every`)")
@@ -274,7 +274,7 @@ def block_requires_line_items(block: Block) -> list[Action]:
 
 
 class Rule(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     id: str
     name: str = ""
@@ -368,7 +368,7 @@ class Rule(BaseModel):
 class UsageAlert(BaseModel):
     """Tell admins once a day when an action type's daily count reaches a share of its limit."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     threshold_percent: int = Field(default=80, ge=1, le=100)
     recipients: list[str] = Field(default_factory=list, max_length=10,
@@ -378,7 +378,7 @@ class UsageAlert(BaseModel):
 class FailureDigest(BaseModel):
     """A digest of failed and limited runs since the previous one, at a set time."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     frequency: Literal["daily", "weekly", "off"] = Field(default="daily", description="off: kept, never sent")
     at: TimeOfDay = Field(default="08:00", description="HH:MM in timezone")
@@ -392,7 +392,7 @@ class FailureDigest(BaseModel):
 class TenantSettings(BaseModel):
     """Per-tenant knobs kept beside the rules."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     daily_limits: dict[str, int] = Field(default_factory=dict, description="action type -> sends per day")
     usage_alert: UsageAlert | None = Field(default=None, description="Daily usage-threshold notification")

@@ -32,6 +32,7 @@ def parse_utc(text: str) -> datetime:
 
 
 class LogKeys(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     rule_key: str
     record_key: str
     expires_at: str  # a number, as the string DynamoDB's N wants
@@ -41,6 +42,7 @@ class LogKeys(BaseModel):
 class TimedGroup(BaseModel):
     """One time-based group of a block, placed in time when the run started (or when it was decided)."""
 
+    model_config = ConfigDict(defer_build=True)
     block: int
     group: int = Field(description="Its index in the block's time_based list")
     due: str = Field(description="When to act, UTC, YYYY-MM-DDTHH:MM:SSZ (a Wait state's TimestampPath)")
@@ -52,7 +54,7 @@ class TimedGroup(BaseModel):
 
 
 class RunState(BaseModel):
-    model_config = ConfigDict(extra="allow")  # task results ride along under their ResultPaths
+    model_config = ConfigDict(extra="allow", defer_build=True)  # task results ride along under their ResultPaths
 
     tenant: str
     execution_key: str

@@ -30,7 +30,7 @@ class Repeat(BaseModel):
     """How often: every N days (optionally weekdays only), weeks (on chosen days), months or years (on a
     date, the last day, or the nth weekday)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     every: Every
     interval: int = Field(default=1, ge=1, le=366, description="every 2 weeks, every 4 months...")
@@ -82,7 +82,7 @@ class Repeat(BaseModel):
 class Ends(BaseModel):
     """After N firings, on a date (inclusive, in the schedule's time zone), or never (both unset)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     after: int | None = Field(default=None, ge=1, le=10_000, description="firings (DST-skipped ones never "
                                                                            "happen, so they do not count)")
@@ -96,7 +96,7 @@ class Ends(BaseModel):
 
 
 class QueryFilter(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     field: str = Field(min_length=1)
     op: FilterOp = "eq"
@@ -106,14 +106,14 @@ class QueryFilter(BaseModel):
 class ScheduleQuery(BaseModel):
     """The CRM's own search: the records of `object` meeting every filter (CrmConnector.search_records)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     filters: list[QueryFilter] = Field(default_factory=list, max_length=10)
     max_records: int = Field(default=MAX_QUERY_RECORDS, ge=1, le=MAX_QUERY_RECORDS)
 
 
 class Schedule(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     id: str
     name: str = ""
