@@ -139,8 +139,9 @@ def page(browser: Any, console_stack: ConsoleStack) -> Iterator[Any]:
     opened.on("dialog", lambda d: (console_stack.dialogs.append(d.message), d.dismiss()))
     errors: list[str] = []
     opened.on("pageerror", lambda e: errors.append(str(e)))
-    # answers the console expects (401 before a token, 404 of a missing rule) are logged by Chromium too
-    expected = ("401", "403", "404")
+    # answers the console expects (a refused form's 400, shown at the form; 401 before a token; 404 of a
+    # missing rule) are logged by Chromium too
+    expected = ("400", "401", "403", "404")
     opened.on("console", lambda m: errors.append(m.text)
               if m.type == "error" and not any(code in m.text for code in expected) else None)
     opened.goto(console_stack.console_url)

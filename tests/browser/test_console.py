@@ -308,6 +308,33 @@ def test_test_a_connection_and_save_one_whose_secret_is_never_shown_again(
     shoot(page, "connections-phone", width=390)
 
 
+def test_a_generic_connection_takes_its_calls_as_json(page: Any, console_stack: ConsoleStack) -> None:
+    go(page, "#/connections")
+    page.click("text=New connection")
+    page.fill("#connection-editor input[name=name]", "pipedrive")
+    page.select_option("#connection-editor select[name=type]", "generic")
+    keys = page.locator("#connection-editor input[name=key]")
+    assert [keys.nth(i).input_value() for i in range(keys.count())] == ["base_url", "api_key", "api"]
+    values = page.locator("#connection-editor input[name=value]")
+    values.nth(0).fill("https://acme.pipedrive.com")
+    values.nth(1).fill("pd-Token-Never-Shown")
+    values.nth(2).fill('{"record": {"url": "{base_url}/api/v2/deals/{record_id}"')  # one brace short
+    page.click("text=Save connection")
+    page.wait_for_selector("#status.error:has-text('api: not valid JSON')")
+    values.nth(2).fill('{"record": {"method": "DELETE", "url": "{base_url}/api/v2/deals/{record_id}"}}')
+    page.click("text=Save connection")  # the admin API's check of the calls, shown as it says it
+    page.wait_for_selector("#status.error:has-text('api.record.method: GET, POST, PUT or PATCH')")
+    saved = console_stack.call("GET", f"/admin/tenants/{TENANT}/connections")[2]["connections"]
+    assert "pipedrive" not in {c["name"] for c in saved}  # nothing was saved while the calls were wrong
+    values.nth(2).fill('{"record": {"url": "{base_url}/api/v2/deals/{record_id}", "result": "data"}}')
+    page.click("text=Save connection")
+    page.wait_for_selector("tr[data-connection=pipedrive]")
+    listed = console_stack.call("GET", f"/admin/tenants/{TENANT}/connections")[2]
+    pipedrive = next(c for c in listed["connections"] if c["name"] == "pipedrive")
+    assert pipedrive["type"] == "generic" and pipedrive["keys"] == ["api", "api_key", "base_url"]
+    assert "pd-Token-Never-Shown" not in page.content() + json.dumps(listed)
+
+
 def test_every_page_fits_a_phone(page: Any) -> None:
     page.set_viewport_size({"width": 390, "height": 844})
     for name, hash_ in (("rules-phone", "#/rules"), ("dry-run-phone", "#/dry-run"), ("runs-phone", "#/runs"),

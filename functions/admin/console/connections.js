@@ -5,11 +5,13 @@ import { append, clear, field, h, say, select, table, when } from "./dom.js";
 const TYPES = ["stripe", "quickbooks", "xero", "zoho_books", "hubspot", "twenty", "webhook", "generic"];
 const OAUTH = new Set(["quickbooks", "xero", "zoho_books", "hubspot"]);
 const KEYS = {
-  stripe: ["api_key", "base_url"], twenty: ["api_key", "base_url"], webhook: ["url", "secret"], hubspot: ["client_id", "client_secret"],
+  stripe: ["api_key", "base_url"], twenty: ["api_key", "base_url"], webhook: ["url", "secret"], hubspot: ["private_app_token", "client_id", "client_secret"],
   quickbooks: ["client_id", "client_secret", "realm_id"], xero: ["client_id", "client_secret", "tenant_id"], zoho_books: ["client_id", "client_secret", "organization_id"],
-  generic: ["base_url", "api_key"],
+  generic: ["base_url", "api_key", "api"],
 };
-const PUBLIC = new Set(["base_url", "url", "realm_id", "tenant_id", "organization_id", "client_id"]);
+// Settings that hold an object (a generic connection's calls, its record mapping): typed as JSON.
+const OBJECT_SETTINGS = new Set(["api", "record_mapping"]);
+const PUBLIC = new Set(["base_url", "url", "realm_id", "tenant_id", "organization_id", "client_id", "api", "record_mapping"]);
 
 export async function connectionsPage() {
   const [conns, settings] = await Promise.all([api("GET", tp("/connections")), api("GET", tp("/settings"))]);
@@ -75,7 +77,8 @@ function connectionForm(existing) {
     rows.append(h("div", { class: "row kv" }, field("Key", k), field(secret ? "Value (secret)" : "Value", v),
       h("button", { type: "button", class: "icon danger", "aria-label": "Remove this key", onclick: (e) => e.target.closest(".row").remove() }, "✕")));
   };
-  const fill = () => { clear(rows); for (const key of existing?.keys?.length ? existing.keys : KEYS[type.value] || []) addRow(key, existing ? "unchanged unless typed" : ""); };
+  const hintFor = (key) => existing ? "unchanged unless typed" : OBJECT_SETTINGS.has(key) ? 'JSON, e.g. {"record": {"url": "…"}}' : "";
+  const fill = () => { clear(rows); for (const key of existing?.keys?.length ? existing.keys : KEYS[type.value] || []) addRow(key, hintFor(key)); };
   type.addEventListener("change", () => { if (!existing) fill(); });
   fill();
   const submit = async (e) => {
@@ -83,7 +86,12 @@ function connectionForm(existing) {
     const settings = {};
     for (const row of rows.querySelectorAll(".kv")) {
       const [k, v] = row.querySelectorAll("input");
-      if (k.value.trim() && v.value !== "") settings[k.value.trim()] = v.value;
+      const key = k.value.trim();
+      if (!key || v.value === "") continue;
+      if (OBJECT_SETTINGS.has(key)) {
+        // sent as the object it is (a generic connection's calls); a typo says where, and nothing is saved
+        try { settings[key] = JSON.parse(v.value); } catch (err) { say(`${key}: not valid JSON (${err.message})`, "error"); v.focus(); return; }
+      } else settings[key] = v.value;
     }
     try {
       await api("PUT", tp(`/connections/${seg(name.value.trim())}`), { type: type.value, settings });
