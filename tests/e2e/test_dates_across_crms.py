@@ -129,7 +129,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     with FakeHubSpot() as hubspot, FakePipedrive(api_token="dates-pipedrive-token") as pipedrive:
         hubspot.add_property("deal", "renewal_date", type="date")
         hubspot_connection = hubspot.connection_settings()
-        hubspot_connection["properties"]["deal"].append("renewal_date")  # a portal's own property rules read
         connections = {"tenants": {
             HS: {"sources": {"hubspot": {"signing_secret": HS_SECRET, "portal_ids": [hubspot.portal_id]}},
                  "connections": {"hubspot": hubspot_connection}},

@@ -204,3 +204,19 @@ def test_oauth_connections_refresh_their_token_and_private_apps_use_theirs(
     assert report.ok and report.checked == "GET /crm/v3/objects/deals?limit=1" and report.account_id == "62515"
     assert hubspot.violations == []
 
+
+
+def test_a_record_read_again_carries_the_properties_its_rule_reads(hubspot: FakeHubSpot, crm: HubSpotConnector) -> None:
+    # HubSpot answers only the properties asked for: a portal's own property a rule reads is asked for by name,
+    # without listing it in the connection; names HubSpot does not have (billflow's derived ones) are ignored.
+    hubspot.add_property("deal", "renewal_date", type="date")
+    deal = hubspot.add("deal", {"dealname": "Renewal", "amount": "120", "renewal_date": "2027-03-05"})
+    assert "renewal_date" not in crm.get_record(hubspot.connection(), "deal", deal)  # type: ignore[operator]
+    record = crm.get_record(hubspot.connection(), "deal", deal, fields=["renewal_date", "amount.amountMicros", "name"])
+    assert record is not None and record["renewal_date"] == "2027-03-05" and record["name"] == "Renewal"
+    assert record["amount"]["amountMicros"] == 120_000_000
+    # The sweep's and date rules' searches too: the fields the caller reads are asked for beside the filtered ones.
+    page = crm.search_records(hubspot.connection(), RecordQuery("deal", fields=("renewal_date", "invoice_ref.id")))
+    assert [r["renewal_date"] for r in page.records] == ["2027-03-05"]
+    asked = hubspot.requests[-1].json()["properties"]
+    assert "renewal_date" in asked and "invoice_ref" in asked and "invoice_ref.id" not in asked

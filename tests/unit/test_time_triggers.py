@@ -189,3 +189,14 @@ def test_usage_thresholds_and_settings() -> None:
         TenantSettings.model_validate({"usage_alert": {"threshold_percent": 0}})
     with pytest.raises(ValidationError):
         TenantSettings.model_validate({"failure_digest": {"frequency": "hourly"}})
+
+
+def test_a_rules_record_fields_are_its_criteria_its_date_and_its_waits_fields() -> None:
+    rule = Rule.model_validate({
+        "id": "renewal", "source": "hubspot", "object": "deal",
+        "trigger": {"type": "date", "field": "renewal_date", "offset_days": -3},
+        "blocks": [{"criteria": [{"field": "dealstage", "comparator": "is", "value": "closedwon"},
+                                 {"field": "company.domain", "comparator": "is_not_empty"}],
+                    "time_based": [{"before": "1d", "field": "contract_end", "actions": []}]}],
+    })
+    assert rule.record_fields() == {"renewal_date", "dealstage", "contract_end"}  # company.* is looked up

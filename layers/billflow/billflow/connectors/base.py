@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar, Literal
@@ -110,6 +110,7 @@ class RecordQuery:
     updated_after: datetime | None = None
     updated_before: datetime | None = None
     page_size: int = 100
+    fields: tuple[str, ...] = ()  # record fields the caller reads beyond the filtered ones (see get_record)
 
 
 @dataclass(frozen=True)
@@ -124,8 +125,11 @@ class CrmConnector(Testable):
     kind: ClassVar[str]
 
     @abstractmethod
-    def get_record(self, connection: Connection, object_name: str, record_id: str) -> dict[str, Any] | None:
-        """The record, or None when the CRM says it does not exist."""
+    def get_record(
+        self, connection: Connection, object_name: str, record_id: str, fields: Collection[str] = ()
+    ) -> dict[str, Any] | None:
+        """The record, or None when the CRM says it does not exist. fields: the record's field paths the caller
+        reads, for a CRM that answers only the fields asked for (HubSpot); the others answer whole records."""
 
     @abstractmethod
     def update_record(

@@ -46,7 +46,7 @@ import json
 import re
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import datetime
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
@@ -125,7 +125,9 @@ class GenericCrmConnector(CrmConnector):
         self._last_call = _LAST_CALL
         self._pace_lock = _PACE_LOCK
 
-    def get_record(self, connection: Connection, object_name: str, record_id: str) -> dict[str, Any] | None:
+    def get_record(
+        self, connection: Connection, object_name: str, record_id: str, fields: Collection[str] = ()
+    ) -> dict[str, Any] | None:
         call = _call(connection, "record")
         answer = self._send(connection, call, _context(connection, object_name, record_id, {}))
         if answer.status == 404:

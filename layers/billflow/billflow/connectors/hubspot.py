@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, ClassVar
@@ -118,9 +118,13 @@ class HubSpotConnector(CrmConnector):
         self._guard = threading.Lock()
 
     # --- records -----------------------------------------------------------------------------------
-    def get_record(self, connection: Connection, object_name: str, record_id: str) -> dict[str, Any] | None:
+    def get_record(
+        self, connection: Connection, object_name: str, record_id: str, fields: Collection[str] = ()
+    ) -> dict[str, Any] | None:
         found = _object(object_name)
-        doc = self._read(connection, found, record_id)
+        # A field path's first part is the property (amount.amountMicros: amount); HubSpot ignores the
+        # properties an object does not have, so derived names (name, id) cost nothing.
+        doc = self._read(connection, found, record_id, [f.split(".", 1)[0] for f in fields])
         return None if doc is None else _normalised(found, doc)
 
     def update_record(
@@ -224,9 +228,9 @@ class HubSpotConnector(CrmConnector):
             window.append({"propertyName": modified, "operator": "LT", "value": _ms(query.updated_before)})
         filters = _within_group_limit(window, query.filters)
         limit = max(1, min(query.page_size, SEARCH_PAGE_MAX))
-        # HubSpot answers only the properties asked for: the ones filtered on are the ones the caller reads
-        # (a date rule's custom date property, say).
-        wanted = [f.field for f in query.filters if "." not in f.field]
+        # HubSpot answers only the properties asked for: the ones filtered on and the ones the caller reads
+        # (a date rule's custom date property, a criterion's, a write-back field), by their first part.
+        wanted = [f.field for f in query.filters if "." not in f.field] + [f.split(".", 1)[0] for f in query.fields]
         body = {
             "filterGroups": [{"filters": filters}] if filters else [],
             "properties": list(dict.fromkeys([*_properties(connection, found), *wanted, modified])),
@@ -267,8 +271,10 @@ class HubSpotConnector(CrmConnector):
                                 account_id=str(connection.settings.get("portal_id") or "") or None, notes=notes)
 
     # --- plumbing ----------------------------------------------------------------------------------
-    def _read(self, connection: Connection, found: HubSpotObject, record_id: str) -> dict[str, Any] | None:
-        query = {"properties": ",".join(_properties(connection, found))}
+    def _read(
+        self, connection: Connection, found: HubSpotObject, record_id: str, wanted: Collection[str] = ()
+    ) -> dict[str, Any] | None:
+        query = {"properties": ",".join(dict.fromkeys([*_properties(connection, found), *wanted]))}
         answer = self._send(connection, "GET", f"/crm/v3/objects/{found.path}/{_id(record_id)}", query=query)
         if answer.status == 404:
             return None

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -87,7 +88,9 @@ class TwentyConnector(CrmConnector):
     def __init__(self, *, rate_limiter: RateLimiter | None = None) -> None:
         self._rate_limiter = rate_limiter
 
-    def get_record(self, connection: Connection, object_name: str, record_id: str) -> dict[str, Any] | None:
+    def get_record(
+        self, connection: Connection, object_name: str, record_id: str, fields: Collection[str] = ()
+    ) -> dict[str, Any] | None:
         answer = self._call(connection, "GET", object_name, record_id)
         if _is_missing(answer):
             return None

@@ -64,7 +64,7 @@ def lookup(state: RunState) -> dict[str, Any]:
     crm = get_crm(connection.type)
     if not state.refresh_record:
         return crm.lookup(connection, state.event.object, state.event.record)
-    record = crm.get_record(connection, state.event.object, state.event.record_id)
+    record = crm.get_record(connection, state.event.object, state.event.record_id, fields=state.rule.record_fields())
     if record is None:
         return {"record": None}
     return {**crm.lookup(connection, state.event.object, record), "record": record}

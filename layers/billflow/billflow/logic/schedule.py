@@ -381,7 +381,7 @@ def search_date_rules(since: datetime, until: datetime, now: datetime, run: Sche
         start, end = search_window(rule, since, until)
         bounds = (RecordFilter(trigger.field, "gte", start), RecordFilter(trigger.field, "lt", end))
         query = RecordQuery(object_name=rule.object, filters=(*bounds, *equality_filters(rule)),
-                            page_size=SEARCH_PAGE_SIZE)
+                            page_size=SEARCH_PAGE_SIZE, fields=tuple(sorted(rule.record_fields())))
         zone = trigger_zone(rule)
         if rule.tenant not in tenants:
             tenants[rule.tenant] = rule_store.tenant_settings(rule.tenant)

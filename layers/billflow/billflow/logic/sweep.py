@@ -39,7 +39,7 @@ from billflow.logic.filter import route_event
 from billflow.logic.observe import crm_event
 from billflow.logic.once_per import LOG_ITEMS_SEARCHED, NOT_A_DOCUMENT
 from billflow.logic.schedule import equality_filters
-from billflow.models.rules import DOCUMENT_ACTIONS, Rule, is_lookup_field
+from billflow.models.rules import DOCUMENT_ACTIONS, Action, Rule, is_lookup_field
 from billflow.models.run import utc_text
 from billflow.observability import logger
 from billflow.rules import comparators
@@ -98,7 +98,7 @@ def sweep_rule(
     connection = get_secret_store().connection(tenant, rule.source)
     crm = crm_for(connection.type)
     query = RecordQuery(object_name=rule.object, filters=crm_filters(rule), updated_after=since,
-                        updated_before=until, page_size=PAGE_SIZE)
+                        updated_before=until, page_size=PAGE_SIZE, fields=read_fields(rule))
     log = log or get_execution_log()
     rule_store = rule_store or get_rule_store()
     record_store = record_store or get_record_store()
@@ -191,9 +191,19 @@ def candidate(rule: Rule, record: dict[str, Any]) -> bool:
     return bool(selected)
 
 
+def _block_actions(rule: Rule) -> list[Action]:
+    return [a for b in rule.blocks for a in [*b.actions, *(x for g in b.time_based for x in g.actions)]]
+
+
+def read_fields(rule: Rule) -> tuple[str, ...]:
+    """What the sweep reads of each record: what the rule's criteria read, and its write-back fields."""
+    written = {a.write_back_field for a in _block_actions(rule) if a.type in DOCUMENT_ACTIONS and a.write_back_field}
+    return tuple(sorted(rule.record_fields() | written))
+
+
 def has_document(rule: Rule, tenant: str, record_id: str, record: dict[str, Any], log: ExecutionLog) -> bool:
     """A document this rule made for the record: its id in a write-back field, or in the execution log."""
-    actions = [a for b in rule.blocks for a in [*b.actions, *(x for g in b.time_based for x in g.actions)]]
+    actions = _block_actions(rule)
     documents = {a.type for a in actions if a.type in DOCUMENT_ACTIONS}
     if not documents:
         return False

@@ -364,6 +364,13 @@ class Rule(BaseModel):
         """
         return {c.field for b in self.blocks for c in b.criteria if not is_lookup_field(c.field)}
 
+    def record_fields(self) -> set[str]:
+        """Every record field the run reads: its criteria's, its date trigger's and its waits' date fields
+        (what Lookup asks for when it reads the record again from a CRM that answers only what is asked)."""
+        dates = {self.trigger.field} if isinstance(self.trigger, DateTrigger) else set()
+        waits = {t.field for b in self.blocks for t in b.time_based if t.field and not is_lookup_field(t.field)}
+        return self.watched_paths() | dates | waits
+
 
 class UsageAlert(BaseModel):
     """Tell admins once a day when an action type's daily count reaches a share of its limit."""
