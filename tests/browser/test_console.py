@@ -375,7 +375,7 @@ def test_oauth_connect_opens_the_providers_consent_page_and_the_grant_is_stored(
 
     with OAuthFake(style="xero") as xero:
         settings = {"client_id": "client-1", "client_secret": "client-secret-1",
-                    "authorize_url": xero.authorize_url, "token_url": xero.token_url}
+                    "authorize_url": xero.authorize_url, "token_url": xero.token_url, "base_url": xero.url}
         status, _, _ = console_stack.call("PUT", f"/admin/tenants/{TENANT}/connections/xero-main",
                                           {"type": "xero", "settings": settings})
         assert status == 200
@@ -389,4 +389,5 @@ def test_oauth_connect_opens_the_providers_consent_page_and_the_grant_is_stored(
         provider.close()
         go(page, "#/connections")
         assert "refresh_token" in page.text_content("tr[data-connection=xero-main]")
+        assert "tenant_id" in page.text_content("tr[data-connection=xero-main]")  # the organisation, from Xero
         assert xero.current_refresh_token(0) not in page.content()

@@ -18,6 +18,11 @@ carries client, redirect_uri and code challenge, lives 60 s and works once), the
 (`grant_type=authorization_code`; redirect_uri must be the same, the verifier must hash to the challenge).
 Intuit's redirect adds realmId, Zoho's accounts-server and location.
 
+Xero (`style="xero"`): its access tokens are JWTs carrying `authentication_event_id`, and its identity API's
+GET /connections (https://api.xero.com/connections, XeroAPI/Xero-OpenAPI xero-identity.yaml) answers the
+organisations the user connected to the app (`organisations`), each with the authEventId of the consent that
+connected it last; `?authEventId=` keeps those of one consent. A bearer token this fake issued is required.
+
 Test hooks: `grant()` issues a refresh token, `revoke()`, `expire_access_tokens()`, `access_token_valid()`
 for fake APIs to check bearer tokens, `refreshes` (successful refresh grants), `stale_refreshes` (a
 refresh token that had already been rotated away was used: the symptom of a lost token), `fail_next()`,
@@ -27,9 +32,11 @@ refresh token that had already been rotated away was used: the symptom of a lost
 from __future__ import annotations
 
 import base64
+import json
 import secrets
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, unquote
@@ -38,6 +45,7 @@ from tests.fakes.base import FakeServer, Request, Response
 
 STYLES = ("intuit", "xero", "zoho")
 TOKEN_PATH = "/oauth2/v1/tokens/bearer"
+CONNECTIONS_PATH = "/connections"  # Xero's identity API
 AUTHORIZE_PATH = "/authorize"
 CODE_LIFETIME_SECONDS = 60
 
@@ -84,8 +92,13 @@ class OAuthFake(FakeServer):
         self._state = threading.Lock()
         self._codes: dict[str, Code] = {}
         self.code_exchanges = 0
+        # Xero: the organisations a consent connects, and the connections made so far (tenantId -> connection)
+        self.organisations: list[dict[str, str]] = [
+            {"tenantId": str(uuid.uuid4()), "tenantName": "Demo Company (US)", "tenantType": "ORGANISATION"}]
+        self.connections: dict[str, dict[str, Any]] = {}
         self.route("POST", TOKEN_PATH, self._token)
         self.route("GET", AUTHORIZE_PATH, self._authorize)
+        self.route("GET", CONNECTIONS_PATH, self._connections)
 
     @property
     def authorize_url(self) -> str:
@@ -151,6 +164,8 @@ class OAuthFake(FakeServer):
         self.grants.append(grant)
         self._by_refresh[grant.refresh_token] = grant
         access = _token("at")
+        if self.style == "xero":
+            access = self._connect_organisations()
         self._access[access] = (grant, time.time() + self.expires_in)
         body: dict[str, Any] = {"access_token": access, "token_type": "Bearer", "expires_in": self.expires_in,
                                 "refresh_token": grant.refresh_token}
@@ -163,6 +178,33 @@ class OAuthFake(FakeServer):
     @property
     def token_url(self) -> str:
         return self.url + TOKEN_PATH
+
+    def _connect_organisations(self) -> str:
+        """Xero: a consent connects `organisations` under a new authentication event; its access token says
+        which (an unsigned JWT here: billflow reads the claim, Xero's API checks the signature)."""
+        event = str(uuid.uuid4())
+        now = time.strftime("%Y-%m-%dT%H:%M:%S.0000000", time.gmtime())
+        for org in self.organisations:  # under self._state: the token endpoint holds it
+            earlier = self.connections.get(org["tenantId"], {})
+            self.connections[org["tenantId"]] = {"id": earlier.get("id") or str(uuid.uuid4()), "authEventId": event,
+                                                 **org, "createdDateUtc": earlier.get("createdDateUtc") or now,
+                                                 "updatedDateUtc": now}
+        claims = {"iss": "https://identity.xero.com", "authentication_event_id": event, "jti": secrets.token_hex(8)}
+
+        def part(doc: dict[str, Any]) -> str:
+            return base64.urlsafe_b64encode(json.dumps(doc).encode()).decode().rstrip("=")
+
+        return f"{part({'alg': 'RS256', 'typ': 'JWT'})}.{part(claims)}.{secrets.token_urlsafe(32)}"
+
+    def _connections(self, req: Request) -> Response:
+        scheme, _, token = req.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not self.access_token_valid(token):
+            self.violate("GET /connections without a valid bearer token")
+            return Response(401, {"Title": "Unauthorized", "Status": 401, "Detail": "AuthenticationUnsuccessful"})
+        event = (req.query.get("authEventId") or [""])[-1]
+        with self._state:
+            found = [dict(c) for c in self.connections.values() if not event or c["authEventId"] == event]
+        return Response(200, found)
 
     # --- test hooks ------------------------------------------------------------------------------
     def grant(self, client_id: str = "client-1") -> str:

@@ -45,6 +45,8 @@ def save_oauth_connection(stack: AdminStack, kind: str, fake: OAuthFake, name: s
                                 "authorize_url": fake.authorize_url, "token_url": fake.token_url}
     if kind == "zoho_books":
         settings["organization_id"] = "60000000001"
+    if kind == "xero":  # the stand-in answers Xero's identity API (GET /connections) too
+        settings["base_url"] = fake.url
     stack.ok("PUT", connection_path(name), {"type": kind, "settings": settings})
 
 
@@ -101,6 +103,11 @@ def test_connect_stores_the_grant_and_answers_no_token(stack: AdminStack, provid
     if kind == "zoho_books":
         assert secret["accounts_server"] == "https://accounts.zoho.eu"
         assert secret["api_domain"] == fake.api_domain
+    if kind == "xero":  # the organisation the consent connected, asked of Xero's identity API
+        organisation = fake.organisations[0]
+        assert secret["tenant_id"] == organisation["tenantId"]
+        assert answer["notes"] == [f"tenant_id: {organisation['tenantName']} ({organisation['tenantId']})"]
+        assert "tenant_id" in answer["keys"]
     every_answer = json.dumps([answer, stack.ok("GET", connection_path().rsplit("/", 1)[0])])
     assert refresh_token not in every_answer
     assert secret["access_token"] not in every_answer
@@ -201,3 +208,54 @@ def test_authorize_needs_an_oauth_connection_with_its_app(stack: AdminStack) -> 
     status, answer = stack.call("GET", connection_path("stripe") + "/authorize")
     assert status == 400
     assert "OAuth connect serves" in answer["message"]
+
+
+def xero_connect(stack: AdminStack, fake: OAuthFake) -> dict[str, Any]:
+    started = stack.ok("GET", connection_path() + "/authorize")
+    return stack.ok("GET", "/oauth/callback", query=callback_query(fake.consent(started["url"])))
+
+
+def test_xero_asks_for_the_organisations_of_this_consent_only(stack: AdminStack) -> None:
+    with OAuthFake(style="xero") as fake:
+        save_oauth_connection(stack, "xero", fake)
+        first = fake.organisations[0]["tenantId"]
+        xero_connect(stack, fake)
+        # A second consent connects another organisation only: the first one's connection is an older event.
+        fake.organisations = [{"tenantId": "0f5a1b2c-0000-4000-8000-000000000002", "tenantName": "Second Org",
+                               "tenantType": "ORGANISATION"}]
+        stack.ok("PUT", connection_path(), {"type": "xero", "settings": {"tenant_id": None}})
+        answer = xero_connect(stack, fake)
+        assert stored()["tenant_id"] == "0f5a1b2c-0000-4000-8000-000000000002" != first
+        assert answer["notes"] == ["tenant_id: Second Org (0f5a1b2c-0000-4000-8000-000000000002)"]
+        asked = [r for r in fake.requests if r.path == "/connections"]
+        assert len(asked) == 2 and all(r.query.get("authEventId") for r in asked)
+        assert fake.violations == []
+
+
+def test_xero_with_several_organisations_lets_the_admin_pick_and_keeps_a_pick_it_reaches(stack: AdminStack) -> None:
+    us, uk, practice = (f"0f5a1b2c-0000-4000-8000-00000000000{c}" for c in "abc")
+    with OAuthFake(style="xero") as fake:
+        fake.organisations = [
+            {"tenantId": us, "tenantName": "Acme US", "tenantType": "ORGANISATION"},
+            {"tenantId": uk, "tenantName": "Acme UK", "tenantType": "ORGANISATION"},
+            {"tenantId": practice, "tenantName": "Acme's advisers", "tenantType": "PRACTICE"},  # not a ledger
+        ]
+        save_oauth_connection(stack, "xero", fake)
+        answer = xero_connect(stack, fake)
+        assert "tenant_id" not in stored()  # never a guess: the admin picks
+        assert answer["notes"] == [f"tenant_id: the consent connected 2 organisations (Acme UK ({uk}), "
+                                   f"Acme US ({us})); set tenant_id to one"]
+        stack.ok("PUT", connection_path(), {"type": "xero", "settings": {"tenant_id": uk}})
+        answer = xero_connect(stack, fake)  # connected again (a new refresh token): the pick is kept
+        assert stored()["tenant_id"] == uk
+        assert answer["notes"] == ["tenant_id: kept (Acme UK)"]
+
+
+def test_xero_connections_that_cannot_be_read_still_store_the_grant(stack: AdminStack) -> None:
+    with OAuthFake(style="xero") as fake:
+        save_oauth_connection(stack, "xero", fake)
+        stack.ok("PUT", connection_path(), {"type": "xero", "settings": {"base_url": fake.url + "/nowhere"}})
+        answer = xero_connect(stack, fake)
+        assert answer["connected"] is True and stored()["refresh_token"] == fake.current_refresh_token(0)
+        assert answer["notes"] == ["tenant_id: Xero's connections could not be read; set tenant_id to the "
+                                   "organisation's id"]

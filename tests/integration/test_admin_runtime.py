@@ -355,7 +355,7 @@ def test_oauth_connect_round_trips_through_the_local_callback(
         monkeypatch.setattr("sys.stdin", io.StringIO("client-secret-1\n"))
         cli(runtime, capsys, "connections", "create", "xero-main", "--type", "xero", "--set", "client_id=client-1",
             "--set", f"authorize_url={xero.authorize_url}", "--set", f"token_url={xero.token_url}",
-            "--secret", "client_secret")
+            "--set", f"base_url={xero.url}", "--secret", "client_secret")
         out = cli(runtime, capsys, "connections", "connect", "xero-main")
         link = out.splitlines()[1]
         assert f"{runtime.url}/oauth/callback" in out
@@ -363,6 +363,7 @@ def test_oauth_connect_round_trips_through_the_local_callback(
         assert back.startswith(f"{runtime.url}/oauth/callback?")
         status, answer = _get(runtime, back.removeprefix(runtime.url))
         assert (status, answer["connected"]) == (200, True)
+        assert answer["notes"] == [f"tenant_id: Demo Company (US) ({xero.organisations[0]['tenantId']})"]
         status, again = _get(runtime, back.removeprefix(runtime.url))
         assert status == 400  # the state was used
         assert "refresh_token" in cli(runtime, capsys, "connections", "list")

@@ -9,6 +9,10 @@
    endpoint (RFC 6749 4.1.3, client authentication as the refresh grant does it: connectors/oauth.py), and
    the grant (refresh token, access token, its expiry, QuickBooks' realmId, Zoho's accounts server and API
    domain) is merged into the connection's secret. No token is ever answered or logged.
+3. Xero's API needs the organisation (xero-tenant-id) besides the token: billflow asks Xero's identity API
+   which organisations this consent connected (GET /connections?authEventId=, the event named in the access
+   token) and stores the one as tenant_id; when the consent connected several, the answer lists them and the
+   admin sets tenant_id (an id already set that the consent reaches is kept).
 
 The consent and token URLs are the providers' own; a connection's authorize_url and token_url settings
 override them (a sandbox, or the local stand-ins).
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import secrets
 import time
 from dataclasses import dataclass
@@ -146,9 +151,55 @@ def callback(states: OAuthStates, query: dict[str, str]) -> OAuthCallbackAnswer:
         updated["refresh_token_expires_at"] = int(now + refresh_expires_in)
     if isinstance(grant.get("api_domain"), str):
         updated["api_domain"] = grant["api_domain"]
+    notes = _xero_organisation(updated, str(grant["access_token"])) if flow["type"] == "xero" else []
     write_secret(secret_id, updated)
     return OAuthCallbackAnswer(connected=True, tenant=tenant, connection=name,
-                               keys=sorted(k for k in updated if k != "type"))
+                               keys=sorted(k for k in updated if k != "type"), notes=notes)
+
+
+def _xero_organisation(settings: dict[str, Any], access_token: str) -> list[str]:
+    """Set tenant_id to the Xero organisation this consent connected (see the module docstring); what was
+    done, or what the admin must still do. The grant is stored either way."""
+    from billflow.connectors.xero import DEFAULT_BASE_URL  # deferred: Xero's connect flow only
+
+    event = _jwt_claim(access_token, "authentication_event_id")
+    url = str(settings.get("base_url") or DEFAULT_BASE_URL).rstrip("/") + "/connections"
+    headers = {"Authorization": f"Bearer {access_token}", "Accept": "application/json"}
+    found: Any = None
+    try:
+        answer = http.request("GET", url + (f"?{urlencode({'authEventId': event})}" if event else ""),
+                              headers=headers, target="xero connections", raise_for_status=False)
+        found = answer.json() if answer.status < 400 else None
+    except (BillflowError, ValueError):
+        pass
+    if not isinstance(found, list):
+        return ["tenant_id: Xero's connections could not be read; set tenant_id to the organisation's id"]
+    organisations = {str(c["tenantId"]): str(c.get("tenantName") or "") for c in found
+                     if isinstance(c, dict) and c.get("tenantType") == "ORGANISATION" and c.get("tenantId")}
+    current = str(settings.get("tenant_id") or "")
+    if current in organisations:
+        return [f"tenant_id: kept ({organisations[current] or current})"]
+    if len(organisations) == 1:
+        [(tenant_id, tenant_name)] = organisations.items()
+        settings["tenant_id"] = tenant_id
+        return [f"tenant_id: {tenant_name or tenant_id} ({tenant_id})"]
+    if not organisations:
+        return ["tenant_id: the consent connected no Xero organisation; connect again and pick one"]
+    choices = ", ".join(f"{n or '?'} ({i})" for i, n in sorted(organisations.items(), key=lambda kv: kv[1]))
+    return [f"tenant_id: the consent connected {len(organisations)} organisations ({choices}); set tenant_id to one"]
+
+
+def _jwt_claim(token: str, claim: str) -> str:
+    """A claim of a JWT access token, unverified: it only narrows a call the token itself authenticates."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        return ""
+    try:
+        doc = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except ValueError:
+        return ""
+    value = doc.get(claim) if isinstance(doc, dict) else None
+    return value if isinstance(value, str) else ""
 
 
 def _token_url(name: str, settings: dict[str, Any], provider: Provider) -> str:

@@ -383,6 +383,8 @@ class OAuthCallbackAnswer(BaseModel):
     tenant: str
     connection: str
     keys: list[str] = Field(description="The connection's setting names after the grant was stored")
+    notes: list[str] = Field(default_factory=list,
+                             description="What else was set (Xero: the organisation), or what the admin must still set")
 
 
 # ------------------------------------------------------------------------------------------- usage
