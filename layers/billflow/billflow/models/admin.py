@@ -23,6 +23,19 @@ def check_emails(addresses: list[str]) -> list[str]:
             raise ValueError(f"{address!r} is not an email address")
     return addresses
 
+
+class AdminAnswer(BaseModel):
+    """What a route answers; built on first use (defer_build)."""
+
+    model_config = ConfigDict(defer_build=True)
+
+
+class AdminRequest(BaseModel):
+    """What a route takes: unknown fields are refused, so a typo is an error, not a silent default."""
+
+    model_config = ConfigDict(extra="forbid", defer_build=True)
+
+
 API_TITLE = "billflow admin API"
 API_VERSION = "1.0.0"
 API_DESCRIPTION = (
@@ -42,9 +55,7 @@ class RuleDocument(Rule):
     tenant: SkipJsonSchema[str] = Field(default="", exclude=True)
 
 
-class ErrorBody(BaseModel):
-    model_config = ConfigDict(defer_build=True)
-
+class ErrorBody(AdminAnswer):
     error: str = Field(description="InvalidRequest, NotFound, Conflict, ...")
     message: str
     details: dict[str, Any] | None = Field(
@@ -52,56 +63,40 @@ class ErrorBody(BaseModel):
     )
 
 
-class RulesAnswer(BaseModel):
-    model_config = ConfigDict(defer_build=True)
-
+class RulesAnswer(AdminAnswer):
     rules: list[RuleDocument]
 
 
-class RuleAnswer(BaseModel):
-    model_config = ConfigDict(defer_build=True)
-
+class RuleAnswer(AdminAnswer):
     rule: RuleDocument
 
 
-class DeletedAnswer(BaseModel):
-    model_config = ConfigDict(defer_build=True)
-
+class DeletedAnswer(AdminAnswer):
     deleted: str
 
 
-class RulesRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", defer_build=True)
-
+class RulesRequest(AdminRequest):
     rules: list[RuleDocument] = Field(description="Every rule document of the tenant, as kept in git")
     prune: bool = Field(default=False, description="Delete stored rules the documents no longer have")
 
 
-class ValidateRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", defer_build=True)
-
+class ValidateRequest(AdminRequest):
     rules: list[dict[str, Any]] = Field(description="Rule documents to check (see RuleDocument)")
 
 
-class ValidateAnswer(BaseModel):
-    model_config = ConfigDict(defer_build=True)
-
+class ValidateAnswer(AdminAnswer):
     valid: bool
     rules: list[str] = Field(description="Ids of the valid rules")
     problems: list[str] = Field(description="'rule ID: FIELD: message', one per problem")
 
 
-class CloneRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", defer_build=True)
-
+class CloneRequest(AdminRequest):
     new_id: str
     name: str | None = Field(default=None, description="Name of the copy (default: the original's + ' (copy)')")
     active: bool = Field(default=False, description="Clones start inactive so a copy never doubles a run")
 
 
-class ReorderRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", defer_build=True)
-
+class ReorderRequest(AdminRequest):
     source: str
     object: str
     rule_ids: list[str] = Field(
@@ -110,9 +105,7 @@ class ReorderRequest(BaseModel):
     )
 
 
-class PlanDocument(BaseModel):
-    model_config = ConfigDict(defer_build=True)
-
+class PlanDocument(AdminAnswer):
     create: list[str] = Field(default_factory=list, description="In the documents, not stored")
     change: list[str] = Field(default_factory=list, description="Stored, and the document differs")
     deactivate: list[str] = Field(default_factory=list, description="Stored active, the document is inactive")
@@ -130,21 +123,15 @@ class PlanDocument(BaseModel):
         return len(self.create) + len(self.change) + len(self.deactivate) + len(self.delete)
 
 
-class PlanAnswer(BaseModel):
-    model_config = ConfigDict(defer_build=True)
-
+class PlanAnswer(AdminAnswer):
     plan: PlanDocument
 
 
-class ApplyAnswer(BaseModel):
-    model_config = ConfigDict(defer_build=True)
-
+class ApplyAnswer(AdminAnswer):
     applied: PlanDocument
 
 
-class ExecutionsAnswer(BaseModel):
-    model_config = ConfigDict(defer_build=True)
-
+class ExecutionsAnswer(AdminAnswer):
     executions: list[dict[str, Any]] = Field(
         description="Execution log items, newest first: at, execution, rule_id, record_key, step, status, "
                     "reason, external_id, action_type, transition"
@@ -152,9 +139,7 @@ class ExecutionsAnswer(BaseModel):
 
 
 # ------------------------------------------------------------------------------------------- dry runs
-class DryRunRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", defer_build=True)
-
+class DryRunRequest(AdminRequest):
     event: dict[str, Any] = Field(
         description="The sample event: a CRM webhook body as the CRM posts it (e.g. events/twenty/*.json; "
                     "no signature needed) or a normalised CrmEvent document"
@@ -179,17 +164,13 @@ class DryRunRequest(BaseModel):
     )
 
 
-class ChangeReport(BaseModel):
-    model_config = ConfigDict(defer_build=True)
-
+class ChangeReport(AdminAnswer):
     field: str
     before: Any = None
     after: Any = None
 
 
-class CriterionReport(BaseModel):
-    model_config = ConfigDict(defer_build=True)
-
+class CriterionReport(AdminAnswer):
     number: int
     field: str
     comparator: str
@@ -200,9 +181,7 @@ class CriterionReport(BaseModel):
     reason: str
 
 
-class BlockReport(BaseModel):
-    model_config = ConfigDict(defer_build=True)
-
+class BlockReport(AdminAnswer):
     index: int
     pattern: str = Field(description="The block's pattern; all criteria joined by AND when it has none")
     matched: bool
@@ -210,9 +189,7 @@ class BlockReport(BaseModel):
     criteria: list[CriterionReport]
 
 
-class ActionReport(BaseModel):
-    model_config = ConfigDict(defer_build=True)
-
+class ActionReport(AdminAnswer):
     index: int
     type: str
     connection: str | None = None
@@ -225,9 +202,7 @@ class ActionReport(BaseModel):
     error: str | None = Field(default=None, description="Why this action could not be rendered or previewed")
 
 
-class RuleReport(BaseModel):
-    model_config = ConfigDict(defer_build=True)
-
+class RuleReport(AdminAnswer):
     rule_id: str
     name: str
     active: bool
@@ -242,9 +217,7 @@ class RuleReport(BaseModel):
     notes: list[str] = Field(default_factory=list)
 
 
-class EventReport(BaseModel):
-    model_config = ConfigDict(defer_build=True)
-
+class EventReport(AdminAnswer):
     event_id: str
     tenant: str
     source: str
@@ -258,18 +231,14 @@ class EventReport(BaseModel):
     rules: list[RuleReport]
 
 
-class DryRunReport(BaseModel):
-    model_config = ConfigDict(defer_build=True)
-
+class DryRunReport(AdminAnswer):
     dry_run: bool = True
     sent: int = Field(default=0, description="Requests sent: always 0")
     events: list[EventReport]
 
 
 # ------------------------------------------------------------------------------------------- replays
-class ReplayAnswer(BaseModel):
-    model_config = ConfigDict(defer_build=True)
-
+class ReplayAnswer(AdminAnswer):
     execution: str = Field(description="Name of the new execution")
     replay_of: str = Field(description="The execution replayed")
     original_status: str = Field(description="FAILED (a failed or limited run), TIMED_OUT or ABORTED")
@@ -278,9 +247,7 @@ class ReplayAnswer(BaseModel):
 
 
 # ------------------------------------------------------------------------------------------- tenant settings
-class UsageAlertSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid", defer_build=True)
-
+class UsageAlertSettings(AdminRequest):
     threshold_percent: int = Field(default=80, ge=1, le=100, description="Alert when a count reaches this share")
     recipients: list[str] = Field(default_factory=list, max_length=10, description="Email addresses")
 
@@ -290,9 +257,7 @@ class UsageAlertSettings(BaseModel):
         return check_emails(value)
 
 
-class FailureDigestSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid", defer_build=True)
-
+class FailureDigestSettings(AdminRequest):
     frequency: Literal["daily", "weekly", "off"] = "daily"
     time: TimeOfDay = Field(default="08:00", description="HH:MM in timezone")
     timezone: TimeZoneName = "UTC"
@@ -334,9 +299,7 @@ class SettingsDocument(BaseModel):
 
 
 # ------------------------------------------------------------------------------------------- connections
-class ConnectionSummary(BaseModel):
-    model_config = ConfigDict(defer_build=True)
-
+class ConnectionSummary(AdminAnswer):
     name: str
     type: str
     keys: list[str] = Field(description="The names of its settings; values are never returned")
@@ -344,22 +307,16 @@ class ConnectionSummary(BaseModel):
     connected: bool | None = Field(default=None, description="OAuth types: a grant (refresh token) is stored")
 
 
-class ConnectionsAnswer(BaseModel):
-    model_config = ConfigDict(defer_build=True)
-
+class ConnectionsAnswer(AdminAnswer):
     connections: list[ConnectionSummary]
 
 
-class ConnectionAnswer(BaseModel):
-    model_config = ConfigDict(defer_build=True)
-
+class ConnectionAnswer(AdminAnswer):
     connection: ConnectionSummary
     created: bool = Field(default=False, description="True when this request created the connection")
 
 
-class ConnectionRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", defer_build=True)
-
+class ConnectionRequest(AdminRequest):
     type: str = Field(description="stripe, quickbooks, xero, zoho_books, hubspot, twenty, webhook")
     settings: dict[str, Any] = Field(
         default_factory=dict,
@@ -368,17 +325,13 @@ class ConnectionRequest(BaseModel):
     replace: bool = Field(default=False, description="Replace every stored setting instead of merging")
 
 
-class AuthorizeAnswer(BaseModel):
-    model_config = ConfigDict(defer_build=True)
-
+class AuthorizeAnswer(AdminAnswer):
     url: str = Field(description="The provider's consent page: open it in the browser")
     redirect_uri: str = Field(description="billflow's callback, registered with the provider's app")
     expires_at: str = Field(description="The consent must be given before this time (ISO 8601)")
 
 
-class OAuthCallbackAnswer(BaseModel):
-    model_config = ConfigDict(defer_build=True)
-
+class OAuthCallbackAnswer(AdminAnswer):
     connected: bool
     tenant: str
     connection: str
@@ -388,43 +341,33 @@ class OAuthCallbackAnswer(BaseModel):
 
 
 # ------------------------------------------------------------------------------------------- usage
-class UsageToday(BaseModel):
-    model_config = ConfigDict(defer_build=True)
-
+class UsageToday(AdminAnswer):
     action_type: str
     count: int = Field(description="Places taken today (UTC): sent plus in flight")
     limit: int
 
 
-class UsageDay(BaseModel):
-    model_config = ConfigDict(defer_build=True)
-
+class UsageDay(AdminAnswer):
     date: str = Field(description="YYYY-MM-DD (UTC)")
     sent: int
     failed: int
     limited: int
 
 
-class UsageAnswer(BaseModel):
-    model_config = ConfigDict(defer_build=True)
-
+class UsageAnswer(AdminAnswer):
     today: list[UsageToday]
     days: list[UsageDay] = Field(description="Oldest first, one per day, today last")
 
 
 # ------------------------------------------------------------------------------------------- run paths
-class StateMachineAnswer(BaseModel):
-    model_config = ConfigDict(defer_build=True)
-
+class StateMachineAnswer(AdminAnswer):
     definition: dict[str, Any] = Field(description="The state machine's Amazon States Language document")
 
 
 VisitStatus = Literal["passed", "waiting", "retried", "failed", "running"]
 
 
-class StateVisit(BaseModel):
-    model_config = ConfigDict(defer_build=True)
-
+class StateVisit(AdminAnswer):
     name: str
     status: VisitStatus
     entered: str | None = None
@@ -432,9 +375,7 @@ class StateVisit(BaseModel):
     retries: int = Field(default=0, description="Task attempts after the first (Retry)")
 
 
-class ExecutionPathAnswer(BaseModel):
-    model_config = ConfigDict(defer_build=True)
-
+class ExecutionPathAnswer(AdminAnswer):
     status: str = Field(description="RUNNING, SUCCEEDED, FAILED, TIMED_OUT, ABORTED")
     states: list[StateVisit] = Field(description="Each state the run entered, in the order it first did")
 
@@ -464,18 +405,14 @@ class ScheduleDocument(Schedule):
     tenant: SkipJsonSchema[str] = Field(default="", exclude=True)
 
 
-class SchedulesRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", defer_build=True)
-
+class SchedulesRequest(AdminRequest):
     schedules: list[dict[str, Any]] = Field(description="Every schedule document of the tenant (at most 10)")
     prune: bool = Field(default=False, description="Delete stored schedules the documents no longer have")
     rule_ids: list[str] = Field(default_factory=list,
                                 description="Rule ids the same change creates (besides the stored rules)")
 
 
-class SchedulePlan(BaseModel):
-    model_config = ConfigDict(defer_build=True)
-
+class SchedulePlan(AdminAnswer):
     create: list[str] = Field(default_factory=list)
     change: list[str] = Field(default_factory=list)
     delete: list[str] = Field(default_factory=list)
@@ -490,9 +427,7 @@ class SchedulePlan(BaseModel):
         return len(self.create) + len(self.change) + len(self.delete)
 
 
-class SchedulePlanAnswer(BaseModel):
-    model_config = ConfigDict(defer_build=True)
-
+class SchedulePlanAnswer(AdminAnswer):
     plan: SchedulePlan
 
 
@@ -501,38 +436,28 @@ class FiringTime(BaseModel):
     utc: str
 
 
-class ScheduleListing(BaseModel):
-    model_config = ConfigDict(defer_build=True)
-
+class ScheduleListing(AdminAnswer):
     schedule: ScheduleDocument
     describe: str
     fires_by: str = Field(description="Its Scheduler expression, or why it has none")
     next: list[FiringTime] = Field(description="The next five firings")
 
 
-class SchedulesAnswer(BaseModel):
-    model_config = ConfigDict(defer_build=True)
-
+class SchedulesAnswer(AdminAnswer):
     schedules: list[ScheduleListing]
 
 
-class ScheduleAnswer(BaseModel):
-    model_config = ConfigDict(defer_build=True)
-
+class ScheduleAnswer(AdminAnswer):
     schedule: ScheduleDocument
 
 
-class RunScheduleRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", defer_build=True)
-
+class RunScheduleRequest(AdminRequest):
     firing: str | None = Field(default=None, description="The firing time (UTC ISO) to run; default: now, to "
                                                          "the minute. Running the same firing again starts "
                                                          "nothing new")
 
 
-class FiringAnswer(BaseModel):
-    model_config = ConfigDict(defer_build=True)
-
+class FiringAnswer(AdminAnswer):
     tenant: str
     schedule: str
     firing: str
@@ -545,18 +470,14 @@ class FiringAnswer(BaseModel):
 
 
 # ------------------------------------------------------------------------------------------- sweeps (issue 11)
-class SweepRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", defer_build=True)
-
+class SweepRequest(AdminRequest):
     rule_id: str = Field(description="The rule to sweep (event-triggered)")
     since: str = Field(description="Records changed from this time (ISO 8601, e.g. 2026-12-01T00:00:00Z)")
     until: str | None = Field(default=None, description="Up to this time (default: now); at most 31 days after since")
     dry_run: bool = Field(default=False, description="List the records the sweep would feed; start nothing")
 
 
-class SweepAnswer(BaseModel):
-    model_config = ConfigDict(defer_build=True)
-
+class SweepAnswer(AdminAnswer):
     tenant: str
     rule_id: str
     since: str
