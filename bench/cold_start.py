@@ -21,6 +21,10 @@ Beside it, the dependencies' floor ("deps"): the same, plus importing pydantic's
 billflow/observability.py (Powertools' Logger and Tracer: the X-Ray SDK, patching botocore). Every function
 needs both before any of its own code runs, so the handler over "deps" is what billflow itself adds.
 
+The layer's packages are loaded compiled (this venv's, and layers/billflow with its bytecode) and boto3 is
+this venv's, as a function sees the layer layers/billflow/Makefile builds (bytecode shipped, botocore left
+to the runtime); what a layer without them costs is bench/layer_bytecode.py's figure.
+
 Figures: medians of --runs interleaved runs. Target: every function's first response within 1.3x its floor;
 exit status 1 over it. The import-only figure is printed beside the floor's imports.
 """
