@@ -186,7 +186,10 @@ class Stack:
         self.twenty.seed(load_sample_workspace())
         connections = {"tenants": {TENANT: {
             "sources": {"twenty": {"signing_secret": SIGNING_SECRET}},
-            "connections": {"twenty": self.twenty.connection_settings(),
+            # A self-hosted Twenty with its API_RATE_LIMITING raised: this measures billflow, not Twenty Cloud's
+            # 100 calls a minute per API key, which alone would hold one workspace to about 100 invoices a
+            # minute (Lookup searches the company's people once a run; runs past it wait: WaitForCrm).
+            "connections": {"twenty": {**self.twenty.connection_settings(), "rate_limit_per_minute": 100_000},
                             "stripe-main": {"type": "stripe", "base_url": self.stripe.url,
                                             "api_key": self.stripe.api_key}},
             "settings": {"daily_limits": {"invoice": 100_000}},

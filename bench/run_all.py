@@ -7,9 +7,8 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ["cold_imports.py", "cold_start.py", "layer_bytecode.py", "ingest_latency.py", "local_throughput.py", "filter_scaling.py",
-              "cost_model.py",
-              "scaling_model.py", "artifact_sizes.py"]
+BENCHMARKS = ["cold_imports.py", "cold_start.py", "layer_bytecode.py", "ingest_latency.py", "local_throughput.py",
+              "filter_scaling.py", "cost_model.py", "scaling_model.py", "artifact_sizes.py"]
 
 
 def main() -> int:

@@ -246,3 +246,59 @@ def test_time_based_actions_count_towards_the_per_rule_limits_and_placeholders()
                for p in problems)
     _, problems = validate_rule({**RULE, "time_based": [{"after": "1d", "actions": [note("{{ nowhere.x }}")]}]})
     assert [p.field for p in problems] == ["blocks.0.time_based.0.actions.0"]
+
+
+# ------------------------------------------------------------------------------- a CRM's call budget spent
+class SpentBudget:
+    """A CRM connector whose call budget is spent (as storage/rate_limits.py raises it), or that fails otherwise."""
+
+    kind = "twenty"
+
+    def __init__(self, retry_after: float | None) -> None:
+        self.retry_after = retry_after
+
+    def lookup(self, *args: Any) -> dict[str, Any]:
+        from billflow.errors import TransientError
+
+        raise TransientError("Twenty: the 100 calls a minute allowed for key-x are used up; next window in 31 s",
+                             retry_after_seconds=self.retry_after)
+
+    get_record = lookup
+
+
+def lookup_with(monkeypatch: pytest.MonkeyPatch, state: RunState, crm: SpentBudget) -> dict[str, Any]:
+    from billflow.logic import run
+    from billflow.storage.secrets import Connection
+
+    monkeypatch.setattr(run, "crm_connection", lambda _: Connection(name="twenty", type="twenty", settings={}))
+    monkeypatch.setattr("billflow.connectors.get_crm", lambda _: crm)
+    return run.lookup(state)
+
+
+def test_a_spent_crm_budget_makes_the_run_wait_for_it_then_look_up_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    state = run_for(RECORD)
+    found = lookup_with(monkeypatch, state, SpentBudget(30.2))
+    assert found == {"retry_after": 31, "crm_waits": 1}
+    waiting = state.model_copy(update={"lookup": found, "recheck": True})
+    assert plan_next(waiting) == {"done": False, "lookup_after": 31}  # before anything needing the lookup
+    again = lookup_with(monkeypatch, waiting, SpentBudget(0.2))
+    assert again == {"retry_after": 1, "crm_waits": 2}  # counted, and never a wait of nothing
+
+
+def test_a_refresh_that_finds_the_budget_spent_waits_and_refreshes_again() -> None:
+    state = at_group(run_for(RECORD), 1)
+    answer = resume(state.model_copy(update={"lookup": {"retry_after": 12, "crm_waits": 1}}))
+    assert answer["resumed"] == {"lookup_after": 12}
+    assert RunState.model_validate(answer).waited == 1  # the group has not run: it is still the one waited for
+
+
+def test_other_failures_and_a_budget_spent_too_long_still_fail(monkeypatch: pytest.MonkeyPatch) -> None:
+    from billflow.errors import TransientError
+    from billflow.logic.run import MAX_CRM_WAITS
+
+    state = run_for(RECORD)
+    with pytest.raises(TransientError):  # no time to wait for: the state machine's retries take it
+        lookup_with(monkeypatch, state, SpentBudget(None))
+    spent = state.model_copy(update={"lookup": {"retry_after": 60, "crm_waits": MAX_CRM_WAITS}})
+    with pytest.raises(TransientError, match="used up"):
+        lookup_with(monkeypatch, spent, SpentBudget(30))

@@ -4,6 +4,9 @@ Each takes the execution's state document and returns what the state machine sto
 ResultPath. The state machine owns order, retries, waits, limits and logging; these own the content.
 
 plan_next answers one of:
+- {"lookup_after": seconds}: Lookup found the CRM's call budget spent (Twenty's 100 calls a minute per API
+  key, say) and said when it frees: the state machine waits that long (WaitForCrm) and looks up again, so a
+  burst of won deals waits for the CRM instead of failing once its retries run out;
 - {"done": true, "log_item"}: every action is done (or skipped);
 - {"decide": true}: the rule's criteria need what Lookup fetched (company/contact criteria, a date
   trigger): the state machine calls decide(), which answers with the whole run, its blocks chosen, or
@@ -17,6 +20,7 @@ plan_next answers one of:
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
@@ -50,9 +54,28 @@ def crm_connection(state: RunState) -> Connection:
     return get_secret_store().connection(state.tenant, state.event.source)
 
 
+# A run waits for its CRM's budget at most this many times (WaitForCrm), about two hours of windows of a
+# minute: a budget that stays spent that long is a misconfiguration, and the run fails saying so.
+MAX_CRM_WAITS = 120
+
+
 def lookup(state: RunState) -> dict[str, Any]:
     """The record's company and contact; with refresh_record, the record itself as the CRM holds it now
-    (under "record"; None when the CRM no longer has it)."""
+    (under "record"; None when the CRM no longer has it). When the CRM's call budget is spent, when to try
+    again instead: {"retry_after": seconds, "crm_waits": n} (see plan_next and resume)."""
+    try:
+        return _lookup(state)
+    except TransientError as exc:
+        waits = int(state.lookup.get("crm_waits") or 0)
+        if exc.retry_after_seconds is None or waits >= MAX_CRM_WAITS:
+            raise
+        seconds = max(1, math.ceil(exc.retry_after_seconds))
+        logger.info("CRM budget spent; the run waits for it", extra={"reason": exc.message, "seconds": seconds,
+                                                                    "waits": waits + 1})
+        return {"retry_after": seconds, "crm_waits": waits + 1}
+
+
+def _lookup(state: RunState) -> dict[str, Any]:
     try:
         connection = crm_connection(state)
     except ConfigurationError:
@@ -72,6 +95,8 @@ def lookup(state: RunState) -> dict[str, Any]:
 
 def plan_next(state: RunState, now: datetime | None = None) -> dict[str, Any]:
     """The next thing the run does (see the module's docstring)."""
+    if "retry_after" in state.lookup:  # first: nothing else can be decided without what Lookup fetches
+        return {"done": False, "lookup_after": state.lookup["retry_after"]}
     if state.recheck:
         return {"done": False, "decide": True}
     index = len(state.results)
@@ -203,6 +228,8 @@ def resume(state: RunState, now: datetime | None = None) -> dict[str, Any]:
     from billflow.logic.schedule import RESCHEDULE_TOLERANCE, group_due
     from billflow.rules.engine import Clock, evaluate_block
 
+    if "retry_after" in state.lookup:  # Refresh found the CRM's budget spent: wait, then refresh again
+        return _document(state, resumed={"lookup_after": state.lookup["retry_after"]})
     position = state.waited
     group = state.timed[position]
     rule = state.rule
