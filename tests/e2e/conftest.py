@@ -10,6 +10,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -87,6 +88,14 @@ def concurrently(count: int, work: Any) -> list[Any]:
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
+    with running_stack() as started:
+        yield started
+
+
+@contextmanager
+def running_stack(rules: Path = ROOT / "examples" / "rules", **twenty_settings: Any) -> Iterator[Stack]:
+    """The local runtime with the rules folder, Stripe, Twenty (its connection with twenty_settings too) and
+    the finance webhook's receiver."""
     stripe = FakeStripe().start()
     twenty = FakeTwenty(custom_fields={"opportunity": {"invoiceId": {"type": "string"}}}).start()
     twenty.seed(load_sample_workspace())
@@ -94,14 +103,14 @@ def stack() -> Iterator[Stack]:
     connections = {"tenants": {TENANT: {
         "sources": {"twenty": {"signing_secret": SIGNING_SECRET}},
         "connections": {
-            "twenty": twenty.connection_settings(),
+            "twenty": {**twenty.connection_settings(), **twenty_settings},
             "stripe-main": {"type": "stripe", "base_url": stripe.url, "api_key": stripe.api_key},
             "finance-webhook": {"type": "webhook", "url": f"{receiver.url}/hooks/finance", "secret": HOOK_SECRET},
         },
         "settings": {"daily_limits": {"invoice": 500, "webhook": 500}},
     }}}
-    runtime = LocalRuntime(ROOT, port=0, rules=ROOT / "examples" / "rules", connections=connections,
-                           tenant=TENANT, echo=None, fast_retries=True)
+    runtime = LocalRuntime(ROOT, port=0, rules=rules, connections=connections, tenant=TENANT, echo=None,
+                           fast_retries=True)
     runtime.start()
     try:
         yield Stack(runtime, stripe, twenty, receiver)

@@ -5,17 +5,12 @@ again, so every deal is invoiced exactly once, however many arrive in one minute
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from billflow.storage import rate_limits
 
-from billflow_local.receiver import SignedWebhookReceiver
-from billflow_local.runtime import LocalRuntime
-from tests.e2e.conftest import HOOK_SECRET, ROOT, SIGNING_SECRET, TENANT, Stack, concurrently
+from tests.e2e.conftest import ROOT, SIGNING_SECRET, Stack, concurrently, running_stack
 from tests.fakes.signing import signed_twenty_delivery
-from tests.fakes.stripe_server import FakeStripe
-from tests.fakes.twenty_server import FakeTwenty, load_sample_workspace
 
 CALLS_A_MINUTE = 2  # a small budget (Lookup spends one unit a run, on the company's people), so a burst spends it
 DEALS = 6
@@ -44,30 +39,10 @@ def budget() -> Iterator[BudgetClock]:
 
 @pytest.fixture(scope="module")
 def stack(budget: BudgetClock, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    rules = tmp_path_factory.mktemp("rules")
+    rules = tmp_path_factory.mktemp("rules")  # the example rule alone
     (rules / "won-to-stripe.yaml").write_text((ROOT / "examples" / "rules" / "won-to-stripe.yaml").read_text())
-    stripe = FakeStripe().start()
-    twenty = FakeTwenty(custom_fields={"opportunity": {"invoiceId": {"type": "string"}}}).start()
-    twenty.seed(load_sample_workspace())
-    receiver = SignedWebhookReceiver(HOOK_SECRET).start()
-    connections = {"tenants": {TENANT: {
-        "sources": {"twenty": {"signing_secret": SIGNING_SECRET}},
-        "connections": {
-            "twenty": {**twenty.connection_settings(), "rate_limit_per_minute": CALLS_A_MINUTE},
-            "stripe-main": {"type": "stripe", "base_url": stripe.url, "api_key": stripe.api_key},
-            "finance-webhook": {"type": "webhook", "url": f"{receiver.url}/hooks/finance", "secret": HOOK_SECRET},
-        },
-        "settings": {"daily_limits": {"invoice": 500, "webhook": 500}},
-    }}}
-    runtime = LocalRuntime(ROOT, port=0, rules=Path(rules), connections=connections, tenant=TENANT, echo=None,
-                           fast_retries=True)
-    runtime.start()
-    try:
-        yield Stack(runtime, stripe, twenty, receiver)
-    finally:
-        runtime.stop()
-        for server in (stripe, twenty, receiver):
-            server.stop()
+    with running_stack(rules, rate_limit_per_minute=CALLS_A_MINUTE) as started:
+        yield started
 
 
 def test_a_burst_of_won_deals_waits_for_the_crms_budget_and_each_is_invoiced_once(
