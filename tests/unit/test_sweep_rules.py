@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 from billflow.connectors.base import RecordFilter
-from billflow.logic.sweep import candidate, crm_filters
+from billflow.logic.schedule import equality_filters
+from billflow.logic.sweep import candidate
 from billflow.logic.validate import validate_rule
 from billflow.models.rules import Rule
 
@@ -45,9 +46,9 @@ def test_a_sweep_is_a_frequency_and_a_window_checked_when_the_rule_is_saved() ->
 
 def test_the_crm_is_asked_for_the_equalities_the_rest_is_decided_here() -> None:
     rule = Rule.model_validate(RULE)
-    assert crm_filters(rule) == (RecordFilter("status", "eq", "won"),)  # not the lookup's company.name
+    assert equality_filters(rule) == (RecordFilter("status", "eq", "won"),)  # not the lookup's company.name
     either = Rule.model_validate({**RULE, "pattern": "1 OR 2"})
-    assert crm_filters(either) == ()  # an OR cannot be one CRM filter: every record is evaluated here
+    assert equality_filters(either) == ()  # an OR cannot be one CRM filter: every record is evaluated here
 
 
 @pytest.mark.parametrize(("record", "expected"), [

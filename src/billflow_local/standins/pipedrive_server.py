@@ -173,8 +173,8 @@ class FakePipedrive(FakeServer):
         try:
             limit = int(query.get("limit", "100"))
             # A parameter given empty is not an RFC 3339 time either (billflow leaves unused ones out).
-            since = _rfc3339(query["updated_since"], given=True) if "updated_since" in query else None
-            until = _rfc3339(query["updated_until"], given=True) if "updated_until" in query else None
+            since = _rfc3339(query["updated_since"]) if "updated_since" in query else None
+            until = _rfc3339(query["updated_until"]) if "updated_until" in query else None
             start = int(base64.b64decode(query["cursor"]).decode()) if query.get("cursor") else 0
         except ValueError as exc:
             return self._bad(f"GET /api/v2/deals: {exc}")
@@ -183,8 +183,8 @@ class FakePipedrive(FakeServer):
         status = query.get("status")
         deals = sorted(self.deals.values(), key=lambda d: d["id"])
         chosen = [d for d in deals if not d["is_deleted"] and (status is None or d["status"] == status)
-                  and (since is None or _rfc3339(d["update_time"]) >= since)  # type: ignore[operator]
-                  and (until is None or _rfc3339(d["update_time"]) < until)]  # type: ignore[operator]
+                  and (since is None or _rfc3339(d["update_time"]) >= since)
+                  and (until is None or _rfc3339(d["update_time"]) < until)]
         page = chosen[start:start + limit]
         more = start + limit < len(chosen)
         cursor = base64.b64encode(str(start + limit).encode()).decode() if more else None
@@ -195,12 +195,10 @@ class FakePipedrive(FakeServer):
         return Response(400, {"success": False, "error": message, "errorCode": 400})
 
 
-def _rfc3339(value: str | None, given: bool = False) -> datetime | None:
-    if value in (None, "") and not given:
-        return None
-    assert value is not None
+def _rfc3339(value: str) -> datetime:
+    """A time as Pipedrive takes it; a parameter given empty is not one either."""
     try:
-        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         raise ValueError(f"{value!r} is not an RFC 3339 time") from None
     if parsed.tzinfo is None:

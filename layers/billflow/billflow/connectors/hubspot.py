@@ -122,9 +122,7 @@ class HubSpotConnector(CrmConnector):
         self, connection: Connection, object_name: str, record_id: str, fields: Collection[str] = ()
     ) -> dict[str, Any] | None:
         found = _object(object_name)
-        # A field path's first part is the property (amount.amountMicros: amount); HubSpot ignores the
-        # properties an object does not have, so derived names (name, id) cost nothing.
-        doc = self._read(connection, found, record_id, [f.split(".", 1)[0] for f in fields])
+        doc = self._read(connection, found, record_id, [_property(f) for f in fields])
         return None if doc is None else _normalised(found, doc)
 
     def update_record(
@@ -230,7 +228,7 @@ class HubSpotConnector(CrmConnector):
         limit = max(1, min(query.page_size, SEARCH_PAGE_MAX))
         # HubSpot answers only the properties asked for: the ones filtered on and the ones the caller reads
         # (a date rule's custom date property, a criterion's, a write-back field), by their first part.
-        wanted = [f.field for f in query.filters if "." not in f.field] + [f.split(".", 1)[0] for f in query.fields]
+        wanted = [f.field for f in query.filters if "." not in f.field] + [_property(f) for f in query.fields]
         body = {
             "filterGroups": [{"filters": filters}] if filters else [],
             "properties": list(dict.fromkeys([*_properties(connection, found), *wanted, modified])),
@@ -406,6 +404,12 @@ def _text(value: Any) -> str:
     if value is None:
         return ""
     return value if isinstance(value, str) else json.dumps(value) if isinstance(value, dict | list) else str(value)
+
+
+def _property(path: str) -> str:
+    """The property a record field path reads: its first part (amount.amountMicros: amount). HubSpot ignores
+    the properties an object does not have, so billflow's derived names (name, id) cost nothing."""
+    return path.split(".", 1)[0]
 
 
 def _within_group_limit(window: list[dict[str, Any]], conditions: tuple[RecordFilter, ...]) -> list[dict[str, Any]]:

@@ -331,6 +331,9 @@ def search_window(rule: Rule, since: datetime, until: datetime) -> tuple[datetim
     return start, end
 
 
+_EQUALITY = frozenset({"equals", "changed_to"})  # comparators a CRM filter "eq" says the same as
+
+
 def equality_filters(rule: Rule) -> tuple[RecordFilter, ...]:
     """The criteria every record the rule can match meets, as CRM filters: equalities of record fields in a
     rule of one block whose criteria all hold together (the default pattern). Anything else is evaluated on
@@ -346,9 +349,6 @@ def equality_filters(rule: Rule) -> tuple[RecordFilter, ...]:
                 and not isinstance(criterion.value, bool):
             filters.append(RecordFilter(criterion.field, "eq", criterion.value))
     return tuple(filters)
-
-
-_EQUALITY = frozenset({"equals", "changed_to"})
 
 
 def search_date_rules(since: datetime, until: datetime, now: datetime, run: SchedulerRun, rule_store: RuleStore,

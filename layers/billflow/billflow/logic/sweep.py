@@ -33,13 +33,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from billflow.connectors import get_crm
-from billflow.connectors.base import CrmConnector, RecordFilter, RecordQuery, iter_records
+from billflow.connectors.base import CrmConnector, RecordQuery, iter_records
 from billflow.errors import BillflowError, ConfigurationError, InvalidRequest, NotFound, TransientError
 from billflow.logic.filter import route_event
 from billflow.logic.observe import crm_event
 from billflow.logic.once_per import LOG_ITEMS_SEARCHED, NOT_A_DOCUMENT
 from billflow.logic.schedule import equality_filters
-from billflow.models.rules import DOCUMENT_ACTIONS, Action, Rule, is_lookup_field
+from billflow.models.rules import DOCUMENT_ACTIONS, Rule, is_lookup_field
 from billflow.models.run import utc_text
 from billflow.observability import logger
 from billflow.rules import comparators
@@ -97,7 +97,7 @@ def sweep_rule(
     report = SweepReport(tenant, rule.id, utc_text(since), utc_text(until), dry_run)
     connection = get_secret_store().connection(tenant, rule.source)
     crm = crm_for(connection.type)
-    query = RecordQuery(object_name=rule.object, filters=crm_filters(rule), updated_after=since,
+    query = RecordQuery(object_name=rule.object, filters=equality_filters(rule), updated_after=since,
                         updated_before=until, page_size=PAGE_SIZE, fields=read_fields(rule))
     log = log or get_execution_log()
     rule_store = rule_store or get_rule_store()
@@ -172,11 +172,6 @@ def sweep_by_hand(
 
 
 # --- what the sweep asks and decides -----------------------------------------------------------------------
-def crm_filters(rule: Rule) -> tuple[RecordFilter, ...]:
-    """The rule's equalities as CRM filters (logic/schedule.equality_filters: date rules search the same way)."""
-    return equality_filters(rule)
-
-
 def candidate(rule: Rule, record: dict[str, Any]) -> bool:
     """Whether the record, as the CRM holds it now, can be one the rule acts on: its criteria hold with every
     transition taken as having happened (changed to X: is X now). Lookup criteria are left to the run."""
@@ -191,19 +186,16 @@ def candidate(rule: Rule, record: dict[str, Any]) -> bool:
     return bool(selected)
 
 
-def _block_actions(rule: Rule) -> list[Action]:
-    return [a for b in rule.blocks for a in [*b.actions, *(x for g in b.time_based for x in g.actions)]]
-
-
 def read_fields(rule: Rule) -> tuple[str, ...]:
     """What the sweep reads of each record: what the rule's criteria read, and its write-back fields."""
-    written = {a.write_back_field for a in _block_actions(rule) if a.type in DOCUMENT_ACTIONS and a.write_back_field}
+    written = {a.write_back_field for b in rule.blocks for a in b.every_action()
+               if a.type in DOCUMENT_ACTIONS and a.write_back_field}
     return tuple(sorted(rule.record_fields() | written))
 
 
 def has_document(rule: Rule, tenant: str, record_id: str, record: dict[str, Any], log: ExecutionLog) -> bool:
     """A document this rule made for the record: its id in a write-back field, or in the execution log."""
-    actions = _block_actions(rule)
+    actions = [a for b in rule.blocks for a in b.every_action()]
     documents = {a.type for a in actions if a.type in DOCUMENT_ACTIONS}
     if not documents:
         return False

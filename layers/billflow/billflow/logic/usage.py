@@ -30,8 +30,7 @@ def usage(
     action_types = set(settings.daily_limits)
     for rule in rules.all_rules(tenant):
         for block in rule.blocks:
-            action_types.update(action.limit_key for action in block.actions)
-            action_types.update(action.limit_key for timed in block.time_based for action in timed.actions)
+            action_types.update(action.limit_key for action in block.every_action())
     day = now.strftime("%Y-%m-%d")
     today = [UsageToday(action_type=kind, count=counters.read(counter_pk(tenant, kind, day)).count,
                         limit=settings.daily_limits.get(kind, default_limit)) for kind in sorted(action_types)]

@@ -224,6 +224,10 @@ class Block(BaseModel):
     time_based: list[TimeBasedActions] = Field(default_factory=list, max_length=10,
                                                description="Actions that run later (Step Functions waits)")
 
+    def every_action(self) -> list[Action]:
+        """Its actions now, then its time-based groups' in order."""
+        return [*self.actions, *(a for group in self.time_based for a in group.actions)]
+
 
 _BLOCK_KEYS = ("criteria", "pattern", "actions", "time_based")
 
@@ -269,8 +273,7 @@ def requires_line_items(action: Action) -> bool:
 
 def block_requires_line_items(block: Block) -> list[Action]:
     """The block's document actions (now or later) that require line items."""
-    actions = [*block.actions, *(a for group in block.time_based for a in group.actions)]
-    return [a for a in actions if requires_line_items(a)]
+    return [a for a in block.every_action() if requires_line_items(a)]
 
 
 class Rule(BaseModel):
