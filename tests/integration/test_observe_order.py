@@ -247,3 +247,24 @@ def test_long_values_are_remembered_by_digest_so_the_record_state_stays_small(ta
         match_rules(event, get_rule_store(), get_record_store(), RULES)  # 15 x 200 KB would not fit in an item
     state = get_record_store().get(keys.record_pk("acme", "twenty", "opportunity", record_id))
     assert len(state.fields["name"]) == 12 and all(set(o.value) == {"sha256"} for o in state.fields["name"])
+
+
+def test_an_edit_of_fields_no_rule_watches_writes_no_record_state(tables: None) -> None:
+    record_id = str(uuid.uuid4())
+    pk = keys.record_pk("acme", "twenty", "opportunity", record_id)
+    proposal = twenty_event(record_id, {"stage": "PROPOSAL", "amount": 5, "name": "Deal"}, ["stage"], T0)
+    won_names([proposal])
+    revision = get_record_store().get(pk).revision
+    # Twenty announces a field no rule reads; the watched ones are as remembered: nothing to write.
+    edited = twenty_event(record_id, {"stage": "PROPOSAL", "amount": 5, "name": "Deal"}, ["closeDate"],
+                          T0 + timedelta(minutes=1))
+
+    assert won_names([edited, edited]) == []
+    assert get_record_store().get(pk).revision == revision
+
+    won = twenty_event(record_id, {"stage": "CUSTOMER", "amount": 5, "name": "Deal"}, ["stage"],
+                       T0 + timedelta(minutes=2))
+    _, verdicts = match_rules(won, get_rule_store(), get_record_store(), RULES)
+    [matched] = [v for v in verdicts if v.matched and v.rule.id == "won"]
+    assert matched.transition == f"stage@{int(won.occurred_at.timestamp() * 1000)}"
+    assert get_record_store().get(pk).fields["stage"][-2].value == "PROPOSAL"  # the change's before value

@@ -115,13 +115,18 @@ def route_event(
         return outcome
     from billflow.storage.executions import get_executions
 
-    tenant_settings = rule_store.tenant_settings(event.tenant)
     executions = executions or get_executions()
+    tenant_settings = None  # read once, and only for a run not already known to have started
     for verdict in matched:
         rule = verdict.rule
         if rule.trigger.when == "first_edit" and not mark_fired(record_store, event, rule.id):
             outcome.verdicts.append(RuleVerdict(rule, False, "first-edit rule already fired for this record"))
             continue
+        name = run_name(event, verdict)
+        if executions.taken(name):  # a redelivery this container already started: Step Functions would refuse it
+            outcome.duplicates.append(name)
+            continue
+        tenant_settings = tenant_settings or rule_store.tenant_settings(event.tenant)
         state = build_run_state(event, verdict, tenant_settings.daily_limits, tenant_settings.usage_alert,
                                 tenant_settings.default_daily_limit, trigger=trigger)
         name = state.execution_name
@@ -130,6 +135,17 @@ def route_event(
         else:
             outcome.duplicates.append(name)
     return outcome
+
+
+def _run_keys(event: CrmEvent, verdict: RuleVerdict) -> tuple[str, str]:
+    """The record's key and the transition's execution key (the run's identity)."""
+    record_key = keys.record_pk(event.tenant, event.source, event.object, event.record_id)
+    return record_key, keys.execution_key(event.tenant, verdict.rule.id, record_key, verdict.transition)
+
+
+def run_name(event: CrmEvent, verdict: RuleVerdict) -> str:
+    """The execution name of the matched rule's run: the same for every delivery of one transition."""
+    return keys.execution_name(verdict.rule.id, _run_keys(event, verdict)[1])
 
 
 def build_run_state(
@@ -142,8 +158,7 @@ def build_run_state(
 
     settings = get_settings()
     rule = verdict.rule
-    record_key = keys.record_pk(event.tenant, event.source, event.object, event.record_id)
-    execution_key = keys.execution_key(event.tenant, rule.id, record_key, verdict.transition)
+    record_key, execution_key = _run_keys(event, verdict)
     selected = verdict.selected or [b.index for b in verdict.matched_blocks]
     actions = [a for index in selected for a in rule.blocks[index].actions]
     trigger_at = event.received_at

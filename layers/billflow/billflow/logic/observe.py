@@ -176,7 +176,13 @@ def decide(state: RecordState, event: CrmEvent, paths: set[str], from_crm: bool 
         this = Observation(at_ms, kept, event.event_id)
         newest = history[-1] if history else None
         is_newest = newest is None or this.order() > newest.order()
-        if event.action == "created" or path.split(".")[0] in announced:
+        announces = event.action == "created" or path.split(".")[0] in announced
+        if says and not announces and newest is not None and is_newest and kept == newest.value:
+            # An edit of other fields: the value is the one already remembered, and a source that says what
+            # changed decides every transition from its announcements, so this report adds nothing. Not
+            # writing it keeps the common unmatched event to one read (no record-state write).
+            continue
+        if announces:
             this.version = at_ms
         elif from_crm and all(o.version is None for o in history):
             this.version = at_ms  # the CRM's state is the first decided value of this field

@@ -4,6 +4,8 @@ Step Functions itself refuses a second run of one transition."""
 from __future__ import annotations
 
 import json
+import time
+from collections import OrderedDict
 from typing import Any
 
 from billflow.aws import client
@@ -17,21 +19,53 @@ def execution_arn(state_machine_arn: str, name: str) -> str:
     return f"{state_machine_arn.replace(':stateMachine:', ':execution:', 1)}:{name}"
 
 
+# A name Step Functions holds stays taken for 90 days after its execution closes: a name this container saw
+# taken (started, or refused as existing) within the hour is refused again without asking. A CRM that retries
+# a delivery ten times then costs one StartExecution and one tenant-settings read, not ten.
+TAKEN_NAMES_SECONDS = 3600.0
+TAKEN_NAMES_KEPT = 10_000
+
+
 class Executions:
     def __init__(self, state_machine_arn: str) -> None:
         self.state_machine_arn = state_machine_arn
+        self._taken: OrderedDict[str, float] = OrderedDict()  # name -> when seen taken (monotonic)
+        self._taken_from: Any = None  # the client that said so: another endpoint is another Step Functions
 
     def arn(self, name: str) -> str:
         return execution_arn(self.state_machine_arn, name)
 
+    def taken(self, name: str) -> bool:
+        """True if this container saw Step Functions hold an execution of that name within the hour: starting
+        it again can only be refused."""
+        self._forget_other_endpoints()
+        seen = self._taken.get(name)
+        return seen is not None and time.monotonic() - seen < TAKEN_NAMES_SECONDS
+
     def start(self, name: str, document: dict[str, Any]) -> bool:
         """True if started; False if Step Functions already has an execution of that name."""
+        if self.taken(name):
+            return False
         sfn = client("stepfunctions")
         try:
             sfn.start_execution(stateMachineArn=self.state_machine_arn, name=name, input=json.dumps(document))
         except sfn.exceptions.ExecutionAlreadyExists:
+            self._remember(name)
             return False
+        self._remember(name)
         return True
+
+    def _remember(self, name: str) -> None:
+        self._taken[name] = time.monotonic()
+        self._taken.move_to_end(name)
+        while len(self._taken) > TAKEN_NAMES_KEPT:
+            self._taken.popitem(last=False)
+
+    def _forget_other_endpoints(self) -> None:
+        sfn = client("stepfunctions")  # the same object for the container's life, unless tests switch endpoints
+        if sfn is not self._taken_from:
+            self._taken.clear()
+            self._taken_from = sfn
 
     def start_run(self, state: RunState) -> bool:
         """Start the run under its execution name; False if that transition already has one (a duplicate)."""
