@@ -1,6 +1,7 @@
 """A real run of billflow on the local runtime, recorded for the cost model and the cold-start benchmark.
 
-What is recorded, per phase (CRM events that match no rule; won deals invoiced by a one-action rule):
+What is recorded, per phase (CRM events that match no rule, of each kind in UNMATCHED_KINDS; won deals invoiced
+by a one-action rule):
 - every handler call: function, event, wall time, thread CPU time, the AWS calls it made;
 - every AWS API call made by anyone (billflow's clients, Powertools', moto's Step Functions engine for the
   state machine's service integrations), by class-level instrumentation of botocore's BaseClient, with
@@ -27,6 +28,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +52,15 @@ ONE_ACTION_RULE: dict[str, Any] = {
     "pattern": "1 AND 2",
     "actions": [{"type": "stripe.invoice", "connection": "stripe-main", "write_back_field": "invoiceId",
                  "options": {"days_until_due": 30, "description": "{{ record.name }}"}}],
+}
+
+
+# The CRM events that match no rule, by kind: what each costs differs by what billflow must remember of it.
+UNMATCHED_KINDS: dict[str, str] = {
+    "edit": "an edit of a known opportunity that changes no field a rule reads (Twenty: closeDate)",
+    "stage": "a known opportunity moved to a stage no rule wants (its stage must be remembered)",
+    "new": "a new opportunity, seen for the first time (its fields must be remembered)",
+    "other": "a change of an object no rule is about (Twenty: person.updated)",
 }
 
 
@@ -94,6 +105,12 @@ class Phase:
 
     def transitions(self) -> list[int]:
         return [state_transitions(h) for h in self.histories.values()]
+
+    @classmethod
+    def together(cls, name: str, phases: list[Phase]) -> Phase:
+        """The phases as one: an equal share of each."""
+        return cls(name, sum(p.deliveries for p in phases), [i for p in phases for i in p.invocations],
+                   [c for p in phases for c in p.calls], {k: h for p in phases for k, h in p.histories.items()})
 
 
 def state_transitions(history: list[dict[str, Any]]) -> int:
@@ -251,7 +268,7 @@ def _count_reads(call: AwsCall, operation: str, params: dict[str, Any], result: 
 @dataclass
 class Recording:
     warm_up: Phase
-    unmatched: Phase
+    unmatched: Phase  # every kind of unmatched_kinds, an equal share of each
     invoice: Phase
     ingest_event: dict[str, Any]
     admin_event: dict[str, Any]
@@ -259,12 +276,14 @@ class Recording:
     table_names: dict[str, str]
     target_calls: dict[str, float]  # HTTP requests to each stand-in per invoice (Stripe, the CRM)
     first_invocations: dict[str, Invocation]  # every function's first (cold) call in the run
+    unmatched_kinds: dict[str, Phase]  # by UNMATCHED_KINDS
 
 
-def record(unmatched: int = 20, invoices: int = 5,
+def record(unmatched: int = 10, invoices: int = 5,
            while_running: Callable[[Recording, Any], None] | None = None) -> Recording:
-    """Post `unmatched` webhooks that match no rule, then `invoices` won deals, one at a time (each handler's
-    duration is then its own, not a queue's), after a warm-up of one of each (cold handlers excluded); then
+    """Post `unmatched` webhooks of each kind that matches no rule, then `invoices` won deals, one at a time
+    (each handler's duration is then its own, not a queue's), after a warm-up of one of each (cold handlers
+    excluded); then
     one admin API call, one scheduler run and one due sweep. `while_running(recording, runtime)` runs before the
     stack stops."""
     from billflow.models.rules import Rule
@@ -294,10 +313,14 @@ def record(unmatched: int = 20, invoices: int = 5,
             warm_up = recorder.phase
             stack.deliver("opportunity-stage-proposal")  # warm-up: every handler loaded once
             stack.deliver("opportunity-won")
-            recorder.phase = unmatched_phase = Phase("unmatched")
-            for _ in range(unmatched):
-                stack.deliver("opportunity-stage-proposal")
-                unmatched_phase.deliveries += 1
+            known = [stack.deliver("opportunity-stage-proposal") for _ in range(unmatched)]  # seen before
+            kinds: dict[str, Phase] = {}
+            for kind in UNMATCHED_KINDS:
+                recorder.phase = kinds[kind] = Phase(f"unmatched: {kind}")
+                for i in range(unmatched):
+                    stack.deliver_unmatched(kind, known[i])
+                    kinds[kind].deliveries += 1
+            unmatched_phase = Phase.together("unmatched", list(kinds.values()))
             recorder.phase = invoice_phase = Phase("invoice")
             stack.won_records.clear()
             before = {"stripe": len(stripe.requests), "twenty": len(twenty.requests)}
@@ -320,7 +343,8 @@ def record(unmatched: int = 20, invoices: int = 5,
         if len(stripe.invoices) != invoices + 1:
             raise AssertionError(f"expected {invoices + 1} Stripe invoices, the stand-in holds {len(stripe.invoices)}")
         unstarted = [i for i in unmatched_phase.invocations if i.function == "FilterFunction"]
-        if len(unstarted) != unmatched or any(c.operation == "StartExecution" for c in unmatched_phase.calls):
+        if (len(unstarted) != unmatched_phase.deliveries
+                or any(c.operation == "StartExecution" for c in unmatched_phase.calls)):
             raise AssertionError("the unmatched events should reach the filter and start nothing")
         memory = {spec.logical_id: spec.memory_mb for spec in runtime.functions.specs.values()}
         tables = {logical_id: runtime.name_of(logical_id)
@@ -328,7 +352,7 @@ def record(unmatched: int = 20, invoices: int = 5,
         ingest_event = next(i.event for i in invoice_phase.invocations if i.function == "IngestFunction")
         admin_event = next(i.event for i in admin_phase.invocations if i.function == "AdminFunction")
         recording = Recording(warm_up, unmatched_phase, invoice_phase, ingest_event, admin_event, memory, tables,
-                              target_calls, dict(recorder.first_invocations))
+                              target_calls, dict(recorder.first_invocations), kinds)
         if while_running is not None:
             while_running(recording, runtime)
         return recording
@@ -344,13 +368,41 @@ class _Stack:
         self.runtime, self.twenty = runtime, twenty
         self.won_records: set[str] = set()
 
-    def deliver(self, sample: str) -> None:
-        from tests.fakes.signing import signed_twenty_delivery, twenty_event
+    def deliver(self, sample: str) -> dict[str, Any]:
+        """A new opportunity in the Twenty stand-in and Twenty's webhook `sample` about it; the record."""
+        from tests.fakes.signing import twenty_event
 
         event = twenty_event(sample)
         record = event["record"]
         record["id"] = str(uuid.uuid4())
         self.twenty.add_record("opportunity", dict(record))
+        self._post(event)
+        if sample == "opportunity-won":
+            self.won_records.add(record["id"])
+        return dict(record)
+
+    def deliver_unmatched(self, kind: str, known: dict[str, Any]) -> None:
+        """A webhook of that kind (UNMATCHED_KINDS); `known`: an opportunity delivered before."""
+        from tests.fakes.signing import twenty_event
+
+        if kind == "new":
+            self.deliver("opportunity-stage-proposal")
+            return
+        now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        if kind == "other":
+            person = twenty_event("person-updated")
+            person["record"].update(jobTitle=f"Buyer {uuid.uuid4().hex[:6]}", updatedAt=now)
+            self._post({**person, "eventDate": now})
+            return
+        changed = {"edit": {"closeDate": now[:10] + "T00:00:00.000Z"}, "stage": {"stage": "MEETING"}}[kind]
+        known.update(changed, updatedAt=now)
+        event = {**twenty_event("opportunity-stage-proposal"), "eventDate": now, "record": dict(known),
+                 "updatedFields": sorted(changed)}
+        self._post(event)
+
+    def _post(self, event: dict[str, Any]) -> None:
+        from tests.fakes.signing import signed_twenty_delivery
+
         headers, body = signed_twenty_delivery(SIGNING_SECRET, event)
         request = urllib.request.Request(f"{self.runtime.url}/webhooks/{TENANT}/twenty", data=body, method="POST",
                                          headers={"Content-Type": "application/json", **headers})
@@ -358,14 +410,10 @@ class _Stack:
             if resp.status != 202:
                 raise AssertionError(f"webhook answered {resp.status}")
         self.runtime.wait_idle(60)
-        if sample == "opportunity-won":
-            self.won_records.add(record["id"])
 
 
 def scheduled_event() -> dict[str, Any]:
     """What an EventBridge schedule delivers to its target, fired now."""
-    from datetime import UTC, datetime
-
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     return {"version": "0", "id": str(uuid.uuid4()), "detail-type": "Scheduled Event", "source": "aws.events",
             "account": "123456789012", "time": now, "region": "us-east-1", "resources": [], "detail": {}}
@@ -385,7 +433,7 @@ def summary_by_function(phase: Phase) -> dict[str, list[Invocation]]:
 
 if __name__ == "__main__":
     rec = record(5, 2)
-    for phase in (rec.unmatched, rec.invoice):
+    for phase in (*rec.unmatched_kinds.values(), rec.invoice):
         print(phase.name, phase.deliveries, dict(phase.call_counts()), phase.request_units(), phase.transitions())
         for name, calls in summary_by_function(phase).items():
             print(f"  {name}: {len(calls)} calls, wall {[round(c.wall_ms, 1) for c in calls]}")

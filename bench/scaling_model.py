@@ -234,7 +234,7 @@ def render(recording: Recording, unmatched: PathCost, invoice: PathCost, share: 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--invoice-share", type=float, default=0.01)
-    parser.add_argument("--unmatched", type=int, default=20)
+    parser.add_argument("--unmatched", type=int, default=10)
     parser.add_argument("--invoices", type=int, default=5)
     args = parser.parse_args(argv)
     recording, _, unmatched, invoice = build(args.unmatched, args.invoices, rate=RATES[0])

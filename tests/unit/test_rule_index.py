@@ -95,3 +95,28 @@ def test_the_filter_reads_the_rules_again_only_after_a_rule_write(aws: None) -> 
     assert [r.id for r in after.rules] == ["any-close", "won"] and len(queries) == 2
     store.delete(after.rules[1])
     assert [r.id for r in indexed_rules(store, "acme", "twenty", "opportunity").rules] == ["any-close"]
+
+
+def test_an_object_no_rule_was_written_for_is_read_once_until_its_first_rule(aws: None) -> None:
+    from billflow.aws import client
+    from billflow.rules.index import indexed_rules
+    from billflow.storage.rules import RuleStore
+
+    ddb = client("dynamodb")
+    ddb.create_table(
+        TableName="rules-empty-test", BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
+                              {"AttributeName": "sk", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+    )
+    store = RuleStore("rules-empty-test")
+    queries: list[str] = []
+    ddb.meta.events.register("before-call.dynamodb.Query", lambda **_: queries.append("query"))
+
+    for _ in range(3):  # a person changed three times: nobody wrote a rule about people
+        assert indexed_rules(store, "acme", "twenty", "person").rules == []
+    assert len(queries) == 1
+
+    store.put(rule("new-buyer", [{"field": "jobTitle", "comparator": "changed"}]).model_copy(
+        update={"tenant": "acme", "object": "person"}))
+    assert [r.id for r in indexed_rules(store, "acme", "twenty", "person").rules] == ["new-buyer"]

@@ -97,7 +97,7 @@ class RuleIndex:
 
 
 CACHE_SECONDS = 60.0  # at most this old, whatever the token says (a rule write cut short of its token)
-_indexes: dict[tuple[str, str, str, str], tuple[str, float, RuleIndex]] = {}
+_indexes: dict[tuple[str, str, str, str], tuple[str | None, float, RuleIndex]] = {}
 
 
 def indexed_rules(store: RuleSource, tenant: str, source: str, object_name: str) -> RuleIndex:
@@ -106,9 +106,13 @@ def indexed_rules(store: RuleSource, tenant: str, source: str, object_name: str)
     token = store.version(tenant, source, object_name)  # read before the rules: they are at least this new
     cached = _indexes.get(key)
     now = time.monotonic()
-    if token is not None and cached is not None and cached[0] == token and now - cached[1] < CACHE_SECONDS:
+    if cached is not None and cached[0] == token and now - cached[1] < CACHE_SECONDS:
         return cached[2]
-    index = RuleIndex([r for r in store.rules_for(tenant, source, object_name) if r.active])
-    if token is not None:  # rules written before version tokens existed are read every time
+    stored = store.rules_for(tenant, source, object_name)
+    index = RuleIndex([r for r in stored if r.active])
+    # Rules written before version tokens existed are read every time. A partition with no token and no rule
+    # (an object no rule was ever written for: most of a CRM's events) is kept: the first rule written there
+    # writes its token, which differs from None.
+    if token is not None or not stored:
         _indexes[key] = (token, now, index)
     return index
