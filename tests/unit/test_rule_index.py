@@ -68,21 +68,27 @@ def test_a_rule_with_several_blocks_is_a_candidate_when_any_block_may_match() ->
     assert index.candidates(changed("amount", 1, 2)) == []
 
 
-def test_the_filter_reads_the_rules_again_only_after_a_rule_write(aws: None) -> None:
+def counted_store(table: str) -> tuple[Any, list[str]]:
+    """A rule store on a new table, and the list its Query calls are appended to."""
     from billflow.aws import client
-    from billflow.rules.index import indexed_rules
     from billflow.storage.rules import RuleStore
 
     ddb = client("dynamodb")
     ddb.create_table(
-        TableName="rules-index-test", BillingMode="PAY_PER_REQUEST",
+        TableName=table, BillingMode="PAY_PER_REQUEST",
         AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
                               {"AttributeName": "sk", "AttributeType": "S"}],
         KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
     )
-    store = RuleStore("rules-index-test")
     queries: list[str] = []
     ddb.meta.events.register("before-call.dynamodb.Query", lambda **_: queries.append("query"))
+    return RuleStore(table), queries
+
+
+def test_the_filter_reads_the_rules_again_only_after_a_rule_write(aws: None) -> None:
+    from billflow.rules.index import indexed_rules
+
+    store, queries = counted_store("rules-index-test")
     store.put(rule("won", [WON, POSITIVE], order=2).model_copy(update={"tenant": "acme"}))
 
     first = indexed_rules(store, "acme", "twenty", "opportunity")
@@ -98,20 +104,9 @@ def test_the_filter_reads_the_rules_again_only_after_a_rule_write(aws: None) -> 
 
 
 def test_an_object_no_rule_was_written_for_is_read_once_until_its_first_rule(aws: None) -> None:
-    from billflow.aws import client
     from billflow.rules.index import indexed_rules
-    from billflow.storage.rules import RuleStore
 
-    ddb = client("dynamodb")
-    ddb.create_table(
-        TableName="rules-empty-test", BillingMode="PAY_PER_REQUEST",
-        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
-                              {"AttributeName": "sk", "AttributeType": "S"}],
-        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
-    )
-    store = RuleStore("rules-empty-test")
-    queries: list[str] = []
-    ddb.meta.events.register("before-call.dynamodb.Query", lambda **_: queries.append("query"))
+    store, queries = counted_store("rules-empty-test")
 
     for _ in range(3):  # a person changed three times: nobody wrote a rule about people
         assert indexed_rules(store, "acme", "twenty", "person").rules == []
