@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         cost.name = f"CRM events matching no rule: {UNMATCHED_KINDS[kind]}"
         ok = report(cost, UNMATCHED_TARGET) and ok
     unmatched.name = f"CRM events matching no rule, an equal mix of the {len(kinds)} kinds"
-    report(unmatched, UNMATCHED_TARGET)
+    report(unmatched, UNMATCHED_TARGET)  # shown beside the target; each kind above is what is judged
     invoice.name = "invoices (one-action rule, webhook included)"
     ok = report(invoice, INVOICE_TARGET) and ok
 

@@ -283,9 +283,8 @@ def record(unmatched: int = 10, invoices: int = 5,
            while_running: Callable[[Recording, Any], None] | None = None) -> Recording:
     """Post `unmatched` webhooks of each kind that matches no rule, then `invoices` won deals, one at a time
     (each handler's duration is then its own, not a queue's), after a warm-up of one of each (cold handlers
-    excluded); then
-    one admin API call, one scheduler run and one due sweep. `while_running(recording, runtime)` runs before the
-    stack stops."""
+    excluded); then one admin API call, one scheduler run and one due sweep. `while_running(recording,
+    runtime)` runs before the stack stops."""
     from billflow.models.rules import Rule
 
     from billflow_local.runtime import LocalRuntime

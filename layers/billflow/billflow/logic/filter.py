@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from billflow.logic.observe import CrmReader, log_undecided, mark_fired, observe_record, read_from_crm
 from billflow.models.events import GENERIC_SOURCES, PARTIAL_RECORD_SOURCES, CrmEvent
-from billflow.models.rules import Rule, UsageAlert
+from billflow.models.rules import Rule, TenantSettings, UsageAlert
 from billflow.rules.engine import Clock, RuleVerdict, evaluate_rule, transition_held
 from billflow.rules.index import RuleIndex, indexed_rules
 from billflow.settings import get_settings
@@ -116,20 +116,20 @@ def route_event(
     from billflow.storage.executions import get_executions
 
     executions = executions or get_executions()
-    tenant_settings = None  # read once, and only for a run not already known to have started
+    tenant_settings: TenantSettings | None = None  # read once, and only for a run not known to have started
     for verdict in matched:
         rule = verdict.rule
         if rule.trigger.when == "first_edit" and not mark_fired(record_store, event, rule.id):
             outcome.verdicts.append(RuleVerdict(rule, False, "first-edit rule already fired for this record"))
             continue
-        name = run_name(event, verdict)
+        name = run_name(event, verdict)  # the state's execution_name, known before the state is built
         if executions.taken(name):  # a redelivery this container already started: Step Functions would refuse it
             outcome.duplicates.append(name)
             continue
-        tenant_settings = tenant_settings or rule_store.tenant_settings(event.tenant)
+        if tenant_settings is None:
+            tenant_settings = rule_store.tenant_settings(event.tenant)
         state = build_run_state(event, verdict, tenant_settings.daily_limits, tenant_settings.usage_alert,
                                 tenant_settings.default_daily_limit, trigger=trigger)
-        name = state.execution_name
         if executions.start_run(state):
             outcome.started.append(name)
         else:

@@ -49,11 +49,11 @@ class Executions:
         sfn = client("stepfunctions")
         try:
             sfn.start_execution(stateMachineArn=self.state_machine_arn, name=name, input=json.dumps(document))
+            started = True
         except sfn.exceptions.ExecutionAlreadyExists:
-            self._remember(name)
-            return False
-        self._remember(name)
-        return True
+            started = False
+        self._remember(name)  # taken either way
+        return started
 
     def _remember(self, name: str) -> None:
         self._taken[name] = time.monotonic()
