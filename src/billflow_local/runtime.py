@@ -47,6 +47,7 @@ from billflow_local.echo import Echo, EchoLines
 from billflow_local.lambdas import FunctionHost
 from billflow_local.moto_patches import (
     faster_botocore,
+    faster_moto_responses,
     faster_step_functions,
     quiet_moto_engine,
     serialised_moto,
@@ -180,6 +181,7 @@ class LocalRuntime:
             stack.enter_context(self.clock.installed())
             stack.enter_context(faster_step_functions())
             stack.enter_context(faster_botocore())
+            stack.enter_context(faster_moto_responses())
             stack.enter_context(shared_engine_clients())
             stack.enter_context(quiet_moto_engine(self.log_level))
             self._provision()

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from billflow_local.moto_patches import ENGINE_CLIENT_USERS, PATCHES, quiet_moto_engine
+from billflow_local.moto_patches import ENGINE_CLIENT_USERS, PATCHES, faster_moto_responses, quiet_moto_engine
 
 PINNED_MOTO = "5.2.5"  # pyproject's local extra; a new moto means re-reading every patch below
 SIGNATURES = {  # what each replacement is written against: (parameter names)
@@ -22,6 +22,8 @@ SIGNATURES = {  # what each replacement is written against: (parameter names)
     "moto.stepfunctions.parser.asl.component.common.path.result_path:parse": ("string",),
     "jsonpath_ng.ext:parse": ("path", "debug"),
     "botocore.useragent:UserAgentString.to_string": ("self",),
+    "moto.core.responses:method_names_from_class": ("clazz",),
+    "moto.core.serialize:AttributePicker.get_possible_keys": ("self", "context"),
     **{f"{module}:boto_client_for": ("region", "service", "state_credentials") for module in ENGINE_CLIENT_USERS},
     "moto.stepfunctions.parser.asl.component.state.wait.wait_function.wait_function:WaitFunction._wait_interval":
         ("self", "env", "wait_seconds"),
@@ -82,3 +84,48 @@ def test_the_step_functions_engine_logger_is_silenced_and_restored() -> None:
     with quiet_moto_engine("WARNING"):
         assert engine.level == logging.CRITICAL
     assert engine.level == before
+
+
+def _dynamodb_answers() -> list[Any]:
+    """What moto answers a mix of DynamoDB calls (nested maps and lists, a query, an update returning
+    values, a refused condition, a table description), without the requests' ids and dates."""
+    import boto3
+    from botocore.exceptions import ClientError
+    from moto import mock_aws
+
+    with mock_aws():
+        client = boto3.client("dynamodb", region_name="us-east-1")
+        client.create_table(TableName="t", BillingMode="PAY_PER_REQUEST",
+                            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"},
+                                       {"AttributeName": "sk", "KeyType": "RANGE"}],
+                            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
+                                                  {"AttributeName": "sk", "AttributeType": "S"}])
+        item = {"pk": {"S": "a"}, "sk": {"S": "1"}, "n": {"N": "2"}, "flag": {"BOOL": True}, "none": {"NULL": True},
+                "map": {"M": {"list": {"L": [{"S": "x"}, {"N": "1"}, {"M": {"deep": {"SS": ["p", "q"]}}}]}}}}
+        answers: list[Any] = [client.put_item(TableName="t", Item=item, ReturnConsumedCapacity="TOTAL")]
+        answers.append(client.get_item(TableName="t", Key={"pk": {"S": "a"}, "sk": {"S": "1"}}))
+        answers.append(client.query(TableName="t", KeyConditionExpression="pk = :p",
+                                    ExpressionAttributeValues={":p": {"S": "a"}}))
+        answers.append(client.update_item(TableName="t", Key={"pk": {"S": "a"}, "sk": {"S": "1"}},
+                                          UpdateExpression="ADD n :one", ExpressionAttributeValues={":one": {"N": "1"}},
+                                          ReturnValues="ALL_NEW"))
+        try:
+            client.put_item(TableName="t", Item=item, ConditionExpression="attribute_not_exists(pk)",
+                            ReturnValuesOnConditionCheckFailure="ALL_OLD")
+        except ClientError as exc:
+            answers.append(exc.response)
+        table = client.describe_table(TableName="t")["Table"]
+        answers.append({k: v for k, v in table.items() if k != "CreationDateTime"})
+    for answer in answers:
+        answer.pop("ResponseMetadata", None)
+    return answers
+
+
+def test_moto_answers_the_same_with_its_response_work_done_once() -> None:
+    # faster_moto_responses only saves time: every answer is the one moto gives without it, the second
+    # time round (answered from what the first found) as well as the first.
+    plain = _dynamodb_answers()
+    with faster_moto_responses():
+        patched = [_dynamodb_answers(), _dynamodb_answers()]
+    assert patched == [plain, plain]
+    assert _dynamodb_answers() == plain  # and moto is itself again after it
