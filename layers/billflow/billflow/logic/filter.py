@@ -13,6 +13,7 @@ date makes them due (logic/schedule.py).
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -92,6 +93,40 @@ def match_event(
     return event, rules, verdicts
 
 
+class RoutedDeliveries:
+    """The runs each delivery this container routed made, by the change it reports (its event id) and the
+    rules index it met. A redelivery of that change meeting the same index (same rules, unchanged version
+    token) decides the same transitions, so the same run names: when Step Functions holds them all
+    (Executions.taken), it is a duplicate, known without reading the record's state again. A CRM retrying a
+    delivery ten times costs one record-state read, not ten."""
+
+    def __init__(self, kept: int = 10_000) -> None:
+        self._kept = kept
+        self._runs: OrderedDict[tuple[str, ...], tuple[RuleIndex, tuple[str, ...]]] = OrderedDict()
+
+    @staticmethod
+    def _key(table: str, event: CrmEvent) -> tuple[str, ...]:
+        return table, event.tenant, event.source, event.object, event.record_id, event.event_id
+
+    def runs(self, table: str, event: CrmEvent, index: RuleIndex) -> tuple[str, ...] | None:
+        """The run names an earlier delivery of this change made under this very index, or None."""
+        found = self._runs.get(self._key(table, event))
+        return found[1] if found is not None and found[0] is index else None
+
+    def remember(self, table: str, event: CrmEvent, index: RuleIndex, names: list[str]) -> None:
+        key = self._key(table, event)
+        self._runs[key] = (index, tuple(names))
+        self._runs.move_to_end(key)
+        while len(self._runs) > self._kept:
+            self._runs.popitem(last=False)
+
+    def clear(self) -> None:
+        self._runs.clear()
+
+
+routed_deliveries = RoutedDeliveries()
+
+
 def route_event(
     event: CrmEvent, rule_store: RuleStore, record_store: RecordStateStore,
     executions: Executions | None = None, due_index: DueIndex | None = None, from_crm: bool = False,
@@ -102,6 +137,13 @@ def route_event(
     from_crm and trigger: the sweep's records (read from the CRM; their runs are marked with the trigger)."""
     index = indexed_rules(rule_store, event.tenant, event.source, event.object)
     stored = index.rules
+    earlier = None if from_crm else routed_deliveries.runs(rule_store.table, event, index)
+    if earlier:
+        from billflow.storage.executions import get_executions
+
+        executions = executions or get_executions()
+        if all(executions.taken(name) for name in earlier):
+            return FilterOutcome(rules_considered=len(stored), duplicates=list(earlier))
     event, _, verdicts = match_event(event, rule_store, record_store, index=index, from_crm=from_crm)
     outcome = FilterOutcome(rules_considered=len(stored), verdicts=verdicts)
     dated = [r for r in stored if r.is_date_triggered]
@@ -134,6 +176,9 @@ def route_event(
             outcome.started.append(name)
         else:
             outcome.duplicates.append(name)
+    runs = outcome.started + outcome.duplicates
+    if not from_crm and len(runs) == len(matched):  # every match has its run: a redelivery can only repeat them
+        routed_deliveries.remember(rule_store.table, event, index, runs)
     return outcome
 
 
