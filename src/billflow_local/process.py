@@ -9,6 +9,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
 from billflow import aws, settings
+from billflow.logic import filter as event_filter
 from billflow.storage import idempotency, secrets
 
 from billflow_local.template import REGION
@@ -63,9 +64,11 @@ def patched_environment(values: Mapping[str, str], unset: tuple[str, ...] = ()) 
 
 
 def reset_billflow_caches() -> None:
-    """billflow caches settings, clients and secrets per container; a new stack means a new container."""
+    """billflow caches settings, clients, secrets and the filter's routed deliveries per container; a new stack
+    means a new container."""
     settings.get_settings.cache_clear()
     aws.reset_clients()
     secrets.reset_secret_store()
     idempotency.reset()
+    event_filter.routed_deliveries.clear()
 

@@ -121,6 +121,7 @@ class RoutedDeliveries:
             self._runs.popitem(last=False)
 
     def clear(self) -> None:
+        """Forget every delivery (the local runtime's new stack: a new container)."""
         self._runs.clear()
 
 
@@ -137,7 +138,8 @@ def route_event(
     from_crm and trigger: the sweep's records (read from the CRM; their runs are marked with the trigger)."""
     index = indexed_rules(rule_store, event.tenant, event.source, event.object)
     stored = index.rules
-    earlier = None if from_crm else routed_deliveries.runs(rule_store.table, event, index)
+    delivered = event
+    earlier = None if from_crm else routed_deliveries.runs(rule_store.table, delivered, index)
     if earlier:
         from billflow.storage.executions import get_executions
 
@@ -178,7 +180,7 @@ def route_event(
             outcome.duplicates.append(name)
     runs = outcome.started + outcome.duplicates
     if not from_crm and len(runs) == len(matched):  # every match has its run: a redelivery can only repeat them
-        routed_deliveries.remember(rule_store.table, event, index, runs)
+        routed_deliveries.remember(rule_store.table, delivered, index, runs)
     return outcome
 
 
