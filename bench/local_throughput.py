@@ -285,7 +285,7 @@ class Stack:
         return int(self.standins.call("invoices"))
 
 
-def post(port: int, conn: http.client.HTTPConnection, body: bytes) -> None:
+def post(conn: http.client.HTTPConnection, body: bytes) -> None:
     """One signed delivery of a Twenty webhook; anything but 202 raises."""
     from tests.fakes.signing import twenty_headers
 
@@ -305,7 +305,7 @@ def single_latencies(stack: Stack, count: int) -> list[float]:
         _, body = stack.won_deal()
         before = stack.invoices()
         started = time.perf_counter()
-        post(stack.port, conn, body)
+        post(conn, body)
         [arrived] = stack.standins.call("arrivals", before, 1, 30.0)
         found.append(arrived - started)
         stack.runtime.wait_idle(30)  # its write-back and log done: the next one starts on a quiet stack
@@ -333,7 +333,7 @@ def _post_deliveries(port: int, deliveries: list[bytes], clients: int, ready: An
             except queue.Empty:
                 break
             try:
-                post(port, conn, body)
+                post(conn, body)
             except Exception as exc:
                 errors.append(f"{type(exc).__name__}: {exc}")
                 conn.close()
