@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 
 import boto3
 import pytest
+from billflow.logic import schedule as schedule_logic
 from billflow.logic.schedule import run_scheduler
 from billflow.logic.schedules import fire_schedule
 from billflow.models.rules import Rule
@@ -295,6 +296,41 @@ def test_the_crm_search_failing_leaves_the_window_open(stack: AdminStack, twenty
     assert get_checkpoint().read() == due - timedelta(hours=1)  # not moved: the next run redoes the window
     redone = run_scheduler(due + timedelta(minutes=25), digests=False)
     assert len(redone.started) == 1, redone.summary()
+
+
+def test_a_window_holding_more_records_than_one_search_reads_is_searched_in_halves(
+    stack: AdminStack, twenty: FakeTwenty, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(schedule_logic, "MAX_SEARCH_RECORDS", 3)  # 5,000 on a real CRM: the same halving
+    close = (datetime.now(UTC) + timedelta(days=50)).date()
+    for shift in range(-2, 3):  # two deals on each day of the search's span (the window's dates +- 2 days)
+        day = close + timedelta(days=shift)
+        for number in (1, 2):
+            twenty.add_opportunity(f"Busy {shift} {number}", stage="CUSTOMER", close_date=f"{day}T00:00:00.000Z")
+    due = due_of(close)
+    run_scheduler(due - timedelta(hours=1), digests=False)
+
+    busy = run_scheduler(due + timedelta(minutes=10), digests=False)
+
+    assert busy.errors == [] and len(busy.started) == 2, busy.summary()  # the two deals closing that day
+    assert busy.searched[f"{TENANT}/close-reminder"] > 10  # the span, then its halves: every record read
+    assert get_checkpoint().read() == due + timedelta(minutes=10)  # the window moved on
+
+
+def test_one_day_holding_more_records_than_one_search_reads_keeps_the_window_open(
+    stack: AdminStack, twenty: FakeTwenty, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(schedule_logic, "MAX_SEARCH_RECORDS", 3)
+    close = (datetime.now(UTC) + timedelta(days=60)).date()
+    for number in range(3):
+        twenty.add_opportunity(f"Same day {number}", stage="CUSTOMER", close_date=f"{close}T00:00:00.000Z")
+
+    crowded = run_scheduler(due_of(close) + timedelta(minutes=10), digests=False)
+
+    assert crowded.started == []
+    assert crowded.errors == [f"{TENANT}/close-reminder: more than 3 records with closeDate on one day ({close}); "
+                              f"the window stays open"]
+    assert get_checkpoint().read() is None  # not advanced: the next run redoes the window
 
 
 def test_fire_schedule_skips_a_deleted_or_inactive_schedule(stack: AdminStack) -> None:

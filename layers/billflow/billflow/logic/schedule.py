@@ -313,7 +313,7 @@ def date_run_state(item: DueItem, rule: Rule, due: datetime, tenant: TenantSetti
 
 
 # ------------------------------------------------------------------------------------------- CRM search
-MAX_SEARCH_RECORDS = 5_000  # records one rule reads from its CRM per window (an error beyond: see below)
+MAX_SEARCH_RECORDS = 5_000  # records one search reads; a span holding more is searched again in halves
 SEARCH_PAGE_SIZE = 200  # the most Twenty and HubSpot give a page (Pipedrive: 500): fewer calls per window
 SEARCH_MARGIN = timedelta(days=2)  # the field's values searched reach this far past the window's dates
 
@@ -359,6 +359,10 @@ def search_date_rules(since: datetime, until: datetime, now: datetime, run: Sche
     a record found both ways, or in two overlapping windows, runs once. A CRM that cannot filter on the date
     field (the generic source's configured search may not) answers more records: their dates are decided here.
 
+    A span holding more records than one search reads (MAX_SEARCH_RECORDS) is searched again in halves, on day
+    boundaries, until each half holds fewer: a busy CRM is read whole, and the window moves on. Only one day
+    holding more, or a CRM that does not filter on the date, keeps the window open (an error).
+
     Rules that repeat monthly or yearly match records of any year: they stay with the due index."""
     from billflow.connectors import get_crm  # deferred: only this pass reaches a CRM
     from billflow.connectors.base import RecordFilter, RecordQuery
@@ -378,42 +382,85 @@ def search_date_rules(since: datetime, until: datetime, now: datetime, run: Sche
         except ConfigurationError as exc:
             run.not_searched.append(f"{key}: {exc}")
             continue
-        start, end = search_window(rule, since, until)
-        bounds = (RecordFilter(trigger.field, "gte", start), RecordFilter(trigger.field, "lt", end))
-        query = RecordQuery(object_name=rule.object, filters=(*bounds, *equality_filters(rule)),
-                            page_size=SEARCH_PAGE_SIZE, fields=tuple(sorted(rule.record_fields())))
         zone = trigger_zone(rule)
         if rule.tenant not in tenants:
             tenants[rule.tenant] = rule_store.tenant_settings(rule.tenant)
         read = 0
+        spans = [search_window(rule, since, until)]
         try:
-            for record in _search(crm, connection, query, len(bounds)):
-                read += 1
-                value = get_path(record, trigger.field)
-                due = occurrence_after(trigger, value, zone, since)
-                if due is None or due > until or record.get("id") in (None, ""):
+            while spans:
+                low, high = spans.pop()
+                bounds = (RecordFilter(trigger.field, "gte", low), RecordFilter(trigger.field, "lt", high))
+                query = RecordQuery(object_name=rule.object, filters=(*bounds, *equality_filters(rule)),
+                                    page_size=SEARCH_PAGE_SIZE, fields=tuple(sorted(rule.record_fields())))
+                records = list(_search(crm, connection, query, len(bounds)))
+                read += len(records)
+                if len(records) < MAX_SEARCH_RECORDS:
+                    _start_due(records, rule, since, until, now, zone, tenants[rule.tenant], run, executions)
                     continue
-                item = DueItem(pk="", tenant=rule.tenant, rule_id=rule.id, source=rule.source, object=rule.object,
-                               record_id=str(record["id"]), field=trigger.field, value=value, due=due,
-                               record=record)
-                state = date_run_state(item, rule, due, tenants[rule.tenant], now)
-                runs = executions or get_executions()
-                # Found by the due index too, or in an earlier overlapping window: Step Functions answers a
-                # repeated StartExecution of a running execution with the same input as a success, so ask.
-                if state.execution_name in run.started or runs.describe(state.execution_name) is not None:
-                    run.duplicates.append(state.execution_name)
-                elif runs.start_run(state):
-                    run.started.append(state.execution_name)
-                else:
-                    run.duplicates.append(state.execution_name)
+                # More than one search reads: nothing is started from this pass; every record is read again
+                # in its half (starting them here as well would ask Step Functions about each one twice).
+                halves = split_days(low, high)
+                if halves is not None and kept_to(records, trigger.field, low, high):
+                    spans.extend(reversed(halves))  # the earlier half first
+                    continue
+                why = (f"with {trigger.field} on one day ({low:%Y-%m-%d})" if halves is None else
+                       f"in one window, and the CRM answers records outside the dates asked (it does not filter "
+                       f"on {trigger.field})")
+                run.errors.append(f"{key}: more than {MAX_SEARCH_RECORDS} records {why}; the window stays open")
         except ConfigurationError as exc:  # the CRM cannot search: said once per run, the window moves on
             run.not_searched.append(f"{key}: {exc}")
         except Exception as exc:  # transient (rate limit, network): the window stays open and is redone
             run.errors.append(f"{key}: CRM search: {type(exc).__name__}: {exc}")
         run.searched[key] = read
-        if read >= MAX_SEARCH_RECORDS:
-            run.errors.append(f"{key}: more than {MAX_SEARCH_RECORDS} records in one window; the scheduler "
-                              f"runs too rarely for this rule (its SchedulerSchedule parameter)")
+
+
+Span = tuple[datetime, datetime]
+
+
+def split_days(low: datetime, high: datetime) -> tuple[Span, Span] | None:
+    """A search span of whole days, halved on a day boundary (date-only fields compare by day); None for a
+    span of one day, which cannot be split."""
+    days = (high - low).days
+    if days < 2:
+        return None
+    middle = low + timedelta(days=days // 2)
+    return (low, middle), (middle, high)
+
+
+def kept_to(records: list[dict[str, Any]], path: str, low: datetime, high: datetime) -> bool:
+    """Whether every record's date falls on a UTC day of [low, high): the CRM filtered on it, so a narrower
+    search answers fewer records."""
+    for record in records:
+        moment = field_moment(date_field_value(get_path(record, path)), UTC)
+        if moment is None or not low.date() <= calendar_day(moment, UTC) < high.date():
+            return False
+    return True
+
+
+def _start_due(records: list[dict[str, Any]], rule: Rule, since: datetime, until: datetime, now: datetime,
+               zone: Any, tenant: TenantSettings, run: SchedulerRun, executions: Executions | None) -> None:
+    """Start the run of each record the rule's date makes due in (since, until]."""
+    assert isinstance(rule.trigger, DateTrigger)
+    trigger = rule.trigger
+    for record in records:
+        value = get_path(record, trigger.field)
+        due = occurrence_after(trigger, value, zone, since)
+        if due is None or due > until or record.get("id") in (None, ""):
+            continue
+        item = DueItem(pk="", tenant=rule.tenant, rule_id=rule.id, source=rule.source, object=rule.object,
+                       record_id=str(record["id"]), field=trigger.field, value=value, due=due,
+                       record=record)
+        state = date_run_state(item, rule, due, tenant, now)
+        runs = executions or get_executions()
+        # Found by the due index too, or in an earlier overlapping window: Step Functions answers a
+        # repeated StartExecution of a running execution with the same input as a success, so ask.
+        if state.execution_name in run.started or runs.describe(state.execution_name) is not None:
+            run.duplicates.append(state.execution_name)
+        elif runs.start_run(state):
+            run.started.append(state.execution_name)
+        else:
+            run.duplicates.append(state.execution_name)
 
 
 def _search(crm: CrmConnector, connection: Connection, query: RecordQuery, bounds: int) -> Iterator[dict[str, Any]]:
