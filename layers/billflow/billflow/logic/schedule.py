@@ -439,7 +439,7 @@ def kept_to(records: list[dict[str, Any]], path: str, low: datetime, high: datet
 
 
 def _start_due(records: list[dict[str, Any]], rule: Rule, since: datetime, until: datetime, now: datetime,
-               zone: Any, tenant: TenantSettings, run: SchedulerRun, executions: Executions | None) -> None:
+               zone: tzinfo, tenant: TenantSettings, run: SchedulerRun, executions: Executions | None) -> None:
     """Start the run of each record the rule's date makes due in (since, until]."""
     assert isinstance(rule.trigger, DateTrigger)
     trigger = rule.trigger
