@@ -75,4 +75,7 @@ def test_a_retried_delivery_is_started_once_and_reads_the_record_and_the_setting
         calls.clear()
         _counting(calls)
         elsewhere = route_event(event, get_rule_store(), get_record_store())
-        assert calls["StartExecution"] == 2 and sorted(elsewhere.started) == sorted(first.started + again.started)
+        # Asked again for both: Step Functions answers a running execution's own name and input as started and
+        # refuses a finished one's (moto does the same), so which list a name lands in depends on the runs.
+        assert calls["StartExecution"] == 2
+        assert sorted(elsewhere.started + elsewhere.duplicates) == sorted(first.started + again.started)
