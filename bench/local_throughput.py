@@ -44,7 +44,14 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from recorded_run import ONE_ACTION_RULE, ROOT, SIGNING_SECRET, TENANT  # noqa: E402
+from recorded_run import (  # noqa: E402
+    ONE_ACTION_RULE,
+    ROOT,
+    SIGNING_SECRET,
+    TENANT,
+    start_standins,
+    tenant_connections,
+)
 
 THROUGHPUT_TARGET = 10.0
 LATENCY_TARGET_S = 1.0
@@ -176,12 +183,7 @@ class ThreadCpu:
 
 def _serve_standins(pipe: Any) -> None:
     """The child process of the stand-ins: Stripe and Twenty on 127.0.0.1, driven over `pipe`."""
-    from billflow_local.standins.stripe_server import FakeStripe
-    from billflow_local.standins.twenty_server import FakeTwenty, load_sample_workspace
-
-    stripe = FakeStripe().start()
-    twenty = FakeTwenty(custom_fields={"opportunity": {"invoiceId": {"type": "string"}}}).start()
-    twenty.seed(load_sample_workspace())
+    stripe, twenty = start_standins()
     pipe.send({"stripe": {"url": stripe.url, "api_key": stripe.api_key}, "twenty": twenty.connection_settings()})
 
     def invoices() -> int:
@@ -250,16 +252,11 @@ class Stack:
 
         self.standins = StandIns()
         stripe = self.standins.settings["stripe"]
-        connections = {"tenants": {TENANT: {
-            "sources": {"twenty": {"signing_secret": SIGNING_SECRET}},
-            # A self-hosted Twenty with its API_RATE_LIMITING raised: this measures billflow, not Twenty Cloud's
-            # 100 calls a minute per API key, which alone would hold one workspace to about 100 invoices a
-            # minute (Lookup searches the company's people once a run; runs past it wait: WaitForCrm).
-            "connections": {"twenty": {**self.standins.settings["twenty"], "rate_limit_per_minute": 100_000},
-                            "stripe-main": {"type": "stripe", "base_url": stripe["url"],
-                                            "api_key": stripe["api_key"]}},
-            "settings": {"daily_limits": {"invoice": 100_000}},
-        }}}
+        # A self-hosted Twenty with its API_RATE_LIMITING raised: this measures billflow, not Twenty Cloud's 100
+        # calls a minute per API key, which alone would hold one workspace to about 100 invoices a minute
+        # (Lookup searches the company's people once a run; runs past it wait: WaitForCrm).
+        twenty = {**self.standins.settings["twenty"], "rate_limit_per_minute": 100_000}
+        connections = tenant_connections(twenty, stripe["url"], stripe["api_key"])
         self.runtime = LocalRuntime(ROOT, port=0, connections=connections, tenant=TENANT, echo=None,
                                     fast_retries=True, log_level="WARNING")
         self.runtime.start()

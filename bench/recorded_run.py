@@ -55,6 +55,29 @@ ONE_ACTION_RULE: dict[str, Any] = {
 }
 
 
+def start_standins() -> tuple[Any, Any]:
+    """The Stripe and Twenty stand-ins the one-action rule invoices against, started: Twenty with the sample
+    workspace and the opportunity's write-back field (invoiceId)."""
+    from tests.fakes.stripe_server import FakeStripe
+    from tests.fakes.twenty_server import FakeTwenty, load_sample_workspace
+
+    stripe = FakeStripe().start()
+    twenty = FakeTwenty(custom_fields={"opportunity": {"invoiceId": {"type": "string"}}}).start()
+    twenty.seed(load_sample_workspace())
+    return stripe, twenty
+
+
+def tenant_connections(twenty: dict[str, Any], stripe_url: str, stripe_key: str) -> dict[str, Any]:
+    """The local runtime's connections for TENANT: Twenty's webhook source, the Twenty and Stripe connections
+    (`twenty`: the stand-in's connection settings) and a daily invoice limit no benchmark reaches."""
+    return {"tenants": {TENANT: {
+        "sources": {"twenty": {"signing_secret": SIGNING_SECRET}},
+        "connections": {"twenty": twenty,
+                        "stripe-main": {"type": "stripe", "base_url": stripe_url, "api_key": stripe_key}},
+        "settings": {"daily_limits": {"invoice": 100_000}},
+    }}}
+
+
 # The CRM events that match no rule, by kind: what each costs differs by what billflow must remember of it.
 UNMATCHED_KINDS: dict[str, str] = {
     "edit": "an edit of a known opportunity that changes no field a rule reads (Twenty: closeDate)",
@@ -288,18 +311,9 @@ def record(unmatched: int = 10, invoices: int = 5,
     from billflow.models.rules import Rule
 
     from billflow_local.runtime import LocalRuntime
-    from tests.fakes.stripe_server import FakeStripe
-    from tests.fakes.twenty_server import FakeTwenty, load_sample_workspace
 
-    stripe = FakeStripe().start()
-    twenty = FakeTwenty(custom_fields={"opportunity": {"invoiceId": {"type": "string"}}}).start()
-    twenty.seed(load_sample_workspace())
-    connections = {"tenants": {TENANT: {
-        "sources": {"twenty": {"signing_secret": SIGNING_SECRET}},
-        "connections": {"twenty": twenty.connection_settings(),
-                        "stripe-main": {"type": "stripe", "base_url": stripe.url, "api_key": stripe.api_key}},
-        "settings": {"daily_limits": {"invoice": 100_000}},
-    }}}
+    stripe, twenty = start_standins()
+    connections = tenant_connections(twenty.connection_settings(), stripe.url, stripe.api_key)
     recorder = Recorder()
     runtime = None
     try:

@@ -13,13 +13,13 @@ date makes them due (logic/schedule.py).
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from billflow.logic.observe import CrmReader, log_undecided, mark_fired, observe_record, read_from_crm
 from billflow.models.events import GENERIC_SOURCES, PARTIAL_RECORD_SOURCES, CrmEvent
 from billflow.models.rules import Rule, TenantSettings, UsageAlert
+from billflow.recent import Recent
 from billflow.rules.engine import Clock, RuleVerdict, evaluate_rule, transition_held
 from billflow.rules.index import RuleIndex, indexed_rules
 from billflow.settings import get_settings
@@ -101,8 +101,7 @@ class RoutedDeliveries:
     delivery ten times costs one record-state read, not ten."""
 
     def __init__(self, kept: int = 10_000) -> None:
-        self._kept = kept
-        self._runs: OrderedDict[tuple[str, ...], tuple[RuleIndex, tuple[str, ...]]] = OrderedDict()
+        self._runs: Recent[tuple[str, ...], tuple[RuleIndex, tuple[str, ...]]] = Recent(kept)
 
     @staticmethod
     def _key(table: str, event: CrmEvent) -> tuple[str, ...]:
@@ -114,11 +113,7 @@ class RoutedDeliveries:
         return found[1] if found is not None and found[0] is index else None
 
     def remember(self, table: str, event: CrmEvent, index: RuleIndex, names: list[str]) -> None:
-        key = self._key(table, event)
-        self._runs[key] = (index, tuple(names))
-        self._runs.move_to_end(key)
-        while len(self._runs) > self._kept:
-            self._runs.popitem(last=False)
+        self._runs.put(self._key(table, event), (index, tuple(names)))
 
     def clear(self) -> None:
         """Forget every delivery (the local runtime's new stack: a new container)."""
@@ -141,9 +136,7 @@ def route_event(
     delivered = event
     earlier = None if from_crm else routed_deliveries.runs(rule_store.table, delivered, index)
     if earlier:
-        from billflow.storage.executions import get_executions
-
-        executions = executions or get_executions()
+        executions = _executions(executions)
         if all(executions.taken(name) for name in earlier):
             return FilterOutcome(rules_considered=len(stored), duplicates=list(earlier))
     event, _, verdicts = match_event(event, rule_store, record_store, index=index, from_crm=from_crm)
@@ -157,9 +150,7 @@ def route_event(
     matched = [v for v in verdicts if v.matched]
     if not matched:
         return outcome
-    from billflow.storage.executions import get_executions
-
-    executions = executions or get_executions()
+    executions = _executions(executions)
     tenant_settings: TenantSettings | None = None  # read once, and only for a run not known to have started
     for verdict in matched:
         rule = verdict.rule
@@ -182,6 +173,13 @@ def route_event(
     if not from_crm and len(runs) == len(matched):  # every match has its run: a redelivery can only repeat them
         routed_deliveries.remember(rule_store.table, delivered, index, runs)
     return outcome
+
+
+def _executions(given: Executions | None) -> Executions:
+    """The executions given, else the container's (imported here: most events start none)."""
+    from billflow.storage.executions import get_executions
+
+    return given or get_executions()
 
 
 def _run_keys(event: CrmEvent, verdict: RuleVerdict) -> tuple[str, str]:

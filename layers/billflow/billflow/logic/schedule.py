@@ -387,13 +387,14 @@ def search_date_rules(since: datetime, until: datetime, now: datetime, run: Sche
             tenants[rule.tenant] = rule_store.tenant_settings(rule.tenant)
         read = 0
         spans = [search_window(rule, since, until)]
+        query = RecordQuery(object_name=rule.object, filters=equality_filters(rule), page_size=SEARCH_PAGE_SIZE,
+                            fields=tuple(sorted(rule.record_fields())))
         try:
             while spans:
                 low, high = spans.pop()
                 bounds = (RecordFilter(trigger.field, "gte", low), RecordFilter(trigger.field, "lt", high))
-                query = RecordQuery(object_name=rule.object, filters=(*bounds, *equality_filters(rule)),
-                                    page_size=SEARCH_PAGE_SIZE, fields=tuple(sorted(rule.record_fields())))
-                records = list(_search(crm, connection, query, len(bounds)))
+                spanned = replace(query, filters=(*bounds, *query.filters))
+                records = list(_search(crm, connection, spanned, len(bounds)))
                 read += len(records)
                 if len(records) < MAX_SEARCH_RECORDS:
                     _start_due(records, rule, since, until, now, zone, tenants[rule.tenant], run, executions)

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import json
 import time
-from collections import OrderedDict
 from typing import Any
 
 from billflow.aws import client
 from billflow.models.run import RunState
 from billflow.observability import logger
+from billflow.recent import Recent
 from billflow.settings import get_settings
 from billflow.storage import shared
 
@@ -29,7 +29,7 @@ TAKEN_NAMES_KEPT = 10_000
 class Executions:
     def __init__(self, state_machine_arn: str) -> None:
         self.state_machine_arn = state_machine_arn
-        self._taken: OrderedDict[str, float] = OrderedDict()  # name -> when seen taken (monotonic)
+        self._taken: Recent[str, float] = Recent(TAKEN_NAMES_KEPT)  # name -> when seen taken (monotonic)
         self._taken_from: Any = None  # the client that said so: another endpoint is another Step Functions
 
     def arn(self, name: str) -> str:
@@ -52,14 +52,8 @@ class Executions:
             started = True
         except sfn.exceptions.ExecutionAlreadyExists:
             started = False
-        self._remember(name)  # taken either way
+        self._taken.put(name, time.monotonic())  # taken either way
         return started
-
-    def _remember(self, name: str) -> None:
-        self._taken[name] = time.monotonic()
-        self._taken.move_to_end(name)
-        while len(self._taken) > TAKEN_NAMES_KEPT:
-            self._taken.popitem(last=False)
 
     def _forget_other_endpoints(self) -> None:
         sfn = client("stepfunctions")  # the same object for the container's life, unless tests switch endpoints
