@@ -21,9 +21,10 @@ Beside it, the dependencies' floor ("deps"): the same, plus importing pydantic's
 billflow/observability.py (Powertools' Logger and Tracer: the X-Ray SDK, patching botocore). Every function
 needs both before any of its own code runs, so the handler over "deps" is what billflow itself adds.
 
-The layer's packages are loaded compiled (this venv's, and layers/billflow with its bytecode) and boto3 is
-this venv's, as a function sees the layer layers/billflow/Makefile builds (bytecode shipped, botocore left
-to the runtime); what a layer without them costs is bench/layer_bytecode.py's figure.
+The layer's packages are loaded compiled (this venv's, and layers/billflow with its bytecode, compiled here
+first) and boto3 is this venv's, as a function sees the layer layers/billflow/Makefile builds (bytecode
+shipped, botocore left to the runtime); the handlers too, as functions/Makefile ships them. What code
+without its bytecode costs is bench/layer_bytecode.py's figure.
 
 Figures: medians of --runs interleaved runs. Target: every function's first response within 1.3x its floor;
 exit status 1 over it. The import-only figure is printed beside the floor's imports.
@@ -268,6 +269,17 @@ class Bench:
         return figures
 
 
+def compile_as_built() -> None:
+    """The bytecode the Makefiles ship, for billflow's package and the handlers: the children import them
+    with PYTHONDONTWRITEBYTECODE (a read-only /opt and /var/task), so on a fresh clone, where nothing has
+    written it yet, every child would compile them and the figures would be a layer shipped without it."""
+    import compileall
+
+    for tree in (LAYER / "billflow", ROOT / "functions"):
+        if not compileall.compile_dir(tree, quiet=1):
+            raise SystemExit(f"{tree} does not compile")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=5)
@@ -302,6 +314,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             server.stop()
 
+    compile_as_built()
     record(unmatched=1, invoices=1, while_running=while_running)
     if args.profile:
         return 0

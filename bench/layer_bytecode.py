@@ -1,5 +1,6 @@
-"""What the layer's build saves every cold start: each function's handler imported from the layer as SAM's
-python3.11 builder ships it, beside the layer as layers/billflow/Makefile ships it, in the same run.
+"""What the builds save every cold start: each function's handler imported from its code and the layer as SAM's
+python3.11 builder ships them, beside the function as functions/Makefile ships it and the layer as
+layers/billflow/Makefile ships it, in the same run.
 
     .venv/bin/python bench/layer_bytecode.py [--runs 5]
 
@@ -7,7 +8,9 @@ Lambda mounts a layer read-only at /opt, so Python can write no bytecode there: 
 shipped without .pyc files is compiled again in every new execution environment. SAM's python builder
 extracts wheels and copies sources without bytecode (and leaves *.pyc out on purpose); it also ships the
 botocore that aws-xray-sdk requires, which shadows the runtime's precompiled one (/opt/python comes first on
-sys.path). The Makefile ships bytecode and leaves boto3 and its dependencies to the runtime.
+sys.path). The layer's Makefile ships bytecode and leaves boto3 and its dependencies to the runtime. The same
+holds for the function's own code in /var/task: the python builder copies app.py alone, functions/Makefile
+ships it compiled.
 
 Both layers are built here for this machine (`PLATFORM=host`: the deployed one has arm64 wheels, which this
 machine cannot load; the Python files, and so the compiling, are the same). The runtime's own packages
@@ -31,6 +34,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 LAYER_SOURCE = ROOT / "layers" / "billflow"
+FUNCTIONS_SOURCE = ROOT / "functions"
 FUNCTIONS = sorted(p.name for p in (ROOT / "functions").iterdir() if (p / "app.py").is_file())
 RUNTIME = Path(sysconfig.get_paths()["purelib"])  # boto3 and botocore, compiled by pip as Lambda's are
 FLOOR = "import boto3, aws_lambda_powertools"
@@ -48,6 +52,18 @@ def build_as_sam_does(target: Path) -> None:
 def build_with_makefile(artifacts: Path) -> None:
     run(["make", "--silent", "--no-print-directory", "-C", str(LAYER_SOURCE), "build-BillflowLayer",
          f"ARTIFACTS_DIR={artifacts}", "PLATFORM=host", f"PYTHON={sys.executable}"])
+
+
+def function_as_sam_does(name: str, target: Path) -> None:
+    """BuildMethod python3.11 for a function without requirements: its sources copied, no bytecode."""
+    shutil.copytree(FUNCTIONS_SOURCE / name, target, ignore=shutil.ignore_patterns("__pycache__"))
+
+
+def function_with_makefile(name: str, artifacts: Path) -> None:
+    """build-<LogicalId> as sam build runs it: in the function's code (sam: a copy of it), ARTIFACTS_DIR set."""
+    run(["make", "--silent", "--no-print-directory", "-C", str(FUNCTIONS_SOURCE / name), "-f",
+         str(FUNCTIONS_SOURCE / "Makefile"), f"build-{name.capitalize()}Function", f"ARTIFACTS_DIR={artifacts}",
+         f"PYTHON={sys.executable}"])
 
 
 def run(command: list[str]) -> None:
@@ -74,26 +90,35 @@ def main() -> int:
         build_as_sam_does(sam_layer)
         build_with_makefile(make_layer)
         layers = {"sam": sam_layer, "make": make_layer / "python"}
+        code = {(name, "sam"): Path(scratch, "sam-functions", name) for name in FUNCTIONS}
+        code.update({(name, "make"): Path(scratch, "make-functions", name) for name in FUNCTIONS})
+        for name in FUNCTIONS:
+            function_as_sam_does(name, code[(name, "sam")])
+            function_with_makefile(name, code[(name, "make")])
         shipped = {name: sum(1 for _ in layer.rglob("*.pyc")) for name, layer in layers.items()}
+        handlers = {build: sum(1 for (_, b), path in code.items() if b == build and any(path.rglob("app.*.pyc")))
+                    for build in layers}
         botocore = {name: (layer / "botocore").is_dir() for name, layer in layers.items()}
         times: dict[tuple[str, str], list[float]] = {}
         for _ in range(args.runs):  # interleaved: a noisy moment weighs on both layers alike
             for name in ["floor", *FUNCTIONS]:
                 for layer_name, layer in layers.items():
-                    code = [] if name == "floor" else [ROOT / "functions" / name]
+                    task = [] if name == "floor" else [code[(name, layer_name)]]  # /var/task
                     statement = FLOOR if name == "floor" else "import app"
-                    times.setdefault((name, layer_name), []).append(timed(statement, [*code, layer, RUNTIME]))
+                    times.setdefault((name, layer_name), []).append(timed(statement, [*task, layer, RUNTIME]))
     median = {key: statistics.median(values) for key, values in times.items()}
     print(f"layer bytecode: import of each handler module, median of {args.runs} (ms; a fresh interpreter, "
           "read-only layer)")
-    print(f"  sam's python3.11 builder: {shipped['sam']} .pyc, botocore in the layer: {botocore['sam']}")
-    print(f"  layers/billflow/Makefile: {shipped['make']} .pyc, botocore in the layer: {botocore['make']}")
-    print(f"  {'function':<12}{'sam build':>10}{'Makefile':>10}{'saved':>8}{'ratio':>8}")
+    print(f"  sam's python3.11 builder: {shipped['sam']} .pyc, botocore in the layer: {botocore['sam']}; "
+          f"handlers compiled: {handlers['sam']} of {len(FUNCTIONS)}")
+    print(f"  the Makefiles: {shipped['make']} .pyc, botocore in the layer: {botocore['make']}; "
+          f"handlers compiled: {handlers['make']} of {len(FUNCTIONS)}")
+    print(f"  {'function':<12}{'sam build':>10}{'Makefiles':>10}{'saved':>8}{'ratio':>8}")
     for name in ["floor", *FUNCTIONS]:
         before, after = median[(name, "sam")], median[(name, "make")]
         print(f"  {name:<12}{before:>10.0f}{after:>10.0f}{before - after:>8.0f}{before / after:>7.2f}x")
-    # What the Makefile is for: fails when the layer it builds ships no bytecode or its own botocore again.
-    return 0 if shipped["make"] and not botocore["make"] else 1
+    # What the Makefiles are for: fails when what they build ships no bytecode, or the layer its own botocore.
+    return 0 if shipped["make"] and handlers["make"] == len(FUNCTIONS) and not botocore["make"] else 1
 
 
 if __name__ == "__main__":
