@@ -48,6 +48,7 @@ from billflow_local.lambdas import FunctionHost
 from billflow_local.moto_patches import (
     faster_botocore,
     faster_moto_responses,
+    faster_state_copies,
     faster_step_functions,
     quiet_moto_engine,
     serialised_moto,
@@ -180,6 +181,7 @@ class LocalRuntime:
             stack.callback(self.bus.detach)
             stack.enter_context(self.clock.installed())
             stack.enter_context(faster_step_functions())
+            stack.enter_context(faster_state_copies())
             stack.enter_context(faster_botocore())
             stack.enter_context(faster_moto_responses())
             stack.enter_context(shared_engine_clients())

@@ -4,15 +4,28 @@ behaviour, moto still behaving the way the patch works around (when moto fixes i
 
 from __future__ import annotations
 
+import copy
 import importlib
 import importlib.metadata
 import inspect
+import json
 import logging
+import re
+import time
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
-from billflow_local.moto_patches import ENGINE_CLIENT_USERS, PATCHES, faster_moto_responses, quiet_moto_engine
+from billflow_local.moto_patches import (
+    ENGINE_CLIENT_USERS,
+    ENGINE_STATE_COPIERS,
+    PATCHES,
+    copy_json,
+    faster_moto_responses,
+    faster_state_copies,
+    quiet_moto_engine,
+)
 
 PINNED_MOTO = "5.2.5"  # pyproject's local extra; a new moto means re-reading every patch below
 SIGNATURES = {  # what each replacement is written against: (parameter names)
@@ -48,7 +61,7 @@ def test_moto_is_the_version_the_patches_were_written_for() -> None:
 
 def test_every_patch_says_what_it_restores_and_every_replacement_is_checked() -> None:
     assert all(patch.restores and patch.replaces for patch in PATCHES)
-    callables = [path for path in REPLACED if not path.endswith(":time")]
+    callables = [path for path in REPLACED if not path.endswith((":time", ":copy"))]  # modules: checked below
     assert sorted(callables) == sorted(SIGNATURES)
 
 
@@ -129,3 +142,63 @@ def test_moto_answers_the_same_with_its_response_work_done_once() -> None:
         patched = [_dynamodb_answers(), _dynamodb_answers()]
     assert patched == [plain, plain]
     assert _dynamodb_answers() == plain  # and moto is itself again after it
+
+
+@pytest.mark.parametrize("module", ENGINE_STATE_COPIERS)
+def test_the_engine_still_copies_state_data_through_its_copy_module_and_deepcopy_alone(module: str) -> None:
+    # faster_state_copies replaces the module's `copy` with a namespace that has deepcopy only
+    found = importlib.import_module(module)
+    assert found.copy is copy
+    assert set(re.findall(r"\bcopy\.(\w+)", inspect.getsource(found))) == {"deepcopy"}
+
+
+def test_a_json_copy_is_equal_and_shares_nothing() -> None:
+    stamp = datetime(2026, 12, 6, tzinfo=UTC)
+    data = {"a": [1, 2.5, True, None, "x", {"b": {"c": []}}], "when": stamp, "pair": (1, [2])}
+    copied = copy_json(data)
+    assert copied == data == copy.deepcopy(data)
+    assert copied["a"] is not data["a"] and copied["a"][5]["b"] is not data["a"][5]["b"]
+    assert copied["pair"][1] is not data["pair"][1]  # not JSON: copy.deepcopy's copy
+    assert type(copied["a"][2]) is bool
+
+
+def _state_machine_run() -> tuple[Any, list[Any]]:
+    """The output and history (without times) of an execution that shapes, chooses and merges JSON."""
+    import boto3
+    from moto import mock_aws
+
+    definition = {"StartAt": "Shape", "States": {
+        "Shape": {"Type": "Pass", "ResultPath": "$.shaped", "Next": "Pick",
+                  "Parameters": {"deal.$": "$.deal", "lines.$": "$.lines", "count.$": "States.ArrayLength($.lines)",
+                                 "fixed": {"list": [1, 2.5, True, None], "map": {"k": "v"}}}},
+        "Pick": {"Type": "Choice", "Default": "Done",
+                 "Choices": [{"Variable": "$.shaped.count", "NumericGreaterThan": 1, "Next": "Merge"}]},
+        "Merge": {"Type": "Pass", "InputPath": "$.shaped", "OutputPath": "$.merged", "Next": "Done",
+                  "Parameters": {"merged.$": "States.JsonMerge($.deal, $.fixed, false)",
+                                 "text.$": "States.Format('deal {}', $.deal.id)"}},
+        "Done": {"Type": "Pass", "Result": {"done": True}, "ResultPath": "$.status", "End": True}}}
+    run_input = {"deal": {"id": "d-1", "amount": {"value": 1200.5, "currency": "EUR"}},
+                 "lines": [{"sku": "A", "qty": 2}, {"sku": "B", "qty": 1}]}
+    with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):
+        sfn = boto3.client("stepfunctions", region_name="us-east-1")
+        machine = sfn.create_state_machine(name="copies", definition=json.dumps(definition),
+                                           roleArn="arn:aws:iam::123456789012:role/sfn")["stateMachineArn"]
+        run = sfn.start_execution(stateMachineArn=machine, name="run", input=json.dumps(run_input))["executionArn"]
+        deadline = time.monotonic() + 10
+        while (described := sfn.describe_execution(executionArn=run))["status"] == "RUNNING":
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        events = sfn.get_execution_history(executionArn=run)["events"]
+    assert described["status"] == "SUCCEEDED"
+    return json.loads(described["output"]), [{k: v for k, v in e.items() if k != "timestamp"} for e in events]
+
+
+def test_the_engine_runs_the_same_with_its_state_copies_made_as_json() -> None:
+    plain = _state_machine_run()
+    with faster_state_copies():
+        patched = _state_machine_run()
+    assert patched == plain
+    assert plain[0] == {"id": "d-1", "amount": {"value": 1200.5, "currency": "EUR"},  # Merge's output: merged
+                        "list": [1, 2.5, True, None], "map": {"k": "v"}, "status": {"done": True}}
+    assert len(plain[1]) >= 10  # entered and exited events of four states, with their data
+    assert all(importlib.import_module(module).copy is copy for module in ENGINE_STATE_COPIERS)  # restored
