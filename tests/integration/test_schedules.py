@@ -15,6 +15,7 @@ from types import ModuleType
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import billflow.aws
 import boto3
 import pytest
 from billflow.logic import schedule as schedule_logic
@@ -268,9 +269,15 @@ def test_a_date_rule_finds_records_no_webhook_told_of_once_per_record(stack: Adm
         def advance(self, until: datetime) -> None:
             pass
 
+    asked: list[str] = []
+    sfn = billflow.aws.client("stepfunctions")
+    for operation in ("DescribeExecution", "StartExecution"):
+        sfn.meta.events.register(f"provide-client-params.sfn.{operation}",
+                                 lambda model, **_: asked.append(model.name))
     repeated = run_scheduler(due + timedelta(minutes=20), digests=False, checkpoint=Rewound())  # type: ignore[arg-type]
     assert repeated.started == [] and repeated.duplicates == fired.started
     assert len(stack.executions()) == 1
+    assert asked == []  # this container started that run: Step Functions is not asked about it again
 
 
 def test_a_date_rule_catches_up_the_day_the_scheduler_missed(stack: AdminStack, twenty: FakeTwenty) -> None:

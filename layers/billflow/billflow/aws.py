@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import cache
 from typing import Any
 
@@ -22,6 +23,18 @@ def client(service: str) -> Any:
     return boto3.client(service)  # type: ignore[call-overload]
 
 
+_forgetters: list[Callable[[], None]] = []
+
+
+def on_reset(forget: Callable[[], None]) -> None:
+    """Have `forget` run at every reset_clients: what the container remembers of AWS's answers (the execution
+    names Step Functions holds...) belongs to the endpoint its clients talked to."""
+    _forgetters.append(forget)
+
+
 def reset_clients() -> None:
-    """Tests and the local runtime call this after switching AWS endpoints or mocks."""
+    """Tests and the local runtime call this after switching AWS endpoints or mocks: another endpoint is
+    another AWS, so what was remembered of the last one is forgotten with its clients."""
     client.cache_clear()
+    for forget in _forgetters:
+        forget()

@@ -182,15 +182,16 @@ def _executions(given: Executions | None) -> Executions:
     return given or get_executions()
 
 
-def _run_keys(event: CrmEvent, verdict: RuleVerdict) -> tuple[str, str]:
-    """The record's key and the transition's execution key (the run's identity)."""
+def _run_keys(event: CrmEvent, verdict: RuleVerdict) -> tuple[str, str, str]:
+    """The record's key, the transition's execution key (the run's identity) and its execution name."""
     record_key = keys.record_pk(event.tenant, event.source, event.object, event.record_id)
-    return record_key, keys.execution_key(event.tenant, verdict.rule.id, record_key, verdict.transition)
+    execution_key = keys.execution_key(event.tenant, verdict.rule.id, record_key, verdict.transition)
+    return record_key, execution_key, keys.execution_name(verdict.rule.id, execution_key)
 
 
 def run_name(event: CrmEvent, verdict: RuleVerdict) -> str:
     """The execution name of the matched rule's run: the same for every delivery of one transition."""
-    return keys.execution_name(verdict.rule.id, _run_keys(event, verdict)[1])
+    return _run_keys(event, verdict)[2]
 
 
 def build_run_state(
@@ -203,14 +204,14 @@ def build_run_state(
 
     settings = get_settings()
     rule = verdict.rule
-    record_key, execution_key = _run_keys(event, verdict)
+    record_key, execution_key, execution_name = _run_keys(event, verdict)
     selected = verdict.selected or [b.index for b in verdict.matched_blocks]
     actions = [a for index in selected for a in rule.blocks[index].actions]
     trigger_at = event.received_at
     return RunState(
         tenant=event.tenant,
         execution_key=execution_key,
-        execution_name=keys.execution_name(rule.id, execution_key),
+        execution_name=execution_name,
         transition=verdict.transition,
         rule=rule,
         actions=actions,

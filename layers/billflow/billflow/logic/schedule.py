@@ -444,6 +444,7 @@ def _start_due(records: list[dict[str, Any]], rule: Rule, since: datetime, until
     """Start the run of each record the rule's date makes due in (since, until]."""
     assert isinstance(rule.trigger, DateTrigger)
     trigger = rule.trigger
+    runs = executions or get_executions()
     for record in records:
         value = get_path(record, trigger.field)
         due = occurrence_after(trigger, value, zone, since)
@@ -453,15 +454,16 @@ def _start_due(records: list[dict[str, Any]], rule: Rule, since: datetime, until
                        record_id=str(record["id"]), field=trigger.field, value=value, due=due,
                        record=record)
         state = date_run_state(item, rule, due, tenant, now)
-        runs = executions or get_executions()
+        name = state.execution_name
         # Found by the due index too, or in an earlier overlapping window: Step Functions answers a
-        # repeated StartExecution of a running execution with the same input as a success, so ask.
-        if state.execution_name in run.started or runs.describe(state.execution_name) is not None:
-            run.duplicates.append(state.execution_name)
+        # repeated StartExecution of a running execution with the same input as a success, so ask (unless
+        # this container already saw Step Functions hold the name).
+        if name in run.started or runs.taken(name) or runs.describe(name) is not None:
+            run.duplicates.append(name)
         elif runs.start_run(state):
-            run.started.append(state.execution_name)
+            run.started.append(name)
         else:
-            run.duplicates.append(state.execution_name)
+            run.duplicates.append(name)
 
 
 def _search(crm: CrmConnector, connection: Connection, query: RecordQuery, bounds: int) -> Iterator[dict[str, Any]]:

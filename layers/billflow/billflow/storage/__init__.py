@@ -6,8 +6,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
+from billflow import aws
+
 Store = TypeVar("Store")
 _stores: dict[tuple[Callable[[str], Any], str], Any] = {}
+aws.on_reset(_stores.clear)  # a store may remember what AWS answered it: new clients, new stores
 
 
 def shared(kind: Callable[[str], Store], name: str) -> Store:

@@ -30,7 +30,6 @@ class Executions:
     def __init__(self, state_machine_arn: str) -> None:
         self.state_machine_arn = state_machine_arn
         self._taken: Recent[str, float] = Recent(TAKEN_NAMES_KEPT)  # name -> when seen taken (monotonic)
-        self._taken_from: Any = None  # the client that said so: another endpoint is another Step Functions
 
     def arn(self, name: str) -> str:
         return execution_arn(self.state_machine_arn, name)
@@ -38,7 +37,6 @@ class Executions:
     def taken(self, name: str) -> bool:
         """True if this container saw Step Functions hold an execution of that name within the hour: starting
         it again can only be refused."""
-        self._forget_other_endpoints()
         seen = self._taken.get(name)
         return seen is not None and time.monotonic() - seen < TAKEN_NAMES_SECONDS
 
@@ -54,12 +52,6 @@ class Executions:
             started = False
         self._taken.put(name, time.monotonic())  # taken either way
         return started
-
-    def _forget_other_endpoints(self) -> None:
-        sfn = client("stepfunctions")  # the same object for the container's life, unless tests switch endpoints
-        if sfn is not self._taken_from:
-            self._taken.clear()
-            self._taken_from = sfn
 
     def start_run(self, state: RunState) -> bool:
         """Start the run under its execution name; False if that transition already has one (a duplicate)."""
